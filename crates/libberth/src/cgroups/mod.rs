@@ -1,0 +1,293 @@
+//! Control groups: finding the host's layout (cgroup v1, v2, or the hybrid of v1 controllers plus a v2
+//! mount at /sys/fs/cgroup/unified), making a container's cgroup in every hierarchy, moving processes
+//! into it, listing and signalling its processes, and removing it. The container's cgroup path comes
+//! from `linux.cgroupsPath`: absolute paths are taken from each hierarchy's root, relative ones from the
+//! runtime's own cgroup, and an empty one means `/<id>`.
+
+use crate::error::Context;
+use crate::{bail, Error, Result};
+use std::path::{Path, PathBuf};
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// One mounted hierarchy: its name (a v1 controller list like `cpu,cpuacct`, `name=systemd`, or
+/// empty for v2) and where it is mounted.
+#[derive(Debug, Clone)]
+pub struct Hierarchy {
+    pub name: String,
+    pub mount: PathBuf,
+    pub v2: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    V1,
+    V2,
+    Hybrid,
+}
+
+fn fs_magic(path: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(path)
+        .ok()
+        .map(|s| s.filesystem_type().0)
+}
+
+/// The hierarchies mounted under /sys/fs/cgroup, v1 first (in directory order), v2 last.
+pub fn hierarchies() -> (Layout, Vec<Hierarchy>) {
+    let root = Path::new(CGROUP_ROOT);
+    if fs_magic(root) == Some(CGROUP2_SUPER_MAGIC) {
+        return (
+            Layout::V2,
+            vec![Hierarchy {
+                name: String::new(),
+                mount: root.into(),
+                v2: true,
+            }],
+        );
+    }
+    let mut v1 = Vec::new();
+    let mut v2 = None;
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            // Symlinks such as cpu -> cpu,cpuacct name a hierarchy twice: skip them.
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let path = e.path();
+            match fs_magic(&path) {
+                Some(CGROUP_SUPER_MAGIC) => {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let name = if name == "systemd" {
+                        "name=systemd".to_string()
+                    } else {
+                        name
+                    };
+                    v1.push(Hierarchy {
+                        name,
+                        mount: path,
+                        v2: false,
+                    })
+                }
+                Some(CGROUP2_SUPER_MAGIC) => {
+                    v2 = Some(Hierarchy {
+                        name: String::new(),
+                        mount: path,
+                        v2: true,
+                    })
+                }
+                _ => {}
+            }
+        }
+    }
+    v1.sort_by(|a, b| a.name.cmp(&b.name));
+    let layout = if v2.is_some() { Layout::Hybrid } else { Layout::V1 };
+    v1.extend(v2);
+    (layout, v1)
+}
+
+/// The runtime's own cgroup path in a hierarchy, from /proc/self/cgroup.
+fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
+    for line in proc_self_cgroup.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+        let matches = if h.v2 {
+            ctrls.is_empty()
+        } else {
+            ctrls.split(',').any(|c| h.name.split(',').any(|n| n == c))
+        };
+        if matches {
+            return path.to_string();
+        }
+    }
+    "/".to_string()
+}
+
+/// Where the container's cgroup is, relative to each hierarchy's root.
+pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<String> {
+    if systemd {
+        bail!(
+            "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
+        );
+    }
+    let p = match cgroups_path {
+        None => return Ok(format!("/{id}")),
+        Some(p) => p.to_string_lossy().into_owned(),
+    };
+    if p.split('/').any(|c| c == "..") {
+        bail!("linux.cgroupsPath: {p:?} must not contain '..'");
+    }
+    if p.is_empty() {
+        return Ok(format!("/{id}"));
+    }
+    if p.starts_with('/') {
+        return Ok(p);
+    }
+    // Relative: below the runtime's own cgroup (resolved per hierarchy at creation; recorded with a
+    // leading '@' so that later calls find the same place).
+    Ok(format!("@{p}"))
+}
+
+/// A container's cgroup across every hierarchy.
+pub struct Cgroup {
+    pub dirs: Vec<(Hierarchy, PathBuf)>,
+}
+
+impl Cgroup {
+    /// Find (not create) the directories of a recorded cgroup path.
+    pub fn open(path: &str) -> Cgroup {
+        let (_, hs) = hierarchies();
+        let own = if path.starts_with('@') {
+            std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()
+        } else {
+            String::new()
+        };
+        let dirs = hs
+            .into_iter()
+            .map(|h| {
+                let rel = match path.strip_prefix('@') {
+                    Some(r) => format!("{}/{}", own_path(&h, &own).trim_end_matches('/'), r),
+                    None => path.to_string(),
+                };
+                let dir = h.mount.join(rel.trim_start_matches('/'));
+                (h, dir)
+            })
+            .collect();
+        Cgroup { dirs }
+    }
+
+    /// Make the cgroup in every hierarchy. Returns whether Berth made it (false: it existed, joined).
+    pub fn create(&self) -> Result<bool> {
+        let mut made = false;
+        for (h, dir) in &self.dirs {
+            if dir.exists() {
+                continue;
+            }
+            if h.name.split(',').any(|c| c == "cpuset") {
+                create_cpuset_dirs(&h.mount, dir)?;
+            } else {
+                std::fs::create_dir_all(dir).with_ctx(|| format!("cgroup {}", dir.display()))?;
+            }
+            made = true;
+        }
+        Ok(made)
+    }
+
+    /// Move a process into the cgroup in every hierarchy.
+    pub fn add(&self, pid: i32) -> Result<()> {
+        let s = pid.to_string();
+        for (_, dir) in &self.dirs {
+            let f = dir.join("cgroup.procs");
+            std::fs::write(&f, &s).with_ctx(|| format!("add pid {pid} to {}", f.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Every process in the cgroup.
+    pub fn procs(&self) -> Vec<i32> {
+        // Prefer the pids controller (v1) or the unified hierarchy: they hold every process.
+        let pick = self
+            .dirs
+            .iter()
+            .find(|(h, _)| h.name == "pids")
+            .or_else(|| self.dirs.iter().find(|(h, _)| h.v2))
+            .or_else(|| self.dirs.first());
+        let Some((_, dir)) = pick else { return Vec::new() };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Remove the cgroup directories (leaves only; parents stay as other containers may use them).
+    pub fn remove(&self) -> Result<()> {
+        let mut first_err = None;
+        for (_, dir) in &self.dirs {
+            let mut tries = 0;
+            loop {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    // Processes that were just killed may still be leaving the cgroup.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                        tries += 1;
+                        std::thread::sleep(std::time::Duration::from_millis(5));
+                    }
+                    Err(e) => {
+                        first_err.get_or_insert(Error::sys(format!("remove cgroup {}", dir.display()), e));
+                        break;
+                    }
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// cpuset cgroups start with empty cpus/mems, and a process cannot join one: copy the parent's.
+fn create_cpuset_dirs(mount: &Path, dir: &Path) -> Result<()> {
+    let rel = dir.strip_prefix(mount).unwrap_or(dir);
+    let mut cur = mount.to_path_buf();
+    for comp in rel.components() {
+        let parent = cur.clone();
+        cur.push(comp);
+        if cur.exists() {
+            continue;
+        }
+        std::fs::create_dir(&cur).with_ctx(|| format!("cgroup {}", cur.display()))?;
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
+            if !v.trim().is_empty() {
+                std::fs::write(cur.join(f), v.trim()).with_ctx(|| format!("{}", cur.join(f).display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether the container's cgroup is frozen (paused).
+pub fn is_frozen(path: &str) -> bool {
+    if path.is_empty() || path.starts_with('@') {
+        return false;
+    }
+    let rel = path.trim_start_matches('/');
+    let v1 = Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state");
+    if let Ok(s) = std::fs::read_to_string(&v1) {
+        return s.trim() == "FROZEN";
+    }
+    let v2 = Path::new(CGROUP_ROOT).join(rel).join("cgroup.freeze");
+    std::fs::read_to_string(v2).is_ok_and(|s| s.trim() == "1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn container_paths() {
+        assert_eq!(container_path(None, "c1", false).unwrap(), "/c1");
+        assert_eq!(container_path(Some(Path::new("/a/b")), "c1", false).unwrap(), "/a/b");
+        assert_eq!(container_path(Some(Path::new("a/b")), "c1", false).unwrap(), "@a/b");
+        assert!(container_path(Some(Path::new("/a/../b")), "c1", false).is_err());
+        assert!(container_path(None, "c1", true)
+            .unwrap_err()
+            .to_string()
+            .contains("systemd"));
+    }
+
+    #[test]
+    fn own_path_matches_controllers() {
+        let pc = "12:pids:/p\n4:cpu,cpuacct:/c\n1:name=systemd:/s\n0::/u\n";
+        let h = |name: &str, v2| Hierarchy {
+            name: name.into(),
+            mount: "/x".into(),
+            v2,
+        };
+        assert_eq!(own_path(&h("pids", false), pc), "/p");
+        assert_eq!(own_path(&h("cpu", false), pc), "/c");
+        assert_eq!(own_path(&h("name=systemd", false), pc), "/s");
+        assert_eq!(own_path(&h("", true), pc), "/u");
+    }
+}

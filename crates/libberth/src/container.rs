@@ -1,0 +1,514 @@
+//! The container lifecycle: creating -> created -> running -> stopped, with every operation checking
+//! the state it needs. `create` loads the bundle, claims the ID, makes the cgroup and the init process
+//! and records the result; any failure undoes all of that in reverse order. `start` releases init
+//! through the exec fifo. `run` is create + start + wait (+ delete), forwarding signals to the
+//! container and releasing init over the sync channel instead of a fifo.
+
+use crate::cgroups::{self, Cgroup};
+use crate::error::Context;
+use crate::linux::process::{self, Gate, InitConfig, NsPlan};
+use crate::state::{self, Locked, Record, Status, Store};
+use crate::{bail, err, hooks, spec, Error, Result};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+pub struct Runtime {
+    pub store: Store,
+    pub systemd_cgroup: bool,
+}
+
+pub struct CreateOpts<'a> {
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub no_new_keyring: bool,
+    pub preserve_fds: i32,
+}
+
+/// The state JSON hooks get on stdin.
+fn hook_state(rec: &Record, pid: i32, status: Status) -> Vec<u8> {
+    let mut doc = rec.doc(status);
+    doc.pid = pid;
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
+
+struct HookRunner<'a> {
+    rec: &'a Record,
+    spec: &'a oci_spec::runtime::Spec,
+}
+
+impl process::Parent for HookRunner<'_> {
+    fn hook_state(&self, pid: i32) -> Vec<u8> {
+        hook_state(self.rec, pid, Status::Creating)
+    }
+
+    fn create_runtime_hooks(&self, pid: i32) -> Result<()> {
+        let Some(h) = self.spec.hooks() else { return Ok(()) };
+        let st = self.hook_state(pid);
+        #[allow(deprecated)]
+        if let Some(list) = h.prestart() {
+            hooks::run_all("prestart", list, &st)?;
+        }
+        if let Some(list) = h.create_runtime() {
+            hooks::run_all("createRuntime", list, &st)?;
+        }
+        Ok(())
+    }
+}
+
+/// Undoes a half-made container unless disarmed.
+struct Undo {
+    dir: Option<Locked>,
+    cgroup: Option<Cgroup>,
+    pid: i32,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.pid > 0 {
+            // SAFETY: kill and reap our own child.
+            unsafe {
+                libc::kill(self.pid, libc::SIGKILL);
+                libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.remove();
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = d.destroy();
+        }
+    }
+}
+
+fn connect_console(path: &Path) -> Result<OwnedFd> {
+    let s =
+        std::os::unix::net::UnixStream::connect(path).with_ctx(|| format!("--console-socket {}", path.display()))?;
+    Ok(OwnedFd::from(s))
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, pid.to_string()).with_ctx(|| format!("--pid-file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_ctx(|| format!("--pid-file {}", path.display()))
+}
+
+/// A container just made: its locked directory, record and the channel to its init.
+struct Made {
+    locked: Locked,
+    rec: Record,
+    chan: crate::linux::sync::Channel,
+    spec: oci_spec::runtime::Spec,
+}
+
+impl Runtime {
+    pub fn new(root: &Path, systemd_cgroup: bool) -> Runtime {
+        Runtime {
+            store: Store::new(root),
+            systemd_cgroup,
+        }
+    }
+
+    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool) -> Result<Made> {
+        state::validate_id(id)?;
+        let bundle = spec::load_bundle(opts.bundle)?;
+        let linux = bundle.spec.linux().as_ref();
+        let cg_path =
+            cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, self.systemd_cgroup)?;
+        let plan = NsPlan::of(&bundle.spec);
+        if !plan.has(libc::CLONE_NEWNS) {
+            bail!("linux.namespaces: a new mount namespace is required");
+        }
+        let console = opts.console_socket.map(connect_console).transpose()?;
+        let locked = self.store.create(id)?;
+        let mut undo = Undo {
+            dir: None,
+            cgroup: None,
+            pid: 0,
+        };
+        let dir = locked.dir.clone();
+        undo.dir = Some(locked);
+        let cgroup = Cgroup::open(&cg_path);
+        let owned = cgroup.create()?;
+        if owned {
+            undo.cgroup = Some(Cgroup::open(&cg_path));
+        }
+        let fifo = if use_fifo {
+            let p = dir.join(state::EXEC_FIFO);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .with_ctx(|| format!("exec fifo {}", p.display()))?;
+            Some(
+                nix::fcntl::open(
+                    &p,
+                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .with_ctx(|| format!("exec fifo {}", p.display()))?,
+            )
+        } else {
+            None
+        };
+        let mut rec = Record {
+            oci_version: bundle.spec.version().clone(),
+            id: id.to_string(),
+            pid: 0,
+            pid_start: 0,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: crate::time::now_rfc3339(),
+            owner: String::new(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            cgroup_path: cg_path.clone(),
+            cgroup_owned: owned,
+            own_pid_ns: plan.pid_ns(),
+            poststop: bundle
+                .spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststop().clone())
+                .unwrap_or_default(),
+        };
+        let cfg = InitConfig {
+            id,
+            spec: &bundle.spec,
+            bundle: &bundle.dir,
+            rootfs: &bundle.rootfs,
+            gate: match &fifo {
+                Some(f) => Gate::Fifo(f.as_raw_fd()),
+                None => Gate::Channel,
+            },
+            console_sock: console.as_ref().map(|c| c.as_raw_fd()),
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds,
+            cgroup_path: &cg_path,
+        };
+        let runner = HookRunner {
+            rec: &rec,
+            spec: &bundle.spec,
+        };
+        let spawned = process::spawn(&cfg, &cgroup, &runner)?;
+        undo.pid = spawned.pid;
+        rec.pid = spawned.pid;
+        rec.pid_start = state::proc_stat(spawned.pid)
+            .map(|s| s.1)
+            .ok_or_else(|| err!("container init exited during create"))?;
+        let locked = undo.dir.take().expect("state dir");
+        if let Err(e) = locked
+            .save(&rec)
+            .and_then(|_| opts.pid_file.map_or(Ok(()), |p| write_pid_file(p, rec.pid)))
+        {
+            undo.dir = Some(locked);
+            return Err(e);
+        }
+        undo.cgroup = None;
+        undo.pid = 0;
+        Ok(Made {
+            locked,
+            rec,
+            chan: spawned.chan,
+            spec: bundle.spec,
+        })
+    }
+
+    /// `create`: the container waits in its init for `start`.
+    pub fn create(&self, id: &str, opts: &CreateOpts) -> Result<()> {
+        self.make(id, opts, true).map(|_| ())
+    }
+
+    /// `start`: let a created container's init exec the user's program.
+    pub fn start(&self, id: &str) -> Result<()> {
+        let locked = self.store.open(id)?;
+        let rec = locked
+            .load()?
+            .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        match locked.status(Some(&rec)) {
+            Status::Created => {}
+            Status::Stopped => bail!("container {id:?} cannot be started: it is stopped"),
+            s => bail!("container {id:?} cannot be started: it is already {}", s.as_str()),
+        }
+        let fifo = locked.fifo_path();
+        let fd = nix::fcntl::open(
+            &fifo,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| {
+            if e == nix::Error::ENXIO {
+                err!("container {id:?}: its init process is gone")
+            } else {
+                Error::sys(format!("exec fifo {}", fifo.display()), e)
+            }
+        })?;
+        nix::unistd::write(&fd, b"0").with_ctx(|| format!("exec fifo {}", fifo.display()))?;
+        std::fs::remove_file(&fifo).with_ctx(|| format!("remove {}", fifo.display()))?;
+        drop(locked);
+        self.poststart(&rec);
+        Ok(())
+    }
+
+    fn poststart(&self, rec: &Record) {
+        // The bundle's config is read again only when it has poststart hooks to run.
+        let Ok(text) = std::fs::read(rec.bundle.join("config.json")) else {
+            return;
+        };
+        if !memchr_str(&text, b"\"poststart\"") {
+            return;
+        }
+        if let Ok(spec) = spec::parse(&text, "config.json") {
+            run_poststart(&spec, rec);
+        }
+    }
+
+    /// The OCI state document of a container.
+    pub fn state(&self, id: &str) -> Result<String> {
+        let locked = self.store.peek(id)?;
+        let rec = locked.load()?;
+        let status = locked.status(rec.as_ref());
+        match rec {
+            Some(rec) => serde_json::to_string_pretty(&rec.doc(status)).map_err(|e| err!("{e}")),
+            None => Ok(format!(
+                "{{\n  \"ociVersion\": \"1.2.0\",\n  \"id\": {},\n  \"pid\": 0,\n  \"status\": \"creating\",\n  \"bundle\": \"\"\n}}",
+                serde_json::to_string(id).unwrap_or_default()
+            )),
+        }
+    }
+
+    /// Every container with its status.
+    pub fn list(&self) -> Result<Vec<(Record, Status)>> {
+        let mut out = Vec::new();
+        for id in self.store.ids()? {
+            let Ok(locked) = self.store.peek(&id) else { continue };
+            if let Ok(Some(rec)) = locked.load() {
+                let st = locked.status(Some(&rec));
+                out.push((rec, st));
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn kill(&self, id: &str, sig: i32, all: bool) -> Result<()> {
+        let locked = self.store.open(id)?;
+        let rec = locked
+            .load()?
+            .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        let status = locked.status(Some(&rec));
+        if status == Status::Stopped && !all {
+            bail!("container {id:?} is not running (stopped)");
+        }
+        if all {
+            for pid in Cgroup::open(&rec.cgroup_path).procs() {
+                // SAFETY: sending a signal.
+                unsafe { libc::kill(pid, sig) };
+            }
+            return Ok(());
+        }
+        // SAFETY: sending a signal to the recorded, still-alive init.
+        if unsafe { libc::kill(rec.pid, sig) } != 0 {
+            return Err(Error::sys(
+                format!("kill container {id:?} (pid {})", rec.pid),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let locked = self.store.open(id)?;
+        let rec = locked.load()?;
+        let Some(rec) = rec else {
+            if !force {
+                bail!("container {id:?} is still being created (use --force to remove what is left of it)");
+            }
+            return locked.destroy();
+        };
+        match locked.status(Some(&rec)) {
+            Status::Stopped | Status::Created => {}
+            s if !force => bail!(
+                "cannot delete container {id:?} that is not stopped: {} (use --force)",
+                s.as_str()
+            ),
+            _ => {}
+        }
+        self.destroy(locked, &rec)
+    }
+
+    /// Kill whatever is left, remove the cgroup, run poststop hooks, remove the state.
+    fn destroy(&self, locked: Locked, rec: &Record) -> Result<()> {
+        let cg = Cgroup::open(&rec.cgroup_path);
+        if state::process_alive(rec.pid, rec.pid_start) {
+            // SAFETY: signal the recorded init, alive with the recorded start time.
+            unsafe { libc::kill(rec.pid, libc::SIGKILL) };
+            wait_gone(rec.pid, rec.pid_start);
+        }
+        if rec.cgroup_owned {
+            // Processes outside a pid namespace of their own survive their init: end them too.
+            let left = cg.procs();
+            for pid in &left {
+                // SAFETY: signal processes of the container's cgroup.
+                unsafe { libc::kill(*pid, libc::SIGKILL) };
+            }
+            cg.remove()?;
+        }
+        if !rec.poststop.is_empty() {
+            let st = hook_state(rec, 0, Status::Stopped);
+            if let Err(e) = hooks::run_all("poststop", &rec.poststop, &st) {
+                crate::log::warn(&e.to_string());
+            }
+        }
+        locked.destroy()
+    }
+
+    /// `run`: create, start, and (unless detached) wait, forwarding signals; returns the exit code.
+    pub fn run(&self, id: &str, opts: &CreateOpts, detach: bool, keep: bool) -> Result<i32> {
+        let sigs = if detach { None } else { Some(SignalGuard::block()) };
+        if !detach {
+            // Orphans of the container (and an init forked by an intermediate process) come to us.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+        }
+        let made = self.make(id, opts, false)?;
+        let Made {
+            locked,
+            rec,
+            chan,
+            spec,
+        } = made;
+        drop(locked);
+        chan.send(b'S', &[])?;
+        // The channel closes on exec (close-on-exec); an `E` message means the exec failed.
+        if let Some((b'E', msg)) = chan.recv()? {
+            let msg = String::from_utf8_lossy(&msg).into_owned();
+            if !keep {
+                let _ = self.delete(id, true);
+            }
+            return Err(Error::new(msg));
+        }
+        drop(chan);
+        run_poststart(&spec, &rec);
+        if detach {
+            return Ok(0);
+        }
+        let code = sigs.expect("signals blocked").wait_forwarding(rec.pid);
+        if !keep {
+            self.delete(id, true)?;
+        }
+        Ok(code)
+    }
+}
+
+fn run_poststart(spec: &oci_spec::runtime::Spec, rec: &Record) {
+    if let Some(list) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
+        if let Err(e) = hooks::run_all("poststart", list, &hook_state(rec, rec.pid, Status::Running)) {
+            crate::log::warn(&e.to_string());
+        }
+    }
+}
+
+fn memchr_str(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Wait (up to 10 s) for a process that is not our child to be gone.
+fn wait_gone(pid: i32, start: u64) {
+    // SAFETY: pidfd_open on a pid; the descriptor is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd >= 0 {
+        // SAFETY: fd is a fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: p is a valid pollfd.
+        unsafe { libc::poll(&mut p, 1, 10_000) };
+        return;
+    }
+    for _ in 0..2000 {
+        if !state::process_alive(pid, start) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+/// Signals `run` forwards to the container (all but the ones it cannot or must not).
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGWINCH,
+];
+
+struct SignalGuard {
+    set: libc::sigset_t,
+}
+
+impl SignalGuard {
+    /// Block the forwarded signals and SIGCHLD so they are taken with sigwait.
+    fn block() -> SignalGuard {
+        // SAFETY: sigset manipulation on a local set.
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in FORWARDED {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            SignalGuard { set }
+        }
+    }
+
+    /// Forward signals to `pid` until it exits; reap every child. Returns the shell-style exit code.
+    fn wait_forwarding(&self, pid: i32) -> i32 {
+        loop {
+            // Reap first: the child may already have exited.
+            loop {
+                let mut status = 0;
+                // SAFETY: waitpid on any child, non-blocking.
+                let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if r <= 0 {
+                    break;
+                }
+                if r == pid {
+                    return if libc::WIFEXITED(status) {
+                        libc::WEXITSTATUS(status)
+                    } else if libc::WIFSIGNALED(status) {
+                        128 + libc::WTERMSIG(status)
+                    } else {
+                        1
+                    };
+                }
+            }
+            let mut sig = 0;
+            // SAFETY: sigwait on our blocked set.
+            if unsafe { libc::sigwait(&self.set, &mut sig) } != 0 {
+                continue;
+            }
+            if sig != libc::SIGCHLD {
+                // SAFETY: forwarding a signal to the container's init.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
+    }
+}
+
+pub fn default_root() -> PathBuf {
+    PathBuf::from(state::DEFAULT_ROOT)
+}

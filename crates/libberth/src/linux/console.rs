@@ -1,0 +1,139 @@
+//! Terminals for `process.terminal`: init opens a pty from the container's own /dev/ptmx, gets the
+//! peer with TIOCGPTPEER (no path lookup that could be redirected), binds it onto /dev/console, hands
+//! the master to the engine over `--console-socket` with SCM_RIGHTS (runc's protocol), and makes the
+//! pty its controlling terminal and stdio.
+
+use crate::error::Context;
+use crate::{Error, Result};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// Send one descriptor over a unix socket, with `name` as the message body (runc sends the pty path).
+pub fn send_fd(sock: RawFd, fd: RawFd, name: &str) -> Result<()> {
+    let fds = [fd];
+    let iov = [std::io::IoSlice::new(name.as_bytes())];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(sock, &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .ctx("send the pty master over --console-socket")?;
+    Ok(())
+}
+
+/// Receive one descriptor sent by `send_fd`.
+pub fn recv_fd(sock: RawFd) -> Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let msg = nix::sys::socket::recvmsg::<()>(
+        sock,
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .ctx("receive a descriptor")?;
+    for c in msg.cmsgs().ctx("control message")? {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            if let Some(&fd) = fds.first() {
+                // SAFETY: the kernel installed this descriptor for us.
+                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    }
+    Err(crate::err!("no descriptor received"))
+}
+
+/// A new pty inside the container: (master, peer).
+pub fn open_pty() -> Result<(OwnedFd, OwnedFd)> {
+    // SAFETY: NUL-terminated literal path.
+    let m = unsafe { libc::open(c"/dev/ptmx".as_ptr(), libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if m < 0 {
+        return Err(Error::sys("open /dev/ptmx", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptor.
+    let master = unsafe { OwnedFd::from_raw_fd(m) };
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK takes a pointer to int; TIOCGPTPEER returns a new descriptor.
+    let peer = unsafe {
+        if libc::ioctl(m, libc::TIOCSPTLCK, &unlock) != 0 {
+            return Err(Error::sys("unlock pty", std::io::Error::last_os_error()));
+        }
+        libc::ioctl(
+            m,
+            libc::TIOCGPTPEER as _,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    };
+    if peer < 0 {
+        return Err(Error::sys("open pty peer", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptor.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(peer) }))
+}
+
+/// The pty's number, for its /dev/pts path.
+pub fn pty_number(master: &OwnedFd) -> Result<u32> {
+    let mut n: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes an unsigned int.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut n) } != 0 {
+        return Err(Error::sys("pty number", std::io::Error::last_os_error()));
+    }
+    Ok(n)
+}
+
+pub fn set_size(fd: RawFd, rows: u16, cols: u16) -> Result<()> {
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize.
+    if unsafe { libc::ioctl(fd, libc::TIOCSWINSZ, &ws) } != 0 {
+        return Err(Error::sys("process.consoleSize", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Make `peer` the controlling terminal and stdin/stdout/stderr of a new session.
+pub fn become_controlled_by(peer: &OwnedFd) -> Result<()> {
+    nix::unistd::setsid().ctx("setsid")?;
+    // SAFETY: plain ioctl/dup2 on descriptors we own.
+    unsafe {
+        if libc::ioctl(peer.as_raw_fd(), libc::TIOCSCTTY, 0) != 0 {
+            return Err(Error::sys(
+                "make the pty the controlling terminal",
+                std::io::Error::last_os_error(),
+            ));
+        }
+        for target in 0..3 {
+            if libc::dup2(peer.as_raw_fd(), target) < 0 {
+                return Err(Error::sys("dup2 the pty onto stdio", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Set up the terminal inside the container (after pivot_root) and send the master away.
+pub fn setup(console_sock: RawFd, size: Option<(u16, u16)>) -> Result<()> {
+    let (master, peer) = open_pty()?;
+    let n = pty_number(&master)?;
+    let pts = format!("/dev/pts/{n}");
+    // /dev/console: a file bind-mounted from the pty (created if missing).
+    let console = std::path::Path::new("/dev/console");
+    if !console.exists() {
+        let _ = std::fs::File::create(console);
+    }
+    nix::mount::mount(
+        Some(pts.as_str()),
+        "/dev/console",
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx("bind the pty onto /dev/console")?;
+    if let Some((rows, cols)) = size {
+        set_size(master.as_raw_fd(), rows, cols)?;
+    }
+    send_fd(console_sock, master.as_raw_fd(), &pts)?;
+    drop(master);
+    become_controlled_by(&peer)
+}

@@ -1,0 +1,228 @@
+//! Path resolution inside a container's root filesystem that cannot be redirected out of it.
+//! Every lookup goes through `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)` relative to a
+//! descriptor of the rootfs, so an absolute or `..` symlink planted in the rootfs resolves inside it.
+//! Missing components are created one at a time under the descriptor of their resolved parent.
+//! Callers mount onto the resolved descriptor through `/proc/self/fd/N`, never onto a path string.
+
+use crate::error::Context;
+use crate::{bail, Error, Result};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Component, Path};
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_IN_ROOT: u64 = 0x10;
+
+fn cstr(p: &Path) -> Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| crate::err!("{}: path contains a NUL byte", p.display()))
+}
+
+/// Open `path` (taken as relative to `root`, even if absolute) as an O_PATH descriptor.
+pub fn open_in_root(root: RawFd, path: &Path) -> std::io::Result<OwnedFd> {
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let rel = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    let c = cstr(rel).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    loop {
+        // SAFETY: c is NUL-terminated, how is a valid open_how of the size we pass.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root,
+                c.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 {
+            // SAFETY: the kernel just gave us this descriptor.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+        }
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EAGAIN) && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+}
+
+/// What to create when the last component of a path is missing.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Make {
+    Dir,
+    File,
+}
+
+/// Resolve `path` inside `root`, creating missing components (directories, and the last one as
+/// `last`). Returns an O_PATH descriptor of the result.
+pub fn mkpath_in_root(root: RawFd, path: &Path, last: Make) -> Result<OwnedFd> {
+    mkpath_depth(root, path, last, 0)
+}
+
+fn mkpath_depth(root: RawFd, path: &Path, last: Make, depth: u32) -> Result<OwnedFd> {
+    if depth > 40 {
+        bail!("{}: too many levels of symbolic links", path.display());
+    }
+    if let Ok(fd) = open_in_root(root, path) {
+        return Ok(fd);
+    }
+    let path = &normalize(path);
+    let comps: Vec<&std::ffi::OsStr> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut cur = open_in_root(root, Path::new("/")).ctx("rootfs")?;
+    let mut so_far = std::path::PathBuf::from("/");
+    for (i, name) in comps.iter().enumerate() {
+        so_far.push(name);
+        match open_in_root(root, &so_far) {
+            Ok(fd) => {
+                cur = fd;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::sys(so_far.display(), e)),
+        }
+        let c = cstr(Path::new(name))?;
+        let is_last = i + 1 == comps.len();
+        // SAFETY: cur is a directory descriptor (O_PATH works as a dirfd); c is NUL-terminated.
+        let r = unsafe {
+            if is_last && last == Make::File {
+                let fd = libc::openat(
+                    cur.as_raw_fd(),
+                    c.as_ptr(),
+                    libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    0o644,
+                );
+                if fd >= 0 {
+                    libc::close(fd);
+                }
+                fd.min(0)
+            } else {
+                libc::mkdirat(cur.as_raw_fd(), c.as_ptr(), 0o755)
+            }
+        };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(Error::sys(format!("create {}", so_far.display()), e));
+            }
+            // A dangling symlink: create what it points to, taken inside the root.
+            if let Some(target) = readlinkat(cur.as_raw_fd(), &c) {
+                let base = so_far.parent().unwrap_or(Path::new("/"));
+                let mut next = if target.is_absolute() {
+                    target
+                } else {
+                    base.join(target)
+                };
+                for rest in &comps[i + 1..] {
+                    next.push(rest);
+                }
+                return mkpath_depth(root, &normalize(&next), last, depth + 1);
+            }
+        }
+        cur = open_in_root(root, &so_far).with_ctx(|| format!("{}", so_far.display()))?;
+    }
+    Ok(cur)
+}
+
+fn readlinkat(dir: RawFd, name: &CString) -> Option<std::path::PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut buf = [0u8; 4096];
+    // SAFETY: buf is valid for its length; name is NUL-terminated.
+    let n = unsafe { libc::readlinkat(dir, name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n > 0).then(|| std::path::PathBuf::from(std::ffi::OsStr::from_bytes(&buf[..n as usize])))
+}
+
+/// Lexically clean a path taken inside a root: `..` at the root stays at the root.
+pub fn normalize(p: &Path) -> std::path::PathBuf {
+    let mut out = std::path::PathBuf::from("/");
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The magic-link path through which a descriptor can be used as a mount source or target.
+pub fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Open a directory as a plain O_PATH descriptor (the container's root).
+pub fn open_dir(path: &Path) -> Result<OwnedFd> {
+    let c = cstr(path)?;
+    // SAFETY: c is NUL-terminated.
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::sys(path.display(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fstat a descriptor.
+pub fn fstat(fd: RawFd) -> Result<libc::stat> {
+    // SAFETY: st is written by the kernel on success.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::fstat(fd, &mut st) != 0 {
+            return Err(Error::sys("fstat", std::io::Error::last_os_error()));
+        }
+        Ok(st)
+    }
+}
+
+pub fn cpath(p: &str) -> CString {
+    CString::new(p).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_cannot_leave_the_root() {
+        let base = std::env::temp_dir().join(format!("berth-fs-test-{}", std::process::id()));
+        let root = base.join("root");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(&root).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, root.join("evil")).unwrap();
+        std::os::unix::fs::symlink("../../..", root.join("up")).unwrap();
+        let rfd = open_dir(&root).unwrap();
+        // Creating through the absolute symlink lands inside the root.
+        mkpath_in_root(rfd.as_raw_fd(), Path::new("/evil/sub"), Make::Dir).unwrap();
+        assert!(root.join(outside.strip_prefix("/").unwrap()).join("sub").is_dir());
+        let _ = mkpath_in_root(rfd.as_raw_fd(), Path::new("/up/x"), Make::File);
+        assert!(!outside.join("sub").exists());
+        assert!(root.join("x").exists(), "'..' symlink resolved at the root");
+        assert!(!base.join("x").exists());
+        mkpath_in_root(rfd.as_raw_fd(), Path::new("/a/b/c"), Make::Dir).unwrap();
+        assert!(root.join("a/b/c").is_dir());
+        std::fs::remove_dir_all(base).unwrap();
+    }
+}

@@ -1,0 +1,309 @@
+//! What the container's init process does, from the clone to the exec of the user's program:
+//! join/unshare namespaces, wait to be placed in the cgroup and mapped, set the hostname, build the
+//! rootfs (with the createRuntime and createContainer hooks at their points), enter it, open the
+//! terminal, apply limits and identity, report ready, wait for start, run the startContainer hooks
+//! and exec. Any failure is sent to the runtime as an `E` message and init exits.
+
+use super::process::{setns, write_time_offsets, Gate, InitConfig, NsPlan};
+use super::rootfs;
+use super::security;
+use super::sync::Channel;
+use crate::error::Context;
+use crate::{bail, err, Error, Result};
+use oci_spec::runtime::Process;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// Entry point in the cloned child; never returns.
+pub fn child_main(cfg: &InitConfig, plan: &NsPlan, chan: Channel, fast: bool) -> ! {
+    let r = run(cfg, plan, &chan, fast);
+    let msg = match r {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    };
+    let _ = chan.send(b'E', msg.as_bytes());
+    // SAFETY: leave without running the parent's destructors or atexit handlers.
+    unsafe { libc::_exit(1) }
+}
+
+fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<std::convert::Infallible> {
+    let spec = cfg.spec;
+    let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
+    if !fast {
+        for (t, path) in &plan.join {
+            setns(*t, path)?;
+        }
+        let now = plan.new & !(libc::CLONE_NEWPID | libc::CLONE_NEWTIME | libc::CLONE_NEWCGROUP);
+        // SAFETY: unshare with namespace flags.
+        if now != 0 && unsafe { libc::unshare(now) } != 0 {
+            return Err(Error::sys("create namespaces", std::io::Error::last_os_error()));
+        }
+    }
+    chan.send(b'U', &[])?;
+    let hook_state = chan.expect(b'G')?;
+    if plan.has(libc::CLONE_NEWUSER) {
+        // SAFETY: plain system calls; root in the new namespace must be mapped.
+        unsafe {
+            if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+                return Err(Error::sys(
+                    "become root in the user namespace (map container ID 0)",
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
+    }
+    if !fast && (plan.has(libc::CLONE_NEWPID) || plan.has(libc::CLONE_NEWTIME)) {
+        fork_real_init(spec, plan, chan)?;
+    }
+    if plan.has(libc::CLONE_NEWCGROUP) {
+        // SAFETY: unshare with a namespace flag.
+        if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+            return Err(Error::sys("create cgroup namespace", std::io::Error::last_os_error()));
+        }
+    }
+    if plan.has(libc::CLONE_NEWUTS) {
+        if let Some(h) = spec.hostname() {
+            nix::unistd::sethostname(h).with_ctx(|| format!("hostname {h:?}"))?;
+        }
+        if let Some(d) = spec.domainname() {
+            // SAFETY: d is valid for its length.
+            if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+                return Err(Error::sys(format!("domainname {d:?}"), std::io::Error::last_os_error()));
+            }
+        }
+    } else if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) {
+        bail!("hostname: setting it needs a new uts namespace in linux.namespaces");
+    }
+    let plan_fs = rootfs::Plan {
+        spec,
+        rootfs: cfg.rootfs,
+        bundle: cfg.bundle,
+        in_userns: plan.user_ns(),
+        cgroup_path: cfg.cgroup_path,
+        new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
+    };
+    rootfs::prepare(&plan_fs)?;
+    let hooks = spec.hooks().as_ref();
+    #[allow(deprecated)]
+    let runtime_hooks = hooks.is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    if runtime_hooks {
+        chan.send(b'H', &[])?;
+        chan.expect(b'G')?;
+    }
+    if let Some(list) = hooks.and_then(|h| h.create_container().as_ref()) {
+        crate::hooks::run_all("createContainer", list, &hook_state)?;
+    }
+    rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    rootfs::finish(spec)?;
+    if process.terminal().unwrap_or(false) {
+        let sock = cfg
+            .console_sock
+            .ok_or_else(|| err!("process.terminal: true needs --console-socket"))?;
+        let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        super::console::setup(sock, size)?;
+    }
+    security::set_oom_score_adj(process)?;
+    security::set_rlimits(process)?;
+    let env = environment(process);
+    let exe = find_executable(process, &env)?;
+    let cwd = process.cwd();
+    nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
+    let caps = process.capabilities().as_ref();
+    security::drop_bounding(caps)?;
+    security::set_user(process, setgroups_allowed())?;
+    security::set_capabilities(caps)?;
+    security::set_no_new_privs(process)?;
+    security::set_umask(process);
+    close_host_fds(cfg.preserve_fds);
+    let argv: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    chan.send(b'R', &[])?;
+    match cfg.gate {
+        Gate::Fifo(fd) => {
+            let mut b = [0u8; 1];
+            loop {
+                // SAFETY: reading one byte into a valid buffer.
+                let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+                if n == 1 {
+                    break;
+                }
+                if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                bail!("exec fifo closed before start");
+            }
+            // SAFETY: closing our copy of the fifo before exec.
+            unsafe { libc::close(fd) };
+        }
+        Gate::Channel => {
+            chan.expect(b'S')?;
+        }
+    }
+    if let Some(list) = hooks.and_then(|h| h.start_container().as_ref()) {
+        crate::hooks::run_all("startContainer", list, &hook_state)?;
+    }
+    reset_signals();
+    let argv_p: Vec<*const libc::c_char> = argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp_p: Vec<*const libc::c_char> = envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
+    unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+    Err(Error::sys(
+        format!(
+            "exec {:?}",
+            process
+                .args()
+                .as_ref()
+                .and_then(|a| a.first())
+                .unwrap_or(&String::new())
+        ),
+        std::io::Error::last_os_error(),
+    ))
+}
+
+/// With a pid or time namespace in the general path: unshare it and fork the real init; this
+/// intermediate process reports the init's pid and leaves.
+fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel) -> Result<()> {
+    let mut f = 0;
+    if plan.has(libc::CLONE_NEWPID) {
+        f |= libc::CLONE_NEWPID;
+    }
+    if plan.has(libc::CLONE_NEWTIME) {
+        f |= libc::CLONE_NEWTIME;
+    }
+    // SAFETY: unshare with namespace flags (they apply to children).
+    if f != 0 && unsafe { libc::unshare(f) } != 0 {
+        return Err(Error::sys("create pid/time namespace", std::io::Error::last_os_error()));
+    }
+    if plan.has(libc::CLONE_NEWTIME) {
+        write_time_offsets(spec)?;
+    }
+    // SAFETY: single-threaded fork.
+    match unsafe { libc::fork() } {
+        -1 => Err(Error::sys("fork init", std::io::Error::last_os_error())),
+        0 => Ok(()),
+        child => {
+            let _ = chan.send(b'P', child.to_string().as_bytes());
+            // SAFETY: the intermediate leaves at once.
+            unsafe { libc::_exit(0) }
+        }
+    }
+}
+
+fn cstring(s: &str) -> Result<CString> {
+    CString::new(s).map_err(|_| err!("{s:?}: contains a NUL byte"))
+}
+
+/// The process environment, with HOME added from the container's /etc/passwd when missing.
+fn environment(p: &Process) -> Vec<String> {
+    let mut env: Vec<String> = p.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!(
+            "HOME={}",
+            home_of(p.user().uid()).unwrap_or_else(|| "/".into())
+        ));
+    }
+    env
+}
+
+fn home_of(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
+    })
+}
+
+/// Find args[0] in the container: as a path, or along PATH from the process's environment.
+fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
+    let arg0 = p
+        .args()
+        .as_ref()
+        .and_then(|a| a.first())
+        .ok_or_else(|| err!("process.args: empty"))?;
+    let is_exec = |path: &Path| {
+        std::fs::metadata(path).is_ok_and(|m| {
+            m.is_file() && {
+                use std::os::unix::fs::PermissionsExt;
+                m.permissions().mode() & 0o111 != 0
+            }
+        })
+    };
+    if arg0.contains('/') {
+        let path = if arg0.starts_with('/') {
+            PathBuf::from(arg0)
+        } else {
+            p.cwd().join(arg0)
+        };
+        if !is_exec(&path) {
+            bail!("process.args[0]: {arg0:?}: no such executable in the container");
+        }
+        return CString::new(path.as_os_str().as_bytes()).map_err(|_| err!("process.args[0]: NUL byte"));
+    }
+    let path_var = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    for dir in path_var.split(':').filter(|d| !d.is_empty()) {
+        let cand = Path::new(dir).join(arg0);
+        if is_exec(&cand) {
+            return CString::new(cand.as_os_str().as_bytes()).map_err(|_| err!("process.args[0]: NUL byte"));
+        }
+    }
+    bail!("process.args[0]: {arg0:?}: executable file not found in $PATH ({path_var})")
+}
+
+fn setgroups_allowed() -> bool {
+    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
+}
+
+/// Mark every descriptor above stdio and the preserved ones close-on-exec.
+fn close_host_fds(preserve: i32) {
+    let first = 3 + preserve.max(0) as u32;
+    // SAFETY: close_range only changes descriptor flags.
+    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if r != 0 {
+        // Old kernels: walk /proc/self/fd.
+        if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse().ok())
+                .collect();
+            for fd in fds.into_iter().filter(|&fd| fd >= first as i32) {
+                // SAFETY: setting FD_CLOEXEC on a descriptor number.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+            }
+        }
+    }
+}
+
+/// Restore default signal handling for the program: empty mask, default dispositions.
+pub fn reset_signals() {
+    // SAFETY: plain signal-state system calls.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+        for s in 1..32 {
+            if s != libc::SIGKILL && s != libc::SIGSTOP {
+                libc::signal(s, libc::SIG_DFL);
+            }
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Making the container's init process. The runtime clones one child straight into every new
+//! namespace (one `clone`, no re-exec of the binary) when it joins no namespace but pid or time (those
+//! two only take effect for children, so the runtime joins them itself just around the clone). When
+//! the config joins other namespaces by path, the child first joins them (user namespace first), then
+//! unshares the new ones, and forks the real init if a pid or time namespace is involved.
+//! The runtime then serves the child over the sync channel: it places it in its cgroup, writes its
+//! user-namespace ID maps, runs the createRuntime hooks, and waits for "ready".
+
+use super::sync::{self, Channel};
+use crate::cgroups::Cgroup;
+use crate::error::Context;
+use crate::{bail, err, Error, Result};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Spec};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// How init waits between create and start.
+pub enum Gate {
+    /// The exec fifo, opened read-write: init blocks reading it until `start` writes a byte.
+    Fifo(RawFd),
+    /// The sync channel: the runtime itself sends `S` (used by `run`, which starts at once).
+    Channel,
+}
+
+pub struct InitConfig<'a> {
+    pub id: &'a str,
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub gate: Gate,
+    pub console_sock: Option<RawFd>,
+    pub no_pivot: bool,
+    pub preserve_fds: i32,
+    pub cgroup_path: &'a str,
+}
+
+/// The namespace work of a config, split the way the clone needs it.
+#[derive(Debug, Default, Clone)]
+pub struct NsPlan {
+    /// CLONE_NEW* flags of namespaces to create (all types).
+    pub new: libc::c_int,
+    /// Namespaces to join by path, user first.
+    pub join: Vec<(LinuxNamespaceType, std::path::PathBuf)>,
+}
+
+pub fn ns_flag(t: LinuxNamespaceType) -> libc::c_int {
+    match t {
+        LinuxNamespaceType::Mount => libc::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => libc::CLONE_NEWCGROUP,
+        LinuxNamespaceType::Uts => libc::CLONE_NEWUTS,
+        LinuxNamespaceType::Ipc => libc::CLONE_NEWIPC,
+        LinuxNamespaceType::User => libc::CLONE_NEWUSER,
+        LinuxNamespaceType::Pid => libc::CLONE_NEWPID,
+        LinuxNamespaceType::Network => libc::CLONE_NEWNET,
+        LinuxNamespaceType::Time => libc::CLONE_NEWTIME,
+    }
+}
+
+impl NsPlan {
+    pub fn of(spec: &Spec) -> NsPlan {
+        let mut plan = NsPlan::default();
+        for ns in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().as_ref())
+            .into_iter()
+            .flatten()
+        {
+            match ns.path() {
+                None => plan.new |= ns_flag(ns.typ()),
+                Some(p) => plan.join.push((ns.typ(), p.clone())),
+            }
+        }
+        plan.join.sort_by_key(|(t, _)| *t != LinuxNamespaceType::User);
+        plan
+    }
+
+    pub fn has(&self, f: libc::c_int) -> bool {
+        self.new & f != 0
+    }
+
+    fn joins(&self, t: LinuxNamespaceType) -> bool {
+        self.join.iter().any(|(j, _)| *j == t)
+    }
+
+    /// Whether one clone can do everything: nothing joined but pid/time (joined by the runtime).
+    pub fn fast(&self) -> bool {
+        self.join
+            .iter()
+            .all(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
+    }
+
+    /// Whether the init process ends up in a pid namespace of its own (or a joined one).
+    pub fn pid_ns(&self) -> bool {
+        self.has(libc::CLONE_NEWPID)
+    }
+
+    pub fn user_ns(&self) -> bool {
+        self.has(libc::CLONE_NEWUSER) || self.joins(LinuxNamespaceType::User)
+    }
+}
+
+fn open_ns(path: &Path) -> Result<OwnedFd> {
+    nix::fcntl::open(
+        path,
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_ctx(|| format!("open namespace {}", path.display()))
+}
+
+pub fn setns(t: LinuxNamespaceType, path: &Path) -> Result<()> {
+    let fd = open_ns(path)?;
+    // SAFETY: setns on a descriptor we own.
+    if unsafe { libc::setns(fd.as_raw_fd(), ns_flag(t)) } != 0 {
+        return Err(Error::sys(
+            format!("join {} namespace {}", t, path.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
+}
+
+/// Write `linux.timeOffsets` for a time namespace that has no process yet.
+pub fn write_time_offsets(spec: &Spec) -> Result<()> {
+    let Some(offsets) = spec.linux().as_ref().and_then(|l| l.time_offsets().as_ref()) else {
+        return Ok(());
+    };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            clock,
+            off.secs().unwrap_or(0),
+            off.nanosecs().unwrap_or(0)
+        ));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", text).ctx("linux.timeOffsets")?;
+    }
+    Ok(())
+}
+
+/// A raw clone that behaves like fork but enters new namespaces. The child gets 0.
+fn clone_raw(flags: libc::c_int) -> Result<i32> {
+    // SAFETY: without CLONE_VM the child has its own copy of memory and continues on its copy of this
+    // stack, exactly like fork(2). Berth is single-threaded at this point.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        return Err(Error::sys(
+            "clone the container init into its namespaces",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(pid as i32)
+}
+
+/// The descriptors of the runtime's own pid and time namespaces-for-children, to restore after a
+/// clone that needed it to join the container's.
+struct NsRestore(Vec<(LinuxNamespaceType, OwnedFd)>);
+
+impl Drop for NsRestore {
+    fn drop(&mut self) {
+        for (t, fd) in &self.0 {
+            // SAFETY: setns on a descriptor we own.
+            unsafe { libc::setns(fd.as_raw_fd(), ns_flag(*t)) };
+        }
+    }
+}
+
+pub struct Spawned {
+    pub pid: i32,
+    pub chan: Channel,
+}
+
+/// What the runtime does at each point of the child's setup, given the child's pid.
+pub trait Parent {
+    /// State JSON for hooks (status creating) with this pid.
+    fn hook_state(&self, pid: i32) -> Vec<u8>;
+    /// Run prestart + createRuntime hooks.
+    fn create_runtime_hooks(&self, pid: i32) -> Result<()>;
+}
+
+fn write_id_map(pid: i32, file: &str, maps: &[LinuxIdMapping], field: &str) -> Result<()> {
+    let mut text = String::new();
+    for m in maps {
+        text.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
+    }
+    let path = format!("/proc/{pid}/{file}");
+    std::fs::write(&path, text).with_ctx(|| format!("{field}: write {path}"))
+}
+
+/// Clone the init process and serve it until it is ready (or failed).
+pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<Spawned> {
+    let plan = NsPlan::of(cfg.spec);
+    let (ours, theirs) = sync::pair()?;
+    let fast = plan.fast();
+    let mut restore = NsRestore(Vec::new());
+    let mut flags = 0;
+    if fast {
+        for (t, path) in &plan.join {
+            let own = if *t == LinuxNamespaceType::Pid {
+                "/proc/self/ns/pid_for_children"
+            } else {
+                "/proc/self/ns/time_for_children"
+            };
+            restore.0.push((*t, open_ns(Path::new(own))?));
+            setns(*t, path)?;
+        }
+        if plan.has(libc::CLONE_NEWTIME) {
+            restore.0.push((
+                LinuxNamespaceType::Time,
+                open_ns(Path::new("/proc/self/ns/time_for_children"))?,
+            ));
+            // SAFETY: unshare with a flag; only affects children.
+            if unsafe { libc::unshare(libc::CLONE_NEWTIME) } != 0 {
+                return Err(Error::sys("create time namespace", std::io::Error::last_os_error()));
+            }
+            write_time_offsets(cfg.spec)?;
+        }
+        // The cgroup namespace is made by init once it is in its cgroup; time is made above.
+        flags = plan.new & !(libc::CLONE_NEWCGROUP | libc::CLONE_NEWTIME);
+    }
+    let pid = clone_raw(flags)?;
+    if pid == 0 {
+        drop(ours);
+        std::mem::forget(restore);
+        super::init::child_main(cfg, &plan, theirs, fast);
+    }
+    drop(restore);
+    drop(theirs);
+    let mut spawned = Spawned { pid, chan: ours };
+    let r = serve(cfg, cgroup, parent, &plan, &mut spawned);
+    if let Err(e) = r {
+        // SAFETY: kill/waitpid on our own child.
+        unsafe {
+            libc::kill(spawned.pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+            if spawned.pid != pid {
+                libc::waitpid(spawned.pid, std::ptr::null_mut(), 0);
+            }
+        }
+        return Err(e);
+    }
+    Ok(spawned)
+}
+
+fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, sp: &mut Spawned) -> Result<()> {
+    let linux = cfg.spec.linux().as_ref();
+    loop {
+        let Some((tag, payload)) = sp.chan.recv()? else {
+            bail!("container init exited during setup");
+        };
+        match tag {
+            b'U' => {
+                cgroup.add(sp.pid)?;
+                if plan.has(libc::CLONE_NEWUSER) {
+                    let uid = linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or(&[]);
+                    let gid = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or(&[]);
+                    write_id_map(sp.pid, "uid_map", uid, "linux.uidMappings")?;
+                    write_id_map(sp.pid, "gid_map", gid, "linux.gidMappings")?;
+                }
+                sp.chan.send(b'G', &parent.hook_state(sp.pid))?;
+            }
+            b'P' => {
+                let intermediate = sp.pid;
+                sp.pid = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| err!("bad pid from init"))?;
+                // SAFETY: reap the intermediate process, our child.
+                unsafe { libc::waitpid(intermediate, std::ptr::null_mut(), 0) };
+            }
+            b'H' => {
+                parent.create_runtime_hooks(sp.pid)?;
+                sp.chan.send(b'G', &[])?;
+            }
+            b'R' => return Ok(()),
+            b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
+            t => bail!("sync channel: unexpected message {:?}", t as char),
+        }
+    }
+}

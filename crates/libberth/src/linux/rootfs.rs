@@ -1,0 +1,598 @@
+//! The container's root filesystem, built by init inside its new mount namespace: the host's mounts
+//! made slave (or `linux.rootfsPropagation`), the rootfs bound onto itself, every entry of `mounts`
+//! mounted onto a destination resolved inside the rootfs, the default and configured devices, the
+//! /dev symlinks, then pivot_root (or, with `--no-pivot`, a move and chroot), and last the masked
+//! and read-only paths, the read-only root and sysctls.
+
+use super::fs::{self, Make};
+use crate::error::Context;
+use crate::{bail, err, Error, Result};
+use nix::mount::MsFlags;
+use oci_spec::runtime::{LinuxDeviceType, Mount, Spec};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// Mount propagation by name, as in `linux.rootfsPropagation` and mount options.
+pub fn propagation_flags(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// A mount's options split into flags to set, flags to clear, propagation changes and fs data.
+#[derive(Debug, PartialEq)]
+pub struct MountOptions {
+    pub set: MsFlags,
+    pub clear: MsFlags,
+    pub propagation: Vec<MsFlags>,
+    pub data: Vec<String>,
+    pub bind: bool,
+}
+
+pub fn parse_options(opts: &[String]) -> MountOptions {
+    let mut o = MountOptions {
+        set: MsFlags::empty(),
+        clear: MsFlags::empty(),
+        propagation: Vec::new(),
+        data: Vec::new(),
+        bind: false,
+    };
+    for opt in opts {
+        let (flag, on) = match opt.as_str() {
+            "ro" => (MsFlags::MS_RDONLY, true),
+            "rw" => (MsFlags::MS_RDONLY, false),
+            "nosuid" => (MsFlags::MS_NOSUID, true),
+            "suid" => (MsFlags::MS_NOSUID, false),
+            "nodev" => (MsFlags::MS_NODEV, true),
+            "dev" => (MsFlags::MS_NODEV, false),
+            "noexec" => (MsFlags::MS_NOEXEC, true),
+            "exec" => (MsFlags::MS_NOEXEC, false),
+            "sync" => (MsFlags::MS_SYNCHRONOUS, true),
+            "async" => (MsFlags::MS_SYNCHRONOUS, false),
+            "dirsync" => (MsFlags::MS_DIRSYNC, true),
+            "remount" => (MsFlags::MS_REMOUNT, true),
+            "mand" => (MsFlags::MS_MANDLOCK, true),
+            "nomand" => (MsFlags::MS_MANDLOCK, false),
+            "atime" => (MsFlags::MS_NOATIME, false),
+            "noatime" => (MsFlags::MS_NOATIME, true),
+            "diratime" => (MsFlags::MS_NODIRATIME, false),
+            "nodiratime" => (MsFlags::MS_NODIRATIME, true),
+            "relatime" => (MsFlags::MS_RELATIME, true),
+            "norelatime" => (MsFlags::MS_RELATIME, false),
+            "strictatime" => (MsFlags::MS_STRICTATIME, true),
+            "nostrictatime" => (MsFlags::MS_STRICTATIME, false),
+            "lazytime" => (MsFlags::MS_LAZYTIME, true),
+            "nolazytime" => (MsFlags::MS_LAZYTIME, false),
+            "silent" => (MsFlags::MS_SILENT, true),
+            "loud" => (MsFlags::MS_SILENT, false),
+            "bind" => {
+                o.bind = true;
+                (MsFlags::MS_BIND, true)
+            }
+            "rbind" => {
+                o.bind = true;
+                (MsFlags::MS_BIND | MsFlags::MS_REC, true)
+            }
+            other => {
+                if let Some(p) = propagation_flags(other) {
+                    o.propagation.push(p);
+                } else if !other.starts_with("x-") && other != "defaults" && other != "tmpcopyup" {
+                    o.data.push(other.to_string());
+                }
+                continue;
+            }
+        };
+        if on {
+            o.set |= flag;
+            o.clear &= !flag;
+        } else {
+            o.clear |= flag;
+            o.set &= !flag;
+        }
+    }
+    o
+}
+
+fn sys_mount(
+    src: Option<&str>,
+    target: &str,
+    fstype: Option<&str>,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> nix::Result<()> {
+    nix::mount::mount(src, target, fstype, flags, data)
+}
+
+/// The flags a mount already has that a bind remount must keep (locked flags in a user namespace).
+fn current_flags(target: &str) -> MsFlags {
+    match nix::sys::statvfs::statvfs(target) {
+        Ok(s) => {
+            use nix::sys::statvfs::FsFlags;
+            let f = s.flags();
+            let mut m = MsFlags::empty();
+            for (a, b) in [
+                (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+                (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+                (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+                (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+                (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+                (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+            ] {
+                if f.contains(a) {
+                    m |= b;
+                }
+            }
+            m
+        }
+        Err(_) => MsFlags::empty(),
+    }
+}
+
+/// Remount a bind mount with extra flags, keeping the ones it has.
+fn remount_bind(target: &str, add: MsFlags, clear: MsFlags) -> nix::Result<()> {
+    let flags = (current_flags(target) | add) & !clear;
+    sys_mount(None, target, None, MsFlags::MS_REMOUNT | MsFlags::MS_BIND | flags, None)
+}
+
+/// Everything init needs to know to build the rootfs.
+pub struct Plan<'a> {
+    pub spec: &'a Spec,
+    pub rootfs: &'a Path,
+    pub bundle: &'a Path,
+    pub in_userns: bool,
+    pub cgroup_path: &'a str,
+    pub new_cgroupns: bool,
+}
+
+/// Before pivot_root: propagation, the rootfs as a mount point, the mounts, devices and /dev links.
+pub fn prepare(plan: &Plan) -> Result<()> {
+    let linux = plan.spec.linux().as_ref();
+    let prop = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flags)
+        .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
+    // Shared propagation for the root comes at the end; first cut our mounts off from the host's.
+    let first = if prop.contains(MsFlags::MS_SHARED) {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        prop
+    };
+    sys_mount(None, "/", None, first, None).ctx("make / private to the container (rootfsPropagation)")?;
+    let rootfs = plan.rootfs.to_str().ok_or_else(|| err!("root.path: not valid UTF-8"))?;
+    sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+        .with_ctx(|| format!("bind root.path {rootfs} onto itself"))?;
+    let root = fs::open_dir(plan.rootfs)?;
+    let mut dev_is_bound = false;
+    for (i, m) in plan.spec.mounts().iter().flatten().enumerate() {
+        mount_one(plan, root.as_raw_fd(), m)
+            .map_err(|e| e.context(format!("mounts[{i}] ({})", m.destination().display())))?;
+        if m.destination() == Path::new("/dev") && is_bind(m) {
+            dev_is_bound = true;
+        }
+    }
+    if !dev_is_bound {
+        create_default_devices(root.as_raw_fd(), plan.in_userns)?;
+        create_dev_links(root.as_raw_fd())?;
+    }
+    create_devices(plan, root.as_raw_fd())?;
+    Ok(())
+}
+
+fn is_bind(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+}
+
+fn mount_one(plan: &Plan, root: RawFd, m: &Mount) -> Result<()> {
+    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let typ = m.typ().as_deref().unwrap_or("");
+    let bind = opts.bind || typ == "bind";
+    let dest = m.destination();
+    if typ == "cgroup" {
+        return mount_cgroup_v1(plan, root, dest, &opts);
+    }
+    let source = m.source().as_ref().map(|s| {
+        if bind && s.is_relative() {
+            plan.bundle.join(s)
+        } else {
+            s.clone()
+        }
+    });
+    let make = match (&source, bind) {
+        (Some(s), true) if std::fs::metadata(s).is_ok_and(|md| !md.is_dir()) => Make::File,
+        _ => Make::Dir,
+    };
+    if bind {
+        if let Some(s) = &source {
+            std::fs::metadata(s).with_ctx(|| format!("source {}", s.display()))?;
+        }
+    }
+    let target = fs::mkpath_in_root(root, dest, make)?;
+    let tpath = fs::fd_path(&target);
+    let src = source.as_ref().map(|s| s.to_string_lossy().into_owned());
+    let data = opts.data.join(",");
+    let data = (!data.is_empty()).then_some(data.as_str());
+    if bind {
+        let rec = opts.set & MsFlags::MS_REC;
+        sys_mount(src.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
+            .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?;
+        let extra = opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
+        if !extra.is_empty() || !opts.clear.is_empty() {
+            // Re-open: the descriptor still points at the directory under the new mount.
+            let target = fs::open_in_root(root, dest).ctx("reopen")?;
+            remount_bind(&fs::fd_path(&target), extra, opts.clear).ctx("remount with options")?;
+        }
+    } else {
+        let fstype = if typ.is_empty() { None } else { Some(typ) };
+        let flags = opts.set & !MsFlags::MS_REC;
+        match sys_mount(src.as_deref(), &tpath, fstype, flags, data) {
+            Ok(()) => {}
+            // sysfs cannot be mounted in a user namespace that does not own the network namespace:
+            // bind the host's instead, as runc does.
+            Err(nix::Error::EPERM) if typ == "sysfs" => {
+                sys_mount(Some("/sys"), &tpath, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).ctx("bind /sys")?;
+                let target = fs::open_in_root(root, dest).ctx("reopen")?;
+                remount_bind(&fs::fd_path(&target), flags, MsFlags::empty()).ctx("remount /sys")?;
+            }
+            Err(e) => return Err(Error::sys(format!("mount {typ}"), e)),
+        }
+    }
+    if !opts.propagation.is_empty() {
+        let target = fs::open_in_root(root, dest).ctx("reopen")?;
+        for p in &opts.propagation {
+            sys_mount(None, &fs::fd_path(&target), None, *p, None).ctx("set propagation")?;
+        }
+    }
+    Ok(())
+}
+
+/// A `cgroup` mount on a v1 or hybrid host: a tmpfs holding a bind of the container's own cgroup of
+/// every hierarchy (so the container sees its cgroup as in a cgroup namespace). On a pure v2 host the
+/// cgroup2 filesystem itself is mounted.
+fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -> Result<()> {
+    let (layout, _) = crate::cgroups::hierarchies();
+    let target = fs::mkpath_in_root(root, dest, Make::Dir)?;
+    let flags = opts.set & !(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC);
+    if layout == crate::cgroups::Layout::V2 {
+        return sys_mount(
+            Some("cgroup2"),
+            &fs::fd_path(&target),
+            Some("cgroup2"),
+            opts.set & !MsFlags::MS_REC,
+            None,
+        )
+        .ctx("mount cgroup2");
+    }
+    sys_mount(
+        Some("tmpfs"),
+        &fs::fd_path(&target),
+        Some("tmpfs"),
+        flags,
+        Some("mode=755"),
+    )
+    .ctx("mount tmpfs for cgroup")?;
+    let cg = crate::cgroups::Cgroup::open(plan.cgroup_path);
+    for (h, dir) in &cg.dirs {
+        let name = if h.v2 {
+            "unified".to_string()
+        } else {
+            h.name.trim_start_matches("name=").to_string()
+        };
+        let sub = fs::mkpath_in_root(root, &dest.join(&name), Make::Dir)?;
+        let src = if plan.new_cgroupns {
+            dir.clone()
+        } else {
+            h.mount.clone()
+        };
+        sys_mount(
+            Some(&*src.to_string_lossy()),
+            &fs::fd_path(&sub),
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .with_ctx(|| format!("bind cgroup {}", src.display()))?;
+        let sub = fs::open_in_root(root, &dest.join(&name)).ctx("reopen")?;
+        remount_bind(
+            &fs::fd_path(&sub),
+            flags | (opts.set & MsFlags::MS_RDONLY),
+            MsFlags::empty(),
+        )
+        .ctx("remount cgroup")?;
+        // Comounted controllers (cpu,cpuacct) are also reachable by each name.
+        if h.name.contains(',') {
+            for part in h.name.split(',') {
+                let link = fs::cpath(part);
+                let to = fs::cpath(&name);
+                // SAFETY: target is a directory descriptor; both strings are NUL-terminated.
+                unsafe {
+                    libc::symlinkat(
+                        to.as_ptr(),
+                        fs::open_in_root(root, dest).ctx("reopen")?.as_raw_fd(),
+                        link.as_ptr(),
+                    )
+                };
+            }
+        }
+    }
+    if opts.set.contains(MsFlags::MS_RDONLY) {
+        let target = fs::open_in_root(root, dest).ctx("reopen")?;
+        remount_bind(&fs::fd_path(&target), MsFlags::MS_RDONLY, MsFlags::empty())
+            .ctx("remount cgroup tmpfs read-only")?;
+    }
+    Ok(())
+}
+
+/// The devices every container gets: (name, major, minor).
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+fn create_default_devices(root: RawFd, in_userns: bool) -> Result<()> {
+    let dev = fs::mkpath_in_root(root, Path::new("/dev"), Make::Dir)?;
+    for &(name, major, minor) in DEFAULT_DEVICES {
+        make_device(&dev, name, libc::S_IFCHR, major, minor, 0o666, 0, 0, in_userns)
+            .map_err(|e| e.context(format!("/dev/{name}")))?;
+    }
+    Ok(())
+}
+
+/// mknod a device in `dir`, or, where mknod is not allowed (user namespace), bind the host's.
+#[allow(clippy::too_many_arguments)]
+fn make_device(
+    dir: &OwnedFd,
+    name: &str,
+    kind: libc::mode_t,
+    major: u64,
+    minor: u64,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    in_userns: bool,
+) -> Result<()> {
+    let c = fs::cpath(name);
+    // SAFETY: dir is a directory descriptor, c NUL-terminated.
+    unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
+    if in_userns {
+        // SAFETY: as above.
+        let fd = unsafe {
+            libc::openat(
+                dir.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                0o644,
+            )
+        };
+        if fd < 0 {
+            return Err(Error::sys("create bind target", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fd was just opened.
+        unsafe { libc::close(fd) };
+        let host = format!("/dev/{name}");
+        let target = format!("{}/{name}", fs::fd_path(dir));
+        return sys_mount(Some(&host), &target, None, MsFlags::MS_BIND, None).ctx("bind from host");
+    }
+    let dev = libc::makedev(major as u32, minor as u32);
+    // SAFETY: as above.
+    let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
+    if r != 0 {
+        return Err(Error::sys("mknod", std::io::Error::last_os_error()));
+    }
+    // mknod is subject to the umask: set the mode and owner explicitly.
+    // SAFETY: as above.
+    unsafe {
+        libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0);
+        libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW);
+    }
+    Ok(())
+}
+
+fn create_dev_links(root: RawFd) -> Result<()> {
+    let dev = fs::mkpath_in_root(root, Path::new("/dev"), Make::Dir)?;
+    let mut links = vec![
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+        ("pts/ptmx", "ptmx"),
+    ];
+    if Path::new("/proc/kcore").exists() {
+        links.push(("/proc/kcore", "core"));
+    }
+    for (to, name) in links {
+        let (t, n) = (fs::cpath(to), fs::cpath(name));
+        // SAFETY: dev is a directory descriptor; strings are NUL-terminated.
+        unsafe {
+            if name == "ptmx" {
+                libc::unlinkat(dev.as_raw_fd(), n.as_ptr(), 0);
+            }
+            if libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) != 0 {
+                let e = std::io::Error::last_os_error();
+                if e.raw_os_error() != Some(libc::EEXIST) {
+                    return Err(Error::sys(format!("symlink /dev/{name}"), e));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn create_devices(plan: &Plan, root: RawFd) -> Result<()> {
+    let Some(devices) = plan.spec.linux().as_ref().and_then(|l| l.devices().as_ref()) else {
+        return Ok(());
+    };
+    for (i, d) in devices.iter().enumerate() {
+        let path = d.path();
+        let ctx = || format!("linux.devices[{i}] ({})", path.display());
+        if !path.starts_with("/dev") {
+            bail!("{}: device paths must be under /dev", ctx());
+        }
+        let kind = match d.typ() {
+            LinuxDeviceType::C | LinuxDeviceType::U => libc::S_IFCHR,
+            LinuxDeviceType::B => libc::S_IFBLK,
+            LinuxDeviceType::P => libc::S_IFIFO,
+            LinuxDeviceType::A => bail!("{}: type 'a' is not a device node", ctx()),
+        };
+        let parent = path.parent().unwrap_or(Path::new("/dev"));
+        let name = path
+            .file_name()
+            .ok_or_else(|| err!("{}: no file name", ctx()))?
+            .to_string_lossy();
+        let dir = fs::mkpath_in_root(root, parent, Make::Dir).map_err(|e| e.context(ctx()))?;
+        make_device(
+            &dir,
+            &name,
+            kind,
+            d.major() as u64,
+            d.minor() as u64,
+            d.file_mode().unwrap_or(0o666),
+            d.uid().unwrap_or(0),
+            d.gid().unwrap_or(0),
+            plan.in_userns,
+        )
+        .map_err(|e| e.context(ctx()))?;
+    }
+    Ok(())
+}
+
+/// Make the prepared rootfs the root: pivot_root, or with `no_pivot` move it over / and chroot.
+pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+    if no_pivot {
+        nix::unistd::chdir(rootfs).ctx("chdir to rootfs")?;
+        sys_mount(Some("."), "/", None, MsFlags::MS_MOVE, None).ctx("move rootfs to / (--no-pivot)")?;
+        nix::unistd::chroot(".").ctx("chroot")?;
+        nix::unistd::chdir("/").ctx("chdir /")?;
+        return Ok(());
+    }
+    let new_root = fs::open_dir(rootfs)?;
+    let old_root = fs::open_dir(Path::new("/"))?;
+    nix::unistd::fchdir(&new_root).ctx("chdir to rootfs")?;
+    nix::unistd::pivot_root(".", ".").ctx("pivot_root")?;
+    // The old root is now stacked under the new one at "/": detach it without propagating.
+    nix::unistd::fchdir(&old_root).ctx("chdir to old root")?;
+    sys_mount(None, ".", None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None).ctx("make old root slave")?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH).ctx("detach old root")?;
+    nix::unistd::chdir("/").ctx("chdir /")?;
+    Ok(())
+}
+
+/// After entering the root: sysctls, masked and read-only paths, the read-only root, propagation.
+pub fn finish(spec: &Spec) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
+        for (k, v) in sysctl {
+            let path = format!("/proc/sys/{}", k.replace('.', "/"));
+            std::fs::write(&path, v).with_ctx(|| format!("linux.sysctl {k}={v} ({path})"))?;
+        }
+    }
+    let root = fs::open_dir(Path::new("/"))?;
+    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+        mask_path(root.as_raw_fd(), p).map_err(|e| e.context(format!("linux.maskedPaths {p}")))?;
+    }
+    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+        readonly_path(root.as_raw_fd(), p).map_err(|e| e.context(format!("linux.readonlyPaths {p}")))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        remount_bind("/", MsFlags::MS_RDONLY, MsFlags::empty()).ctx("root.readonly: remount / read-only")?;
+    }
+    if let Some(p) = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .and_then(propagation_flags)
+    {
+        if p.contains(MsFlags::MS_SHARED) {
+            sys_mount(None, "/", None, p, None).ctx("linux.rootfsPropagation")?;
+        }
+    }
+    Ok(())
+}
+
+fn mask_path(root: RawFd, p: &str) -> Result<()> {
+    let target = match fs::open_in_root(root, Path::new(p)) {
+        Ok(t) => t,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::sys("resolve", e)),
+    };
+    let st = fs::fstat(target.as_raw_fd())?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        sys_mount(
+            Some("tmpfs"),
+            &fs::fd_path(&target),
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            Some("size=0k,mode=755"),
+        )
+        .ctx("mount read-only tmpfs")
+    } else {
+        // Only the real null device may hide a file (it could have been swapped for something else).
+        let null = fs::open_in_root(root, Path::new("/dev/null")).ctx("/dev/null")?;
+        let nst = fs::fstat(null.as_raw_fd())?;
+        if nst.st_mode & libc::S_IFMT != libc::S_IFCHR || nst.st_rdev != libc::makedev(1, 3) {
+            bail!("/dev/null is not the null device (1:3)");
+        }
+        sys_mount(
+            Some(&fs::fd_path(&null)),
+            &fs::fd_path(&target),
+            None,
+            MsFlags::MS_BIND,
+            None,
+        )
+        .ctx("bind /dev/null")
+    }
+}
+
+fn readonly_path(root: RawFd, p: &str) -> Result<()> {
+    let target = match fs::open_in_root(root, Path::new(p)) {
+        Ok(t) => t,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(Error::sys("resolve", e)),
+    };
+    let t = fs::fd_path(&target);
+    sys_mount(Some(&t), &t, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).ctx("bind onto itself")?;
+    let target = fs::open_in_root(root, Path::new(p)).ctx("reopen")?;
+    remount_bind(
+        &fs::fd_path(&target),
+        MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        MsFlags::empty(),
+    )
+    .ctx("remount read-only")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(list: &[&str]) -> MountOptions {
+        parse_options(&list.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let o = opts(&["nosuid", "noexec", "mode=755", "size=65536k", "rprivate"]);
+        assert_eq!(o.set, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC);
+        assert_eq!(o.data, vec!["mode=755", "size=65536k"]);
+        assert_eq!(o.propagation, vec![MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
+        let o = opts(&["rbind", "ro"]);
+        assert!(o.bind && o.set.contains(MsFlags::MS_REC | MsFlags::MS_RDONLY));
+        let o = opts(&["ro", "rw"]);
+        assert!(!o.set.contains(MsFlags::MS_RDONLY) && o.clear.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn propagation_names() {
+        assert_eq!(propagation_flags("rslave"), Some(MsFlags::MS_SLAVE | MsFlags::MS_REC));
+        assert_eq!(propagation_flags("bogus"), None);
+    }
+}

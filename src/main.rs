@@ -1,0 +1,272 @@
+//! `berth`: the command line, runc's. It parses flags, calls libberth, prints results, and turns
+//! errors into one line on stderr (and the --log file) with exit status 1. No container logic here.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use libberth::container::{CreateOpts, Runtime};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.1");
+
+#[derive(Parser)]
+#[command(name = "berth", version, long_version = LONG_VERSION, about = "Berth: an OCI container runtime (runc-compatible command line)")]
+struct Cli {
+    /// Directory for container state
+    #[arg(long, global = true, value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// Write log lines to this file instead of stderr
+    #[arg(long, global = true, value_name = "FILE")]
+    log: Option<PathBuf>,
+    /// Log format
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Log debug messages
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Use systemd for cgroups (needs a running systemd)
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for runc compatibility (rootless mode is detected)
+    #[arg(long, value_name = "true|false|auto", num_args = 0..=1, default_missing_value = "true")]
+    rootless: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// Path to the bundle directory (holding config.json)
+    #[arg(long, short = 'b', default_value = ".")]
+    bundle: PathBuf,
+    /// Write the container's init pid to this file
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the pty master to (process.terminal)
+    #[arg(long, value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Use a move and chroot instead of pivot_root
+    #[arg(long)]
+    no_pivot: bool,
+    /// Do not create a new session keyring
+    #[arg(long)]
+    no_new_keyring: bool,
+    /// Pass N extra descriptors (3 .. 3+N-1) to the container
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    preserve_fds: i32,
+    /// Container ID
+    id: String,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create a container (its process waits for `start`)
+    Create(CreateArgs),
+    /// Start a created container
+    Start { id: String },
+    /// Create and start a container, wait for it and delete it
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once the container has started
+        #[arg(long, short = 'd')]
+        detach: bool,
+        /// Keep the container after it exits
+        #[arg(long)]
+        keep: bool,
+    },
+    /// Print the state of a container as JSON
+    State { id: String },
+    /// Send a signal to a container (default SIGTERM)
+    Kill {
+        /// Signal every process in the container
+        #[arg(long, short = 'a')]
+        all: bool,
+        id: String,
+        #[arg(default_value = "SIGTERM")]
+        signal: String,
+    },
+    /// Delete a container and everything Berth made for it
+    Delete {
+        /// Kill a running container first
+        #[arg(long, short = 'f')]
+        force: bool,
+        id: String,
+    },
+    /// List containers
+    List {
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Print only IDs
+        #[arg(long, short = 'q')]
+        quiet: bool,
+    },
+    /// Write a default config.json
+    Spec {
+        #[arg(long, short = 'b', default_value = ".")]
+        bundle: PathBuf,
+        /// A config for an unprivileged user (user namespace, no cgroup writes)
+        #[arg(long)]
+        rootless: bool,
+    },
+    /// Print what this runtime supports (runtime-spec features document)
+    Features,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum ListFormat {
+    Table,
+    Json,
+}
+
+fn default_root() -> PathBuf {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
+            return Path::new(&dir).join("berth");
+        }
+    }
+    libberth::container::default_root()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let format = match cli.log_format {
+        LogFormat::Text => libberth::log::Format::Text,
+        LogFormat::Json => libberth::log::Format::Json,
+    };
+    if let Err(e) = libberth::log::init(cli.log.as_deref(), format, cli.debug) {
+        eprintln!("berth: {e}");
+        return ExitCode::FAILURE;
+    }
+    let root = cli.root.clone().unwrap_or_else(default_root);
+    let rt = Runtime::new(&root, cli.systemd_cgroup);
+    match dispatch(&rt, cli.cmd) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let msg = e.to_string();
+            if libberth::log::has_file() {
+                libberth::log::log(libberth::log::Level::Error, &msg);
+            }
+            eprintln!("berth: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn opts(a: &CreateArgs) -> CreateOpts<'_> {
+    CreateOpts {
+        bundle: &a.bundle,
+        pid_file: a.pid_file.as_deref(),
+        console_socket: a.console_socket.as_deref(),
+        no_pivot: a.no_pivot,
+        no_new_keyring: a.no_new_keyring,
+        preserve_fds: a.preserve_fds,
+    }
+}
+
+fn print(s: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(s.as_bytes());
+    let _ = out.write_all(b"\n");
+}
+
+fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
+    match cmd {
+        Cmd::Create(a) => rt.create(&a.id, &opts(&a)).map(|_| 0),
+        Cmd::Start { id } => rt.start(&id).map(|_| 0),
+        Cmd::Run { create, detach, keep } => {
+            let code = rt.run(&create.id, &opts(&create), detach, keep)?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Cmd::State { id } => {
+            print(&rt.state(&id)?);
+            Ok(0)
+        }
+        Cmd::Kill { all, id, signal } => {
+            let sig = libberth::signal::parse(&signal)?;
+            rt.kill(&id, sig, all).map(|_| 0)
+        }
+        Cmd::Delete { force, id } => rt.delete(&id, force).map(|_| 0),
+        Cmd::List { format, quiet } => {
+            let list = rt.list()?;
+            if quiet {
+                for (r, _) in &list {
+                    print(&r.id);
+                }
+            } else if format == ListFormat::Json {
+                let docs: Vec<_> = list.iter().map(|(r, s)| r.doc(*s)).collect();
+                print(&serde_json::to_string(&docs).unwrap_or_else(|_| "[]".into()));
+            } else {
+                print(&table(&list));
+            }
+            Ok(0)
+        }
+        Cmd::Spec { bundle, rootless } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                libberth::bail!("{}: exists; remove it first", path.display());
+            }
+            // SAFETY: getuid/getgid cannot fail.
+            let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+            let doc = libberth::default_spec::document(rootless, uid, gid);
+            let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+            std::fs::write(&path, text + "\n").map_err(|e| libberth::Error::sys(path.display(), e))?;
+            Ok(0)
+        }
+        Cmd::Features => {
+            print(&serde_json::to_string_pretty(&libberth::features::document()).unwrap_or_default());
+            Ok(0)
+        }
+    }
+}
+
+/// runc's `list` table: columns padded to their widest cell.
+fn table(list: &[(libberth::state::Record, libberth::state::Status)]) -> String {
+    let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+        .map(String::from)
+        .to_vec()];
+    for (r, s) in list {
+        let pid = if *s == libberth::state::Status::Stopped {
+            0
+        } else {
+            r.pid
+        };
+        rows.push(vec![
+            r.id.clone(),
+            pid.to_string(),
+            s.as_str().to_string(),
+            r.bundle.display().to_string(),
+            r.created.clone(),
+            if r.owner.is_empty() {
+                "root".into()
+            } else {
+                r.owner.clone()
+            },
+        ]);
+    }
+    let widths: Vec<usize> = (0..6)
+        .map(|c| rows.iter().map(|r| r[c].len()).max().unwrap_or(0))
+        .collect();
+    rows.iter()
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 5 {
+                        c.clone()
+                    } else {
+                        format!("{c:<w$}   ", w = widths[i])
+                    }
+                })
+                .collect::<String>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
