@@ -127,6 +127,7 @@ impl Runtime {
         }
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
+        let lock_fds: Vec<std::os::fd::RawFd> = locked.lock_fd().into_iter().collect();
         let mut undo = Undo {
             dir: None,
             cgroup: None,
@@ -187,6 +188,7 @@ impl Runtime {
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
             cgroup_path: &cg_path,
+            close_in_child: &lock_fds,
         };
         let runner = HookRunner {
             rec: &rec,

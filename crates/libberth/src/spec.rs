@@ -104,11 +104,16 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
     validate_process(process, "process")?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        if !m.destination().is_absolute() {
-            bail!(
-                "mounts[{i}].destination: {:?} is not an absolute path",
-                m.destination().display().to_string()
-            );
+        let d = m.destination();
+        if d.as_os_str().is_empty() {
+            bail!("mounts[{i}].destination: empty");
+        }
+        if !d.is_absolute() {
+            // runtime-spec 1.1 allows relative destinations on Linux, taken from "/".
+            crate::log::debug(&format!(
+                "mounts[{i}].destination: {:?} is relative; taken from /",
+                d.display()
+            ));
         }
     }
     if let Some(hooks) = spec.hooks() {
@@ -248,12 +253,12 @@ mod tests {
     }
 
     #[test]
-    fn rejects_relative_mount_destination_and_missing_rootfs() {
+    fn rejects_empty_mount_destination_and_missing_rootfs() {
         let dir = std::env::temp_dir().join(format!("berth-spec-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("rootfs")).unwrap();
         let base = r#""root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#;
         let s = spec_with(&format!(
-            r#"{{{base},"mounts":[{{"destination":"rel","type":"tmpfs"}}]}}"#
+            r#"{{{base},"mounts":[{{"destination":"","type":"tmpfs"}}]}}"#
         ));
         assert!(validate(&s, &dir)
             .unwrap_err()

@@ -231,6 +231,11 @@ impl Store {
 }
 
 impl Locked {
+    /// The lock descriptor (a forked init must close its copy).
+    pub fn lock_fd(&self) -> Option<std::os::fd::RawFd> {
+        self._lock.as_ref().map(|f| f.as_raw_fd())
+    }
+
     /// The saved record, or None while the container is still being created (or a create crashed).
     pub fn load(&self) -> Result<Option<Record>> {
         let path = self.dir.join(STATE_FILE);

@@ -29,9 +29,7 @@ pub enum Layout {
 }
 
 fn fs_magic(path: &Path) -> Option<i64> {
-    nix::sys::statfs::statfs(path)
-        .ok()
-        .map(|s| s.filesystem_type().0)
+    nix::sys::statfs::statfs(path).ok().map(|s| s.filesystem_type().0)
 }
 
 /// The hierarchies mounted under /sys/fs/cgroup, v1 first (in directory order), v2 last.

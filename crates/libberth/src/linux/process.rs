@@ -32,6 +32,9 @@ pub struct InitConfig<'a> {
     pub no_pivot: bool,
     pub preserve_fds: i32,
     pub cgroup_path: &'a str,
+    /// Runtime descriptors init must close at once (the container's state lock: flock locks are
+    /// shared with a forked child, which would hold the lock until it execs).
+    pub close_in_child: &'a [RawFd],
 }
 
 /// The namespace work of a config, split the way the clone needs it.
@@ -232,6 +235,10 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
     }
     let pid = clone_raw(flags)?;
     if pid == 0 {
+        for &fd in cfg.close_in_child {
+            // SAFETY: closing the child's copy of a runtime descriptor it must not keep.
+            unsafe { libc::close(fd) };
+        }
         drop(ours);
         std::mem::forget(restore);
         super::init::child_main(cfg, &plan, theirs, fast);

@@ -184,6 +184,10 @@ pub fn prepare(plan: &Plan) -> Result<()> {
         create_dev_links(root.as_raw_fd())?;
     }
     create_devices(plan, root.as_raw_fd())?;
+    // The working directory is made when missing, as runc does.
+    if let Some(p) = plan.spec.process() {
+        fs::mkpath_in_root(root.as_raw_fd(), p.cwd(), Make::Dir).map_err(|e| e.context("process.cwd"))?;
+    }
     Ok(())
 }
 

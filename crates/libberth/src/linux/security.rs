@@ -180,7 +180,16 @@ pub fn set_capabilities(caps: Option<&LinuxCapabilities>) -> Result<()> {
     capset(mask(c.effective()), mask(c.permitted()), mask(c.inheritable()))?;
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) };
+    // The kernel only allows ambient capabilities that are both permitted and inheritable; like runc,
+    // others listed are skipped (runc's own default config lists ambient caps with no inheritable set).
+    let allowed = mask(c.permitted()) & mask(c.inheritable());
     for n in c.ambient().iter().flatten().filter_map(cap_number) {
+        if allowed & (1 << n) == 0 {
+            crate::log::debug(&format!(
+                "process.capabilities.ambient: cap {n} skipped: not permitted and inheritable"
+            ));
+            continue;
+        }
         // SAFETY: prctl with integer arguments.
         if unsafe {
             libc::prctl(
@@ -193,10 +202,7 @@ pub fn set_capabilities(caps: Option<&LinuxCapabilities>) -> Result<()> {
         } != 0
         {
             let e = std::io::Error::last_os_error();
-            return Err(Error::sys(
-                format!("process.capabilities.ambient: raise cap {n} (it must be permitted and inheritable)"),
-                e,
-            ));
+            return Err(Error::sys(format!("process.capabilities.ambient: raise cap {n}"), e));
         }
     }
     Ok(())

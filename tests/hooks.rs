@@ -1,0 +1,338 @@
+//! OCI hooks: each kind runs, in order, with the state on stdin, with its
+//! args/env, in the right namespace; failures and timeouts fail the operation.
+
+mod common;
+
+use common::*;
+use std::fs;
+use std::time::{Duration, Instant};
+
+/// Hooks that append `<name> <state JSON>` lines to `rootfs/hooks.log`.
+/// Host hooks live in a temp dir outside the rootfs; container-side hooks
+/// (startContainer) live in the rootfs and write `/hooks.log`.
+struct Hooks {
+    scripts: TempDir,
+}
+
+impl Hooks {
+    fn new() -> Hooks {
+        Hooks {
+            scripts: TempDir::new("hooks"),
+        }
+    }
+
+    /// A host script logging `name` and its stdin to `b`'s hook log.
+    fn host_hook(&self, b: &Bundle, name: &str) -> Value {
+        let path = self.scripts.join(format!("{name}.sh"));
+        let log = b.rootfs().join("hooks.log");
+        write_script(
+            &path,
+            &format!("printf '%s %s\\n' {name} \"$(cat)\" >> {}", log.display()),
+        );
+        json!({ "path": path })
+    }
+
+    /// A host script running `body`.
+    fn host_script(&self, name: &str, body: &str) -> Value {
+        let path = self.scripts.join(format!("{name}.sh"));
+        write_script(&path, body);
+        json!({ "path": path })
+    }
+}
+
+/// A script inside the rootfs (container path `/hooks/<name>.sh`) that logs
+/// like `Hooks::host_hook`, using the container's busybox.
+fn container_hook(b: &Bundle, name: &str, extra: &str) -> Value {
+    write_script(
+        &b.rootfs().join(format!("hooks/{name}.sh")),
+        &format!("printf '%s %s\\n' {name} \"$(cat)\" >> /hooks.log\n{extra}"),
+    );
+    json!({ "path": format!("/hooks/{name}.sh") })
+}
+
+/// (hook name, parsed stdin state) for each line of the hook log.
+fn hook_log(b: &Bundle) -> Vec<(String, Value)> {
+    let text = fs::read_to_string(b.rootfs().join("hooks.log")).unwrap_or_default();
+    text.lines()
+        .map(|l| {
+            let (name, state) = l.split_once(' ').unwrap_or((l, ""));
+            let state = serde_json::from_str(state)
+                .unwrap_or_else(|e| panic!("hook {name} got invalid state JSON ({e}): {state:?}"));
+            (name.to_string(), state)
+        })
+        .collect()
+}
+
+fn hook_names(b: &Bundle) -> Vec<String> {
+    hook_log(b).into_iter().map(|(n, _)| n).collect()
+}
+
+/// A writable-root bundle running `args`, with every hook kind logging.
+fn bundle_with_all_hooks(hooks: &Hooks, args: &[&str]) -> Bundle {
+    let mut b = Bundle::new(args);
+    b.writable_root();
+    let mut all = serde_json::Map::new();
+    for name in ["prestart", "createRuntime", "createContainer", "poststart", "poststop"] {
+        all.insert(name.to_string(), json!([hooks.host_hook(&b, name)]));
+    }
+    all.insert(
+        "startContainer".to_string(),
+        json!([container_hook(&b, "startContainer", "")]),
+    );
+    b.config["hooks"] = Value::Object(all);
+    b
+}
+
+const ALL_HOOKS: [&str; 6] = [
+    "prestart",
+    "createRuntime",
+    "createContainer",
+    "startContainer",
+    "poststart",
+    "poststop",
+];
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+#[test]
+fn all_hooks_run_with_state_on_stdin() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let b = bundle_with_all_hooks(&hooks, &["true"]);
+    let id = unique_id();
+
+    rt.create(&b, &id).ok("create");
+    let after_create = hook_names(&b);
+    for name in ["prestart", "createRuntime", "createContainer"] {
+        assert!(
+            after_create.iter().any(|n| n == name),
+            "{name} did not run at create: {after_create:?}"
+        );
+    }
+    for name in ["startContainer", "poststop"] {
+        assert!(
+            !after_create.iter().any(|n| n == name),
+            "{name} ran at create: {after_create:?}"
+        );
+    }
+    rt.start(&id).ok("start");
+    rt.wait_for_status(&id, "stopped");
+    rt.delete(&id).ok("delete");
+
+    let log = hook_log(&b);
+    let names = log.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        sorted(names),
+        sorted(ALL_HOOKS.map(String::from).to_vec()),
+        "each hook runs once"
+    );
+    assert_eq!(log.last().unwrap().0, "poststop");
+    let bundle = fs::canonicalize(&b.dir).unwrap();
+    for (name, state) in &log {
+        assert_eq!(state["id"], id.as_str(), "{name}: {state}");
+        assert!(state["ociVersion"].is_string(), "{name}: {state}");
+        let sb = state["bundle"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no bundle: {state}"));
+        assert_eq!(fs::canonicalize(sb).unwrap(), bundle, "{name}: {state}");
+        let status = state["status"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: no status: {state}"));
+        assert!(
+            ["creating", "created", "running", "stopped"].contains(&status),
+            "{name}: status {status:?}"
+        );
+        if name != "poststop" {
+            assert!(state["pid"].as_i64().unwrap_or(0) > 0, "{name}: pid: {state}");
+        }
+    }
+}
+
+#[test]
+fn hooks_run_in_spec_order() {
+    if !require_root() {
+        return;
+    }
+    // RUNC GAP: runc 1.1.5 runs poststart hooks during `create` (before the
+    // user process is started, and before startContainer). The OCI spec
+    // (runtime.md, lifecycle steps 6-11) requires: prestart/createRuntime
+    // and createContainer at create; startContainer then the user process
+    // at start; poststart after it starts, before `start` returns;
+    // poststop at delete.
+    if runc_gap("runc 1.1 runs poststart hooks at create time") {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let b = bundle_with_all_hooks(&hooks, &["true"]);
+    let id = unique_id();
+    rt.create(&b, &id).ok("create");
+    assert_eq!(hook_names(&b), ALL_HOOKS[..3]);
+    rt.start(&id).ok("start");
+    assert_eq!(
+        hook_names(&b),
+        ALL_HOOKS[..5],
+        "poststart must have run when start returns"
+    );
+    rt.wait_for_status(&id, "stopped");
+    rt.delete(&id).ok("delete");
+    assert_eq!(hook_names(&b), ALL_HOOKS);
+}
+
+#[test]
+fn hooks_run_during_foreground_run() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let b = bundle_with_all_hooks(&hooks, &["true"]);
+    rt.run(&b, &unique_id()).ok("run");
+    let names = hook_names(&b);
+    assert_eq!(
+        sorted(names.clone()),
+        sorted(ALL_HOOKS.map(String::from).to_vec()),
+        "{names:?}"
+    );
+    assert_eq!(names.last().unwrap(), "poststop");
+}
+
+#[test]
+fn hook_args_and_env_are_passed() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let out = b.dir.join("hook-args.txt");
+    let mut hook = hooks.host_script(
+        "args",
+        &format!(
+            "cat >/dev/null; printf '%s|' \"$#\" \"$1\" \"$2\" > {0}; echo >> {0}; /usr/bin/env >> {0}",
+            out.display()
+        ),
+    );
+    hook["args"] = json!(["my-hook-argv0", "first", "second arg"]);
+    hook["env"] = json!(["HOOK_VAR=hook value"]);
+    b.config["hooks"] = json!({ "createRuntime": [hook] });
+    rt.run(&b, &unique_id()).ok("run");
+    let got = fs::read_to_string(&out).expect("hook ran");
+    // args[0] becomes argv[0], which a #! script does not see ($0 is the
+    // script path), so only args[1..] are checked. The env is exactly the
+    // configured one (/usr/bin/env sees what the hook's shell got, less
+    // variables the shell itself adds: PWD and, for dash, nothing else).
+    let (args, env) = got.split_once("|\n").unwrap_or_else(|| panic!("{got:?}"));
+    assert_eq!(args, "2|first|second arg", "{got}");
+    let env: Vec<String> = lines(env).into_iter().filter(|l| !l.starts_with("PWD=")).collect();
+    assert_eq!(env, ["HOOK_VAR=hook value"], "{got}");
+}
+
+#[test]
+fn failing_create_runtime_hook_fails_create() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["hooks"] = json!({ "createRuntime": [hooks.host_script("fail", "cat >/dev/null; exit 3")] });
+    let id = unique_id();
+    let out = rt.create(&b, &id).fails("create with a failing hook");
+    assert!(!out.err().trim().is_empty(), "failure must be reported on stderr");
+    rt.cmd(&["state", &id])
+        .fails("state of a container whose create failed");
+    rt.assert_no_state(&id);
+}
+
+#[test]
+fn hook_exceeding_timeout_is_killed_and_fails() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    // The hook process itself is the sleeper (`exec`), recording its pid.
+    let pid_file = b.dir.join("hook.pid");
+    let mut hook = hooks.host_script("slow", &format!("echo $$ > {}; exec sleep 20", pid_file.display()));
+    hook["timeout"] = json!(1);
+    b.config["hooks"] = json!({ "createRuntime": [hook] });
+    let id = unique_id();
+    let t0 = Instant::now();
+    rt.create(&b, &id).fails("create with a hook past its timeout");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "hook timeout not enforced: create took {took:?}"
+    );
+    rt.assert_no_state(&id);
+    let pid: i32 = fs::read_to_string(&pid_file).expect("hook ran").trim().parse().unwrap();
+    poll("the timed-out hook to be killed", || process_gone(pid));
+}
+
+#[test]
+fn poststop_runs_on_delete() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["hooks"] = json!({ "poststop": [hooks.host_hook(&b, "poststop")] });
+    let id = unique_id();
+    rt.create_and_start(&b, &id);
+    rt.wait_for_status(&id, "stopped");
+    assert!(hook_names(&b).is_empty(), "poststop ran before delete");
+    rt.delete(&id).ok("delete");
+    assert_eq!(hook_names(&b), ["poststop"]);
+}
+
+#[test]
+fn start_container_hook_runs_inside_container() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.writable_root();
+    b.config["hostname"] = json!("hook-box");
+    // The script exists only inside the rootfs; it records the UTS and
+    // mount namespace it runs in.
+    let hook = container_hook(
+        &b,
+        "startContainer",
+        "hostname > /hook-ns; readlink /proc/self/ns/mnt >> /hook-ns",
+    );
+    b.config["hooks"] = json!({ "startContainer": [hook] });
+    rt.run(&b, &unique_id()).ok("run");
+    let got = fs::read_to_string(b.rootfs().join("hook-ns")).expect("startContainer hook ran");
+    let l = lines(&got);
+    assert_eq!(l[0], "hook-box");
+    assert_ne!(l[1], ns_link("self", "mnt"), "hook ran in the host mount namespace");
+}
+
+#[test]
+fn create_container_hook_path_resolves_on_host() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    // The script's path exists on the host only, not in the rootfs.
+    let hook = hooks.host_hook(&b, "createContainer");
+    assert!(!b
+        .rootfs()
+        .join(hook["path"].as_str().unwrap().trim_start_matches('/'))
+        .exists());
+    b.config["hooks"] = json!({ "createContainer": [hook] });
+    rt.run(&b, &unique_id()).ok("run");
+    assert_eq!(hook_names(&b), ["createContainer"]);
+}

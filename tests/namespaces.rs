@@ -1,0 +1,202 @@
+//! Linux namespaces: new ones of each type, joining existing ones by path,
+//! and sharing the host's when not listed.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeMap;
+
+/// `readlink /proc/self/ns/<ns>` for each of `names`, from inside the
+/// container (`b`'s process is replaced) and from the host.
+fn ns_links(b: &mut Bundle, names: &[&str]) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let script: String = names
+        .iter()
+        .map(|n| format!("echo {n}=$(readlink /proc/self/ns/{n});"))
+        .collect();
+    let out = run_script(b, &script);
+    let inside = lines(&out)
+        .into_iter()
+        .map(|l| {
+            let (k, v) = l.split_once('=').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    let host = names.iter().map(|n| (n.to_string(), ns_link("self", n))).collect();
+    (inside, host)
+}
+
+/// Asserts the container gets its own namespace of kind `ns` (proc name).
+fn assert_new_namespace(b: &mut Bundle, ns: &str) {
+    let (inside, host) = ns_links(b, &[ns]);
+    assert!(!inside[ns].is_empty(), "no {ns} link inside");
+    assert_ne!(inside[ns], host[ns], "{ns} namespace is the host's");
+}
+
+#[test]
+fn pid_namespace_makes_process_pid_1() {
+    if !require_root() {
+        return;
+    }
+    assert_eq!(run_default("echo $$").trim(), "1");
+    assert_new_namespace(&mut Bundle::default(), "pid");
+}
+
+#[test]
+fn network_namespace_has_only_loopback() {
+    if !require_root() {
+        return;
+    }
+    let out = run_default("tail -n +3 /proc/net/dev | cut -d: -f1");
+    assert_eq!(lines(&out), ["lo"]);
+    assert_new_namespace(&mut Bundle::default(), "net");
+}
+
+#[test]
+fn ipc_namespace_is_new() {
+    if !require_root() {
+        return;
+    }
+    assert_new_namespace(&mut Bundle::default(), "ipc");
+}
+
+#[test]
+fn uts_namespace_isolates_hostname() {
+    if !require_root() {
+        return;
+    }
+    let host_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut b = Bundle::default();
+    b.config["hostname"] = json!("isolated-uts");
+    assert_eq!(run_script(&mut b, "hostname").trim(), "isolated-uts");
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_before
+    );
+    assert_new_namespace(&mut Bundle::default(), "uts");
+}
+
+#[test]
+fn mount_namespace_is_new() {
+    if !require_root() {
+        return;
+    }
+    assert_new_namespace(&mut Bundle::default(), "mnt");
+}
+
+#[test]
+fn cgroup_namespace_roots_cgroup_paths() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::default();
+    b.set_namespace("cgroup", None);
+    let out = run_script(&mut b, "cat /proc/self/cgroup");
+    let cg = lines(&out);
+    assert!(!cg.is_empty());
+    for line in &cg {
+        // hierarchy-ID:controllers:path
+        let path = line.splitn(3, ':').nth(2).unwrap();
+        assert_eq!(path, "/", "cgroup path not rooted in {line:?}:\n{out}");
+    }
+    assert_new_namespace(&mut b, "cgroup");
+}
+
+#[test]
+fn user_namespace_with_id_mappings() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::default();
+    b.set_namespace("user", None);
+    b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 200000, "size": 65536 }]);
+    let out = run_script(&mut b, "cat /proc/self/uid_map /proc/self/gid_map; id -u; id -g");
+    let got: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(got, ["0 100000 65536", "0 200000 65536", "0", "0"]);
+    assert_new_namespace(&mut b, "user");
+}
+
+#[test]
+fn time_namespace_with_offsets() {
+    if !require_root() {
+        return;
+    }
+    // RUNC GAP: runc 1.1.5 rejects the "time" namespace type (support came
+    // in runc 1.2). The OCI spec (config-linux.md) defines it together with
+    // linux.timeOffsets.
+    if runc_gap("runc 1.1 does not support time namespaces") {
+        return;
+    }
+    let mut b = Bundle::default();
+    b.set_namespace("time", None);
+    b.config["linux"]["timeOffsets"] = json!({
+        "monotonic": { "secs": 3600, "nanosecs": 0 },
+        "boottime": { "secs": 7200, "nanosecs": 0 }
+    });
+    let out = run_script(&mut b, "cat /proc/self/timens_offsets; cut -d' ' -f1 /proc/uptime");
+    let l = lines(&out);
+    let offsets: BTreeMap<String, String> = l[..2]
+        .iter()
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            (f[0].to_string(), format!("{} {}", f[1], f[2]))
+        })
+        .collect();
+    assert_eq!(offsets["monotonic"], "3600 0", "{out}");
+    assert_eq!(offsets["boottime"], "7200 0", "{out}");
+    let host_uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let uptime: f64 = l[2].parse().unwrap();
+    assert!(uptime >= host_uptime + 7000.0, "uptime {uptime} vs host {host_uptime}");
+    assert_new_namespace(&mut b, "time");
+}
+
+#[test]
+fn joining_existing_namespaces_by_path() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut first = Bundle::new(&["sleep", "30"]);
+    first.config["hostname"] = json!("first-host");
+    let pid = rt.create_and_start(&first, &unique_id()).to_string();
+
+    let mut second = Bundle::default();
+    second.set_namespace("network", Some(&format!("/proc/{pid}/ns/net")));
+    second.set_namespace("uts", Some(&format!("/proc/{pid}/ns/uts")));
+    // Joining a UTS namespace: setting a hostname would change the first
+    // container's.
+    second.config.as_object_mut().unwrap().remove("hostname");
+    let out = run_script(
+        &mut second,
+        "hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/uts",
+    );
+    assert_eq!(
+        lines(&out),
+        ["first-host".to_string(), ns_link(&pid, "net"), ns_link(&pid, "uts")]
+    );
+    assert_ne!(ns_link(&pid, "net"), ns_link("self", "net"));
+}
+
+#[test]
+fn unlisted_namespaces_are_shared_with_host() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::default();
+    b.remove_namespace("network")
+        .remove_namespace("ipc")
+        .remove_namespace("uts");
+    b.config.as_object_mut().unwrap().remove("hostname");
+    let shared = ["net", "ipc", "uts", "user", "cgroup"];
+    let (inside, host) = ns_links(&mut b, &shared);
+    assert_eq!(inside, host);
+}
