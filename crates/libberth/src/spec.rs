@@ -257,9 +257,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("berth-spec-test-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("rootfs")).unwrap();
         let base = r#""root":{"path":"rootfs"},"process":{"cwd":"/","args":["sh"],"user":{"uid":0,"gid":0}}"#;
-        let s = spec_with(&format!(
-            r#"{{{base},"mounts":[{{"destination":"","type":"tmpfs"}}]}}"#
-        ));
+        let s = spec_with(&format!(r#"{{{base},"mounts":[{{"destination":"","type":"tmpfs"}}]}}"#));
         assert!(validate(&s, &dir)
             .unwrap_err()
             .to_string()
