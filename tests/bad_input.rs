@@ -217,3 +217,47 @@ fn delete_of_nonexistent_container() {
     }
     nonexistent_container(&["delete"]);
 }
+
+#[test]
+fn failed_create_removes_its_cgroup() {
+    if !require_root() {
+        return;
+    }
+    // The cgroup is made before init; a mount that cannot be done fails create after that,
+    // and every hierarchy must be clean again.
+    let rt = Runtime::new();
+    let id = unique_id();
+    let cg = format!("/berth-test/{id}");
+    let mut b = Bundle::new(&["true"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg);
+    b.add_mount(
+        json!({ "destination": "/mnt", "type": "bind", "source": "/nonexistent-berth-source", "options": ["bind"] }),
+    );
+    let out = rt.create(&b, &id).fails("create with a missing bind source");
+    assert_err_mentions(&out, "/nonexistent-berth-source", "the missing source");
+    rt.assert_no_state(&id);
+    for ctrl in ["pids", "memory", "cpu", "unified"] {
+        let dir = std::path::Path::new("/sys/fs/cgroup")
+            .join(ctrl)
+            .join(cg.trim_start_matches('/'));
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+}
+
+#[test]
+fn delete_removes_the_cgroup_it_made() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let cg = format!("/berth-test/{id}");
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["linux"]["cgroupsPath"] = json!(cg);
+    let pid = rt.create_and_start(&b, &id);
+    let pids_dir = std::path::Path::new("/sys/fs/cgroup/pids").join(cg.trim_start_matches('/'));
+    let procs = std::fs::read_to_string(pids_dir.join("cgroup.procs")).expect("the container's pids cgroup");
+    assert_eq!(procs.trim(), pid.to_string());
+    rt.delete_force(&id).ok("delete --force");
+    assert!(!pids_dir.exists(), "{} left behind", pids_dir.display());
+}

@@ -141,3 +141,23 @@ fn json_log_of_a_failing_command() {
     }
     assert!(entries.iter().any(|e| e["level"] == "error"), "no error entry: {text}");
 }
+
+#[test]
+fn systemd_cgroup_without_systemd_is_a_clear_error() {
+    if !require_root() {
+        return;
+    }
+    if std::path::Path::new("/run/systemd/system").exists() {
+        notice("SKIP systemd_cgroup_without_systemd_is_a_clear_error: systemd is running here");
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let b = Bundle::new(&["true"]);
+    b.save();
+    let mut c = rt.command(&["--systemd-cgroup", "create", "--bundle"]);
+    c.arg(&b.dir).arg(&id);
+    let out = rt.exec(c).fails("create --systemd-cgroup");
+    assert_err_mentions(&out, "systemd", "the flag at fault");
+    rt.assert_no_state(&id);
+}

@@ -200,3 +200,56 @@ fn unlisted_namespaces_are_shared_with_host() {
     let (inside, host) = ns_links(&mut b, &shared);
     assert_eq!(inside, host);
 }
+
+#[test]
+fn joining_a_pid_namespace_by_path() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let first = Bundle::new(&["sleep", "30"]);
+    let pid = rt.create_and_start(&first, &unique_id()).to_string();
+
+    // The second container's processes live in the first one's pid namespace: the first
+    // container's init (pid 1 there) is visible, and our shell is not pid 1.
+    let mut second = Bundle::default();
+    second.set_namespace("pid", Some(&format!("/proc/{pid}/ns/pid")));
+    let out = run_script(
+        &mut second,
+        "readlink /proc/self/ns/pid; echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
+    let got = lines(&out);
+    assert_eq!(got[0], ns_link(&pid, "pid"));
+    assert_ne!(got[1], "1", "the joining process must not be pid 1");
+    assert_eq!(got[2].trim(), "sleep 30");
+}
+
+#[test]
+fn new_user_namespace_while_joining_another_namespace() {
+    if !require_root() {
+        return;
+    }
+    // A new user namespace together with a namespace joined by path takes the runtime's
+    // general path: join first, then unshare, then fork the pid-namespace init.
+    let rt = Runtime::new();
+    let first = Bundle::new(&["sleep", "30"]);
+    let pid = rt.create_and_start(&first, &unique_id()).to_string();
+    let mut b = Bundle::default();
+    b.set_namespace("uts", Some(&format!("/proc/{pid}/ns/uts")));
+    b.config.as_object_mut().unwrap().remove("hostname");
+    b.set_namespace("user", None);
+    b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    let out = run_script(
+        &mut b,
+        "readlink /proc/self/ns/uts; echo $$; id -u; cat /proc/self/uid_map",
+    );
+    let got: Vec<String> = lines(&out)
+        .iter()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    assert_eq!(
+        got,
+        [ns_link(&pid, "uts"), "1".into(), "0".into(), "0 100000 65536".into()]
+    );
+}

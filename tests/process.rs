@@ -253,3 +253,54 @@ fn domainname_is_set() {
     let out = run_script(&mut b, "hostname; cat /proc/sys/kernel/domainname");
     assert_eq!(lines(&out), ["berth-box", "example.org"]);
 }
+
+#[test]
+fn preserve_fds_passes_extra_descriptors() {
+    if !require_root() {
+        return;
+    }
+    // Descriptor 3 is a file the caller opened; --preserve-fds 1 hands it to the container,
+    // and nothing else above stdio gets through.
+    let b = Bundle::sh("cat <&3; ls /proc/self/fd | sort -n | tr '\\n' ' '");
+    let rt = Runtime::new();
+    let secret = b.dir.join("fd3.txt");
+    std::fs::write(&secret, "through fd 3\n").unwrap();
+    let f = std::fs::File::open(&secret).unwrap();
+    b.save();
+    let mut c = rt.command(&["run", "--preserve-fds", "1", "--bundle"]);
+    c.arg(&b.dir).arg(unique_id());
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
+    // SAFETY: in the child before exec, only dup2 is called.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+            if libc::dup2(raw, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = rt.exec(c).ok("run --preserve-fds 1");
+    let got = lines(&out.out());
+    assert_eq!(got[0], "through fd 3");
+    // 0-2, the preserved 3, and the descriptor `ls` opens to read the directory.
+    assert_eq!(got[1].split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3", "4"]);
+}
+
+#[test]
+fn container_gets_its_own_session_keyring() {
+    if !require_root() {
+        return;
+    }
+    // A keyring named after the container is the container's session keyring; with
+    // --no-new-keyring there is none.
+    for (extra, want) in [(&[][..], "1"), (&["--no-new-keyring"][..], "0")] {
+        let mut b = Bundle::default();
+        b.config["linux"]["maskedPaths"] = json!([]);
+        let id = unique_id();
+        b.set_sh("grep ' keyring ' /proc/keys | grep -c \" $KEYNAME: \"");
+        b.config["process"]["env"] = json!(["PATH=/bin", format!("KEYNAME={id}")]);
+        let rt = Runtime::new();
+        let out = rt.run_with(&b, &id, extra).out();
+        assert_eq!(out.trim(), want, "with {extra:?}");
+    }
+}

@@ -504,6 +504,13 @@ impl Runtime {
         self.exec(c)
     }
 
+    /// A `runtime --root ROOT args...` command to adjust before `exec`.
+    pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(&self.root).args(args);
+        c
+    }
+
     /// Runs a prepared command with stdin null, stdout/stderr to files, and a
     /// timeout; panics if it cannot run or times out.
     pub fn exec(&self, c: Command) -> Output {

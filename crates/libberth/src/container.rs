@@ -187,6 +187,7 @@ impl Runtime {
             console_sock: console.as_ref().map(|c| c.as_raw_fd()),
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
+            no_new_keyring: opts.no_new_keyring,
             cgroup_path: &cg_path,
             close_in_child: &lock_fds,
         };

@@ -62,6 +62,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
             return Err(Error::sys("create cgroup namespace", std::io::Error::last_os_error()));
         }
     }
+    if !cfg.no_new_keyring {
+        join_session_keyring(cfg.id)?;
+    }
     if plan.has(libc::CLONE_NEWUTS) {
         if let Some(h) = spec.hostname() {
             nix::unistd::sethostname(h).with_ctx(|| format!("hostname {h:?}"))?;
@@ -204,6 +207,24 @@ fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel)
             unsafe { libc::_exit(0) }
         }
     }
+}
+
+/// A session keyring of the container's own, so it cannot read the runtime's keys.
+fn join_session_keyring(id: &str) -> Result<()> {
+    const KEYCTL_JOIN_SESSION_KEYRING: libc::c_int = 1;
+    let name = cstring(id)?;
+    // SAFETY: keyctl with a NUL-terminated name.
+    if unsafe { libc::syscall(libc::SYS_keyctl, KEYCTL_JOIN_SESSION_KEYRING, name.as_ptr()) } < 0 {
+        let e = std::io::Error::last_os_error();
+        // Kernels without keys, or keyrings refused in this user namespace: carry on, as runc does.
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::ENOSYS) | Some(libc::EPERM) | Some(libc::EACCES)
+        ) {
+            return Err(Error::sys("join a new session keyring (--no-new-keyring to skip)", e));
+        }
+    }
+    Ok(())
 }
 
 fn cstring(s: &str) -> Result<CString> {

@@ -31,6 +31,8 @@ pub struct InitConfig<'a> {
     pub console_sock: Option<RawFd>,
     pub no_pivot: bool,
     pub preserve_fds: i32,
+    /// Keep the runtime's session keyring instead of joining a new one named after the container.
+    pub no_new_keyring: bool,
     pub cgroup_path: &'a str,
     /// Runtime descriptors init must close at once (the container's state lock: flock locks are
     /// shared with a forked child, which would hold the lock until it execs).
