@@ -227,7 +227,7 @@ fn failed_create_removes_its_cgroup() {
     // and every hierarchy must be clean again.
     let rt = Runtime::new();
     let id = unique_id();
-    let cg = format!("/berth-test/{id}");
+    let cg = format!("/berth-test-{id}");
     let mut b = Bundle::new(&["true"]);
     b.config["linux"]["cgroupsPath"] = json!(cg);
     b.add_mount(
@@ -251,7 +251,7 @@ fn delete_removes_the_cgroup_it_made() {
     }
     let rt = Runtime::new();
     let id = unique_id();
-    let cg = format!("/berth-test/{id}");
+    let cg = format!("/berth-test-{id}");
     let mut b = Bundle::new(&["sleep", "30"]);
     b.config["linux"]["cgroupsPath"] = json!(cg);
     let pid = rt.create_and_start(&b, &id);

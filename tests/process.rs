@@ -270,10 +270,16 @@ fn preserve_fds_passes_extra_descriptors() {
     let mut c = rt.command(&["run", "--preserve-fds", "1", "--bundle"]);
     c.arg(&b.dir).arg(unique_id());
     let raw = std::os::fd::AsRawFd::as_raw_fd(&f);
-    // SAFETY: in the child before exec, only dup2 is called.
+    // SAFETY: in the child before exec, only dup2/fcntl are called.
     unsafe {
         std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
-            if libc::dup2(raw, 3) < 0 {
+            // dup2 onto itself keeps close-on-exec: clear it explicitly then.
+            let r = if raw == 3 {
+                libc::fcntl(3, libc::F_SETFD, 0)
+            } else {
+                libc::dup2(raw, 3)
+            };
+            if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())

@@ -133,28 +133,12 @@ impl Runtime {
             cgroup: None,
             pid: 0,
         };
+        crash_point("state-dir");
         let dir = locked.dir.clone();
-        undo.dir = Some(locked);
         let cgroup = Cgroup::open(&cg_path);
-        let owned = cgroup.create()?;
-        if owned {
-            undo.cgroup = Some(Cgroup::open(&cg_path));
-        }
-        let fifo = if use_fifo {
-            let p = dir.join(state::EXEC_FIFO);
-            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                .with_ctx(|| format!("exec fifo {}", p.display()))?;
-            Some(
-                nix::fcntl::open(
-                    &p,
-                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
-                    nix::sys::stat::Mode::empty(),
-                )
-                .with_ctx(|| format!("exec fifo {}", p.display()))?,
-            )
-        } else {
-            None
-        };
+        // Recorded before anything else is made, so that `delete --force` after a crash at any later
+        // step knows the cgroup (and whether it is ours to remove).
+        let owned = !cgroup.exists();
         let mut rec = Record {
             oci_version: bundle.spec.version().clone(),
             id: id.to_string(),
@@ -175,6 +159,30 @@ impl Runtime {
                 .and_then(|h| h.poststop().clone())
                 .unwrap_or_default(),
         };
+        locked.save(&rec)?;
+        undo.dir = Some(locked);
+        crash_point("recorded");
+        cgroup.create()?;
+        if owned {
+            undo.cgroup = Some(Cgroup::open(&cg_path));
+        }
+        crash_point("cgroup");
+        let fifo = if use_fifo {
+            let p = dir.join(state::EXEC_FIFO);
+            nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
+                .with_ctx(|| format!("exec fifo {}", p.display()))?;
+            Some(
+                nix::fcntl::open(
+                    &p,
+                    nix::fcntl::OFlag::O_RDWR | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .with_ctx(|| format!("exec fifo {}", p.display()))?,
+            )
+        } else {
+            None
+        };
+        crash_point("fifo");
         let cfg = InitConfig {
             id,
             spec: &bundle.spec,
@@ -196,16 +204,23 @@ impl Runtime {
             spec: &bundle.spec,
         };
         let spawned = process::spawn(&cfg, &cgroup, &runner)?;
+        crash_point("spawned");
         undo.pid = spawned.pid;
         rec.pid = spawned.pid;
         rec.pid_start = state::proc_stat(spawned.pid)
             .map(|s| s.1)
             .ok_or_else(|| err!("container init exited during create"))?;
         let locked = undo.dir.take().expect("state dir");
-        if let Err(e) = locked
+        let committed = locked
             .save(&rec)
-            .and_then(|_| opts.pid_file.map_or(Ok(()), |p| write_pid_file(p, rec.pid)))
-        {
+            .and_then(|_| {
+                crash_point("saved");
+                opts.pid_file.map_or(Ok(()), |p| write_pid_file(p, rec.pid))
+            })
+            // Init dies with the runtime until it hears that the container is recorded.
+            .and_then(|_| spawned.chan.send(b'G', &[]))
+            .and_then(|_| spawned.chan.expect(b'A').map(|_| ()));
+        if let Err(e) = committed {
             undo.dir = Some(locked);
             return Err(e);
         }
@@ -250,6 +265,17 @@ impl Runtime {
         })?;
         nix::unistd::write(&fd, b"0").with_ctx(|| format!("exec fifo {}", fifo.display()))?;
         std::fs::remove_file(&fifo).with_ctx(|| format!("remove {}", fifo.display()))?;
+        // Init holds the fifo's read side until it execs the program (or dies): the write side then
+        // reports POLLERR. Waiting for it orders startContainer hooks and the exec before poststart.
+        let mut p = libc::pollfd {
+            fd: fd.as_raw_fd(),
+            events: 0,
+            revents: 0,
+        };
+        // SAFETY: p is a valid pollfd for a descriptor we own.
+        while unsafe { libc::poll(&mut p, 1, -1) } < 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
         drop(locked);
         self.poststart(&rec);
         Ok(())
@@ -276,8 +302,10 @@ impl Runtime {
         match rec {
             Some(rec) => serde_json::to_string_pretty(&rec.doc(status)).map_err(|e| err!("{e}")),
             None => Ok(format!(
-                "{{\n  \"ociVersion\": \"1.2.0\",\n  \"id\": {},\n  \"pid\": 0,\n  \"status\": \"creating\",\n  \"bundle\": \"\"\n}}",
-                serde_json::to_string(id).unwrap_or_default()
+                "{{\n  \"ociVersion\": \"{}\",\n  \"id\": {},\n  \"pid\": 0,\n  \"status\": \"{}\",\n  \"bundle\": \"\"\n}}",
+                crate::features::OCI_VERSION_MAX,
+                serde_json::to_string(id).unwrap_or_default(),
+                status.as_str()
             )),
         }
     }
@@ -323,7 +351,15 @@ impl Runtime {
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
         let locked = self.store.open(id)?;
-        let rec = locked.load()?;
+        let rec = match locked.load() {
+            Ok(rec) => rec,
+            // A state file that cannot be read is still removed by force.
+            Err(e) if force => {
+                crate::log::warn(&e.to_string());
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let Some(rec) = rec else {
             if !force {
                 bail!("container {id:?} is still being created (use --force to remove what is left of it)");
@@ -402,6 +438,18 @@ impl Runtime {
             self.delete(id, true)?;
         }
         Ok(code)
+    }
+}
+
+/// Test-only fault injection: with BERTH_TEST_CRASH_AT=<step>, the runtime kills itself with SIGKILL
+/// at that step of create, as a crash or an impatient engine would (steps: state-dir, recorded, cgroup,
+/// fifo, spawned, saved).
+fn crash_point(step: &str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("BERTH_TEST_CRASH_AT").ok());
+    if at.as_deref() == Some(step) {
+        // SAFETY: sending SIGKILL to ourselves.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
 

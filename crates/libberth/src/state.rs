@@ -129,6 +129,14 @@ pub struct Locked {
 }
 
 fn lock_dir(dir: &Path) -> Result<OwnedFd> {
+    lock_dir_with(dir, libc::LOCK_EX)
+}
+
+fn lock_dir_nb(dir: &Path) -> Result<OwnedFd> {
+    lock_dir_with(dir, libc::LOCK_EX | libc::LOCK_NB)
+}
+
+fn lock_dir_with(dir: &Path, how: libc::c_int) -> Result<OwnedFd> {
     let fd = nix::fcntl::open(
         dir,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -136,7 +144,7 @@ fn lock_dir(dir: &Path) -> Result<OwnedFd> {
     )
     .with_ctx(|| format!("{}", dir.display()))?;
     // SAFETY: flock on a descriptor we own.
-    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) } != 0 {
+    if unsafe { libc::flock(fd.as_raw_fd(), how) } != 0 {
         return Err(Error::sys(
             format!("lock {}", dir.display()),
             std::io::Error::last_os_error(),
@@ -263,7 +271,15 @@ impl Locked {
 
     /// The container's status, derived from its init process and exec fifo.
     pub fn status(&self, rec: Option<&Record>) -> Status {
-        let Some(rec) = rec else { return Status::Creating };
+        let Some(rec) = rec.filter(|r| r.pid != 0) else {
+            // No init recorded yet: being created while the creator holds the lock; if the lock
+            // is free the creator died and nothing runs.
+            return if self.creator_alive() {
+                Status::Creating
+            } else {
+                Status::Stopped
+            };
+        };
         if !process_alive(rec.pid, rec.pid_start) {
             return Status::Stopped;
         }
@@ -274,6 +290,17 @@ impl Locked {
             Status::Created
         } else {
             Status::Running
+        }
+    }
+
+    /// Whether another process holds this container's lock (only asked of unlocked looks).
+    fn creator_alive(&self) -> bool {
+        if self._lock.is_some() {
+            return false;
+        }
+        match lock_dir_nb(&self.dir) {
+            Ok(_) => false,
+            Err(e) => e.errno() == Some(libc::EWOULDBLOCK),
         }
     }
 

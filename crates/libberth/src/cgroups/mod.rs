@@ -155,6 +155,11 @@ impl Cgroup {
         Cgroup { dirs }
     }
 
+    /// Whether the cgroup exists already (in the first hierarchy).
+    pub fn exists(&self) -> bool {
+        self.dirs.first().is_some_and(|(_, d)| d.exists())
+    }
+
     /// Make the cgroup in every hierarchy. Returns whether Berth made it (false: it existed, joined).
     pub fn create(&self) -> Result<bool> {
         let mut made = false;

@@ -29,6 +29,9 @@ pub fn child_main(cfg: &InitConfig, plan: &NsPlan, chan: Channel, fast: bool) ->
 
 fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<std::convert::Infallible> {
     let spec = cfg.spec;
+    // If the runtime dies before the container is recorded, nothing must be left running.
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
     if !fast {
         for (t, path) in &plan.join {
@@ -130,6 +133,11 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         .collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
     chan.send(b'R', &[])?;
+    // Wait until the runtime has recorded the container; until then, die with it.
+    chan.expect(b'G')?;
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0) };
+    chan.send(b'A', &[])?;
     match cfg.gate {
         Gate::Fifo(fd) => {
             let mut b = [0u8; 1];
@@ -144,8 +152,8 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
                 }
                 bail!("exec fifo closed before start");
             }
-            // SAFETY: closing our copy of the fifo before exec.
-            unsafe { libc::close(fd) };
+            // The fifo stays open (close-on-exec) until the exec: `start` waits for its last reader
+            // to go, so that it returns only once the program runs (poststart comes after).
         }
         Gate::Channel => {
             chan.expect(b'S')?;
