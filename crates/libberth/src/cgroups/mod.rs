@@ -3,6 +3,17 @@
 //! into it, listing and signalling its processes, and removing it. The container's cgroup path comes
 //! from `linux.cgroupsPath`: absolute paths are taken from each hierarchy's root, relative ones from the
 //! runtime's own cgroup, and an empty one means `/<id>`.
+//!
+//! `resources` turns `linux.resources` into file writes, routing each controller to where the host
+//! mounts it (a v1 hierarchy, or the unified one); `v1` and `v2` hold the per-layout translations;
+//! `freeze` pauses and resumes; `stats` reads the numbers for `events`.
+
+pub mod freeze;
+pub mod ops;
+pub mod resources;
+pub mod stats;
+pub mod v1;
+pub mod v2;
 
 use crate::error::Context;
 use crate::{bail, Error, Result};
@@ -169,7 +180,63 @@ impl Cgroup {
             }
             made = true;
         }
+        if made && self.pure_v2() {
+            // Give the container every controller the host offers (for limits set later, and stats).
+            let (h, _) = &self.dirs[0];
+            let all = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+            let all: Vec<&str> = all.split_whitespace().collect();
+            self.enable_v2(&all)?;
+        }
         Ok(made)
+    }
+
+    /// The directory of the container's cgroup for a controller, and whether it is the unified
+    /// (v2) hierarchy. A controller bound to v1 wins; otherwise the unified hierarchy if its root
+    /// lists the controller in cgroup.controllers.
+    pub fn controller(&self, ctrl: &str) -> Option<(&Hierarchy, &Path)> {
+        if let Some((h, d)) = self
+            .dirs
+            .iter()
+            .find(|(h, _)| !h.v2 && h.name.split(',').any(|c| c == ctrl))
+        {
+            return Some((h, d));
+        }
+        let (h, d) = self.dirs.iter().find(|(h, _)| h.v2)?;
+        let avail = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+        avail.split_whitespace().any(|c| c == ctrl).then_some((h, d.as_path()))
+    }
+
+    /// The unified (v2) directory, if the host has a v2 hierarchy.
+    pub fn unified(&self) -> Option<&Path> {
+        self.dirs.iter().find(|(h, _)| h.v2).map(|(_, d)| d.as_path())
+    }
+
+    /// Whether every controller lives in the unified hierarchy (pure cgroup v2).
+    pub fn pure_v2(&self) -> bool {
+        self.dirs.len() == 1 && self.dirs[0].0.v2
+    }
+
+    /// Enable controllers in `cgroup.subtree_control` of every ancestor of the v2 directory, so that
+    /// the container's cgroup gets their files.
+    pub fn enable_v2(&self, ctrls: &[&str]) -> Result<()> {
+        let Some((h, dir)) = self.dirs.iter().find(|(h, _)| h.v2) else {
+            return Ok(());
+        };
+        if ctrls.is_empty() {
+            return Ok(());
+        }
+        let line = ctrls.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+        let rel = dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
+        let mut cur = h.mount.clone();
+        for comp in rel.components() {
+            let f = cur.join("cgroup.subtree_control");
+            let have = std::fs::read_to_string(&f).unwrap_or_default();
+            if !ctrls.iter().all(|c| have.split_whitespace().any(|x| x == *c)) {
+                std::fs::write(&f, &line).with_ctx(|| format!("enable {line} in {}", f.display()))?;
+            }
+            cur.push(comp);
+        }
+        Ok(())
     }
 
     /// Move a process into the cgroup in every hierarchy.
