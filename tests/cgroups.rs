@@ -386,27 +386,36 @@ fn device_rules_allow_defaults_and_deny_the_rest() {
     if !require_root() {
         return;
     }
-    if pure_v2() {
-        notice(&format!(
-            "SKIP {}: device rules on cgroup v2 need an eBPF program, not implemented yet",
-            test_name()
-        ));
-        return;
-    }
     let rt = Runtime::new();
-    let id = unique_id();
     let mut b = sleeper(json!({"devices": [{"allow": false, "access": "rwm"}]}));
-    rt.create_and_start(&b, &id);
-    let list = cg_read("devices", &id, "devices.list");
-    assert!(list.contains("c 1:3 rwm"), "/dev/null allowed: {list}");
-    assert!(!list.contains("a *:* rwm"), "not everything allowed: {list}");
-    rt.delete_force(&id).ok("delete");
-
-    // Inside: /dev/null works; a bind-mounted /dev/kmsg (c 1:11) is refused by the cgroup.
+    if !pure_v2() {
+        let id = unique_id();
+        rt.create_and_start(&b, &id);
+        let list = cg_read("devices", &id, "devices.list");
+        assert!(list.contains("c 1:3 rwm"), "/dev/null allowed: {list}");
+        assert!(!list.contains("a *:* rwm"), "not everything allowed: {list}");
+        rt.delete_force(&id).ok("delete");
+    }
+    // Inside (v1: devices.allow/deny; v2: the eBPF device program): /dev/null works; a
+    // bind-mounted /dev/kmsg (c 1:11) cannot be opened for writing unless a rule allows "w".
     b.bind(Path::new("/dev/kmsg"), "/dev/kmsg2", &[]);
-    b.set_sh("echo x > /dev/null && echo null-ok; head -c1 /dev/kmsg2 >/dev/null 2>&1 || echo kmsg-denied");
+    b.set_sh("echo x > /dev/null && echo null-ok; (echo berth-test > /dev/kmsg2) 2>/dev/null && echo kmsg-written || echo kmsg-denied");
     let out = run_ok(&b);
     assert!(out.contains("null-ok") && out.contains("kmsg-denied"), "{out}");
+    let rule = |access: &str| json!({"allow": true, "type": "c", "major": 1, "minor": 11, "access": access});
+    let devices = b.config["linux"]["resources"]["devices"].as_array_mut().unwrap();
+    devices.push(rule("m"));
+    let out = run_ok(&b);
+    assert!(
+        out.contains("kmsg-denied"),
+        "an allow for mknod only does not allow writing: {out}"
+    );
+    b.config["linux"]["resources"]["devices"]
+        .as_array_mut()
+        .unwrap()
+        .push(rule("w"));
+    let out = run_ok(&b);
+    assert!(out.contains("kmsg-written"), "a later allow rule wins: {out}");
 }
 
 #[test]

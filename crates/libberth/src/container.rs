@@ -129,7 +129,7 @@ impl Runtime {
         let cgroup = Cgroup::open(&cg_path);
         let settings = match linux {
             Some(l) => cgroups::resources::plan(&cgroup, l, cgroups::resources::Mode::Create)?,
-            None => Vec::new(),
+            None => Default::default(),
         };
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;

@@ -8,6 +8,7 @@
 //! mounts it (a v1 hierarchy, or the unified one); `v1` and `v2` hold the per-layout translations;
 //! `freeze` pauses and resumes; `stats` reads the numbers for `events`.
 
+pub mod devices_bpf;
 pub mod freeze;
 pub mod ops;
 pub mod resources;

@@ -65,9 +65,17 @@ pub enum Mode {
     Update,
 }
 
+/// Everything to apply: file writes in order, and (cgroup v2) a device program to attach.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub settings: Vec<Setting>,
+    pub devices_bpf: Option<(PathBuf, Vec<super::devices_bpf::Rule>)>,
+}
+
 struct Planner<'a> {
     cg: &'a Cgroup,
     out: Vec<Setting>,
+    bpf: Option<(PathBuf, Vec<super::devices_bpf::Rule>)>,
 }
 
 impl Planner<'_> {
@@ -119,16 +127,23 @@ fn hugepage_sizes() -> Vec<String> {
 
 /// Plan the writes for `linux.resources` (plus the device rules implied by `linux.devices` at
 /// creation). Fails, naming the field, on any value this host cannot apply.
-pub fn plan(cg: &Cgroup, linux: &Linux, mode: Mode) -> Result<Vec<Setting>> {
+pub fn plan(cg: &Cgroup, linux: &Linux, mode: Mode) -> Result<Plan> {
     let Some(r) = linux.resources() else {
-        return Ok(Vec::new());
+        return Ok(Plan::default());
     };
-    let mut p = Planner { cg, out: Vec::new() };
+    let mut p = Planner {
+        cg,
+        out: Vec::new(),
+        bpf: None,
+    };
     plan_resources(&mut p, r, mode)?;
     if mode == Mode::Create {
         plan_devices(&mut p, linux)?;
     }
-    Ok(p.out)
+    Ok(Plan {
+        settings: p.out,
+        devices_bpf: p.bpf,
+    })
 }
 
 fn plan_resources(p: &mut Planner, r: &LinuxResources, mode: Mode) -> Result<()> {
@@ -296,32 +311,33 @@ fn plan_devices(p: &mut Planner, linux: &Linux) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
+    let extra: Vec<(char, i64, i64)> = linux
+        .devices()
+        .iter()
+        .flatten()
+        .filter_map(|d| match d.typ() {
+            LinuxDeviceType::B => Some(('b', d.major(), d.minor())),
+            LinuxDeviceType::C | LinuxDeviceType::U => Some(('c', d.major(), d.minor())),
+            _ => None,
+        })
+        .collect();
+    let ws = v1::devices(rules, &extra)?;
     match p.cg.controller("devices") {
         Some((h, d)) if !h.v2 => {
             let d = d.to_path_buf();
-            let extra: Vec<(char, i64, i64)> = linux
-                .devices()
-                .iter()
-                .flatten()
-                .filter_map(|d| match d.typ() {
-                    LinuxDeviceType::B => Some(('b', d.major(), d.minor())),
-                    LinuxDeviceType::C | LinuxDeviceType::U => Some(('c', d.major(), d.minor())),
-                    _ => None,
-                })
-                .collect();
-            let ws = v1::devices(rules, &extra)?;
             p.push(&d, None, ws);
         }
+        // No v1 devices controller: an eBPF program on the unified cgroup enforces the same rules.
         _ => {
-            // Validate the rules even where they cannot be enforced yet.
-            for (i, d) in rules.iter().enumerate() {
-                v1::device_rule(d, i)?;
-            }
-            if p.cg.pure_v2() {
-                crate::log::warn(
-                    "linux.resources.devices: not enforced on cgroup v2 yet (no eBPF device program); \
-                     device nodes are still limited to those the container is given",
-                );
+            if let Some(dir) = p.cg.unified().map(Path::to_path_buf) {
+                let parsed = ws
+                    .iter()
+                    .map(|w| {
+                        super::devices_bpf::parse_rule(&w.value, w.file == "devices.allow")
+                            .ok_or_else(|| err!("{}: bad device rule {:?}", w.field, w.value))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                p.bpf = Some((dir, parsed));
             }
         }
     }
@@ -390,7 +406,8 @@ fn write(s: &Setting) -> Result<()> {
 }
 
 /// Apply planned writes: enable the unified controllers they need, then write each file in order.
-pub fn apply(cg: &Cgroup, settings: &[Setting]) -> Result<()> {
+pub fn apply(cg: &Cgroup, plan: &Plan) -> Result<()> {
+    let settings = &plan.settings;
     let mut ctrls: Vec<&str> = settings.iter().filter_map(|s| s.v2.as_deref()).collect();
     ctrls.sort_unstable();
     ctrls.dedup();
@@ -419,6 +436,9 @@ pub fn apply(cg: &Cgroup, settings: &[Setting]) -> Result<()> {
             Err(e) => return Err(e),
         }
         done[i] = true;
+    }
+    if let Some((dir, rules)) = &plan.devices_bpf {
+        super::devices_bpf::attach(dir, rules)?;
     }
     Ok(())
 }
