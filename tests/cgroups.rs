@@ -506,6 +506,12 @@ fn update_changes_limits_of_a_running_container() {
     assert_eq!(cg_read("memory", &id, swap), if v2 { "0" } else { "33554432" });
     assert_eq!(cg_read("pids", &id, "pids.max"), "max");
 
+    // Raising memory above the current memory+swap limit: swap has to move first (v1).
+    rt.cmd(&["update", "--memory", "64m", "--memory-swap", "64m", &id])
+        .ok("raise both");
+    assert_eq!(cg_read("memory", &id, mem), "67108864");
+    assert_eq!(cg_read("memory", &id, swap), if v2 { "0" } else { "67108864" });
+
     // Bad values name the flag or field, and change nothing.
     let out = rt.cmd(&["update", "--memory", "lots", &id]);
     assert_err_mentions(&out, "--memory", "bad --memory");
@@ -513,7 +519,7 @@ fn update_changes_limits_of_a_running_container() {
     fs::write(f.join("r.json"), r#"{"cpu": {"shares": "many"}}"#).unwrap();
     let out = rt.cmd(&["update", "--resources", f.join("r.json").to_str().unwrap(), &id]);
     assert_err_mentions(&out, "linux.resources.cpu.shares", "bad --resources");
-    assert_eq!(cg_read("memory", &id, mem), "33554432");
+    assert_eq!(cg_read("memory", &id, mem), "67108864");
 }
 
 #[test]

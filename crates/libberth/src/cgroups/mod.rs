@@ -315,8 +315,22 @@ fn create_cpuset_dirs(mount: &Path, dir: &Path) -> Result<()> {
 
 /// Whether the container's cgroup is frozen (paused).
 pub fn is_frozen(path: &str) -> bool {
-    if path.is_empty() || path.starts_with('@') {
+    if path.is_empty() {
         return false;
+    }
+    if path.starts_with('@') {
+        // Relative to the runtime's own cgroup: resolve it (rare; costs a read of /proc/self/cgroup).
+        let cg = Cgroup::open(path);
+        if let Some((_, d)) = cg
+            .dirs
+            .iter()
+            .find(|(h, _)| !h.v2 && h.name.split(',').any(|c| c == "freezer"))
+        {
+            return std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN");
+        }
+        return cg
+            .unified()
+            .is_some_and(|d| std::fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1"));
     }
     let rel = path.trim_start_matches('/');
     let v1 = Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state");
