@@ -675,3 +675,55 @@ fn kill_all_reaches_every_process_without_a_pid_namespace() {
     rt.delete(&id).ok("delete");
     assert!(!cg_dir("pids", &id).exists() || pure_v2() && !Path::new(ROOT).join(&id).exists());
 }
+
+#[test]
+fn a_relative_cgroups_path_is_below_the_runtimes_own_cgroup() {
+    if !require_root() {
+        return;
+    }
+    // This test's own cgroup in the pids hierarchy (v1) or the unified one (v2).
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let (ctrl, own) = own
+        .lines()
+        .find_map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, c, path) = (p.next()?, p.next()?, p.next()?);
+            if pure_v2() && c.is_empty() {
+                Some(("", path.to_string()))
+            } else if c.split(',').any(|c| c == "pids") {
+                Some(("pids", path.to_string()))
+            } else {
+                None
+            }
+        })
+        .unwrap();
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = sleeper(json!({"pids": {"limit": 7}}));
+    let rel = format!("berth-rel-{id}/inner");
+    b.config["linux"]["cgroupsPath"] = json!(rel);
+    rt.create_and_start(&b, &id);
+    let dir = Path::new(ROOT).join(ctrl).join(own.trim_start_matches('/')).join(&rel);
+    assert_eq!(
+        fs::read_to_string(dir.join("pids.max")).unwrap().trim(),
+        "7",
+        "{}",
+        dir.display()
+    );
+    rt.cmd(&["pause", &id]).ok("pause");
+    assert_eq!(rt.state(&id)["status"], "paused");
+    rt.cmd(&["resume", &id]).ok("resume");
+    rt.delete_force(&id).ok("delete");
+    assert!(!dir.exists(), "delete removes {}", dir.display());
+    // The parent made for the relative path, in every hierarchy (Berth removes only the leaf).
+    for l in fs::read_to_string("/proc/self/cgroup").unwrap().lines() {
+        let mut p = l.splitn(3, ':');
+        let (_, c, path) = (p.next(), p.next().unwrap_or(""), p.next().unwrap_or("/"));
+        let mount = match c.split(',').next().unwrap_or("") {
+            "" if pure_v2() => Path::new(ROOT).to_path_buf(),
+            "" => Path::new(ROOT).join("unified"),
+            n => Path::new(ROOT).join(n.trim_start_matches("name=")),
+        };
+        let _ = fs::remove_dir(mount.join(path.trim_start_matches('/')).join(format!("berth-rel-{id}")));
+    }
+}

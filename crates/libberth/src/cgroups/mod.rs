@@ -139,14 +139,34 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> R
     Ok(format!("@{p}"))
 }
 
+/// Each hierarchy with the container's directory in it.
+pub type Dirs = Vec<(Hierarchy, PathBuf)>;
+
 /// A container's cgroup across every hierarchy.
 pub struct Cgroup {
-    pub dirs: Vec<(Hierarchy, PathBuf)>,
+    pub dirs: Dirs,
 }
 
 impl Cgroup {
     /// Find (not create) the directories of a recorded cgroup path.
     pub fn open(path: &str) -> Cgroup {
+        // A relative path is resolved once per process and remembered: the container's init (a
+        // clone of the runtime, already moved into the cgroup) must find the same directories.
+        static RESOLVED: std::sync::Mutex<Option<(String, Dirs)>> = std::sync::Mutex::new(None);
+        if path.starts_with('@') {
+            if let Ok(mut g) = RESOLVED.lock() {
+                if let Some((_, dirs)) = g.as_ref().filter(|(p, _)| p == path) {
+                    return Cgroup { dirs: dirs.clone() };
+                }
+                let cg = Cgroup::resolve(path);
+                *g = Some((path.to_string(), cg.dirs.clone()));
+                return cg;
+            }
+        }
+        Cgroup::resolve(path)
+    }
+
+    fn resolve(path: &str) -> Cgroup {
         let (_, hs) = hierarchies();
         let own = if path.starts_with('@') {
             std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()
