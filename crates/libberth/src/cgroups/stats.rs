@@ -112,8 +112,7 @@ fn pids(cg: &Cgroup) -> Value {
 }
 
 fn blkio(cg: &Cgroup) -> Value {
-    if let Some((h, d)) = cg.controller("blkio").filter(|(h, _)| !h.v2) {
-        let _ = h;
+    if let Some((_, d)) = cg.controller("blkio").filter(|(h, _)| !h.v2) {
         let entries = |file: &str| -> Vec<Value> {
             read(d, file)
                 .unwrap_or_default()
