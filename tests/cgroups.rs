@@ -727,3 +727,31 @@ fn a_relative_cgroups_path_is_below_the_runtimes_own_cgroup() {
         let _ = fs::remove_dir(mount.join(path.trim_start_matches('/')).join(format!("berth-rel-{id}")));
     }
 }
+
+#[test]
+fn kernel_memory_limits_are_accepted_with_a_warning_where_ignored() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let b = sleeper(json!({"memory": {"limit": 67108864, "kernel": 33554432, "kernelTCP": 16777216}}));
+    let out = rt.create(&b, &id).ok("create with kernel memory limits");
+    if pure_v2() {
+        assert!(
+            out.err().contains("linux.resources.memory.kernel"),
+            "{}",
+            out.describe()
+        );
+        return;
+    }
+    let kmem = cg_read("memory", &id, "memory.kmem.limit_in_bytes");
+    if kmem != "33554432" {
+        assert!(
+            out.err().contains("linux.resources.memory.kernel"),
+            "ignored by the kernel, so a warning: {}",
+            out.describe()
+        );
+    }
+    assert_eq!(cg_read("memory", &id, "memory.kmem.tcp.limit_in_bytes"), "16777216");
+}

@@ -421,6 +421,16 @@ pub fn apply(cg: &Cgroup, plan: &Plan) -> Result<()> {
         }
         let s = &settings[i];
         match write(s) {
+            // Kernel memory limits: Linux 5.16+ still has the file but ignores what is written.
+            Ok(()) if s.w.soft => {
+                let got = std::fs::read_to_string(s.dir.join(&s.w.file)).unwrap_or_default();
+                let (got, want) = (got.trim().parse::<i64>(), s.w.value.parse::<i64>());
+                if let (Ok(g), Ok(w)) = (got, want) {
+                    if w >= 0 && (g - w).abs() >= 4096 {
+                        crate::log::warn(&format!("{}: not supported by this kernel; ignored", s.w.field));
+                    }
+                }
+            }
             Ok(()) => {}
             // v1 needs memory <= memory+swap at every step: when raising both, swap goes first.
             Err(e) if e.errno() == Some(libc::EINVAL) && s.w.file == "memory.limit_in_bytes" => {

@@ -345,6 +345,21 @@ mod tests {
     }
 
     #[test]
+    fn network() {
+        let n: LinuxNetwork = serde_json::from_str(
+            r#"{"classID": 1048577, "priorities": [{"name": "eth0", "priority": 5}, {"name": "lo", "priority": 2}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            files(&net_cls(&n)),
+            [("net_cls.classid".to_string(), "1048577".to_string())]
+        );
+        let p = net_prio(&n);
+        assert_eq!(p[1].value, "lo 2");
+        assert_eq!(p[1].field, "linux.resources.network.priorities[1]");
+    }
+
+    #[test]
     fn hugepages() {
         assert_eq!(page_size_bytes("2MB"), Some(2 << 20));
         assert_eq!(page_size_bytes("1GB"), Some(1 << 30));
