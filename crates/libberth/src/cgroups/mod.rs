@@ -205,8 +205,16 @@ impl Cgroup {
             // Give the container every controller the host offers (for limits set later, and stats).
             let (h, _) = &self.dirs[0];
             let all = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
-            let all: Vec<&str> = all.split_whitespace().collect();
-            self.enable_v2(&all)?;
+            // Best effort: a parent holding processes cannot delegate (a limit that needs a
+            // controller then fails, naming its field).
+            let list: Vec<&str> = all.split_whitespace().collect();
+            if self.enable_v2(&list).is_err() {
+                for c in list {
+                    if let Err(e) = self.enable_v2(&[c]) {
+                        crate::log::debug(&e.to_string());
+                    }
+                }
+            }
         }
         Ok(made)
     }

@@ -411,8 +411,14 @@ pub fn apply(cg: &Cgroup, plan: &Plan) -> Result<()> {
     let mut ctrls: Vec<&str> = settings.iter().filter_map(|s| s.v2.as_deref()).collect();
     ctrls.sort_unstable();
     ctrls.dedup();
-    if !ctrls.is_empty() {
-        cg.enable_v2(&ctrls)?;
+    for c in ctrls {
+        cg.enable_v2(&[c]).map_err(|e| {
+            let field = settings
+                .iter()
+                .find(|s| s.v2.as_deref() == Some(c))
+                .map(|s| s.w.field.as_str());
+            e.context(field.unwrap_or("linux.resources"))
+        })?;
     }
     let mut done = vec![false; settings.len()];
     for i in 0..settings.len() {
