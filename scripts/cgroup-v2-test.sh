@@ -21,7 +21,7 @@ trap 'rm -rf "$WORK"' EXIT
 R=$WORK/root
 mkdir -p "$R/bin" "$R/proc" "$R/sys" "$R/dev" "$R/tmp" "$R/run" "$R/etc"
 cp /bin/busybox "$R/bin/busybox"
-for a in sh mount mkdir cat echo poweroff sleep cp switch_root; do ln -s busybox "$R/bin/$a"; done
+for a in sh mount mkdir cat echo poweroff sleep cp switch_root insmod; do ln -s busybox "$R/bin/$a"; done
 cp target/debug/berth "$R/berth"
 cp "$TEST_BIN" "$R/cgroups-test"
 cp /usr/bin/ps "$R/bin/ps"
@@ -33,6 +33,10 @@ for b in "$R/berth" "$R/cgroups-test" "$R/bin/ps"; do
   done
 done
 echo "root:x:0:0:root:/:/bin/sh" > "$R/etc/passwd"
+# The loop driver gives the guest block devices for the blkio/io throttle test.
+KVER=$(basename "$KERNEL" | sed 's/^vmlinuz-//')
+LOOP=$(find "/lib/modules/$KVER" -name loop.ko 2>/dev/null | head -n1)
+[ -z "$LOOP" ] || cp "$LOOP" "$R/loop.ko"
 # pivot_root cannot leave the initramfs: copy it to a tmpfs and switch_root there first.
 cat > "$R/init" <<'INIT'
 #!/bin/sh
@@ -50,6 +54,7 @@ mount -t devtmpfs devtmpfs /dev
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+[ ! -e /loop.ko ] || insmod /loop.ko
 echo "BERTH-V2: cgroup.controllers: $(cat /sys/fs/cgroup/cgroup.controllers)"
 export PATH=/bin BERTH_TEST_RUNTIME=/berth RUST_BACKTRACE=0
 /cgroups-test --test-threads=2 2>&1
