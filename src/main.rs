@@ -117,6 +117,63 @@ enum Cmd {
     },
     /// Print what this runtime supports (runtime-spec features document)
     Features,
+    /// Change a running container's resource limits
+    Update(Box<UpdateArgs>),
+    /// Freeze every process of a container
+    Pause { id: String },
+    /// Thaw a paused container
+    Resume { id: String },
+    /// List a container's processes
+    Ps {
+        #[arg(long, short = 'f', value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        id: String,
+        /// Options for ps(1) (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Print resource statistics and OOM events of a container as JSON lines
+    Events {
+        /// Print one stats document and exit
+        #[arg(long)]
+        stats: bool,
+        /// Time between stats documents
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+}
+
+#[derive(Args)]
+struct UpdateArgs {
+    /// LinuxResources JSON from a file, or - for stdin
+    #[arg(long, short = 'r', value_name = "FILE|-")]
+    resources: Option<PathBuf>,
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    #[arg(long)]
+    cpu_shares: Option<String>,
+    #[arg(long)]
+    cpu_period: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<String>,
+    #[arg(long)]
+    cpu_rt_period: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<String>,
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<String>,
+    #[arg(long)]
+    blkio_weight: Option<String>,
+    id: String,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -219,6 +276,54 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
             let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
             std::fs::write(&path, text + "\n").map_err(|e| libberth::Error::sys(path.display(), e))?;
             Ok(0)
+        }
+        Cmd::Update(a) => {
+            use libberth::cgroups::ops;
+            let a = *a;
+            let json = match a.resources.as_deref() {
+                None => None,
+                Some(p) if p == Path::new("-") => {
+                    let mut buf = Vec::new();
+                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                        .map_err(|e| libberth::Error::sys("--resources: read stdin", e))?;
+                    Some(buf)
+                }
+                Some(p) => Some(
+                    std::fs::read(p).map_err(|e| libberth::Error::sys(format!("--resources {}", p.display()), e))?,
+                ),
+            };
+            let flags = ops::UpdateFlags {
+                memory: a.memory,
+                memory_swap: a.memory_swap,
+                memory_reservation: a.memory_reservation,
+                cpu_shares: a.cpu_shares,
+                cpu_period: a.cpu_period,
+                cpu_quota: a.cpu_quota,
+                cpu_rt_period: a.cpu_rt_period,
+                cpu_rt_runtime: a.cpu_rt_runtime,
+                cpuset_cpus: a.cpuset_cpus,
+                cpuset_mems: a.cpuset_mems,
+                pids_limit: a.pids_limit,
+                blkio_weight: a.blkio_weight,
+            };
+            let r = ops::update_resources(json.as_deref(), &flags)?;
+            rt.update(&a.id, r).map(|_| 0)
+        }
+        Cmd::Pause { id } => rt.pause(&id).map(|_| 0),
+        Cmd::Resume { id } => rt.resume(&id).map(|_| 0),
+        Cmd::Ps { format, id, ps_args } => {
+            if format == ListFormat::Json {
+                let pids = rt.pids(&id)?;
+                print(&serde_json::to_string(&pids).unwrap_or_else(|_| "[]".into()));
+            } else {
+                print(&rt.ps_table(&id, &ps_args)?);
+            }
+            Ok(0)
+        }
+        Cmd::Events { stats, interval, id } => {
+            let d = libberth::cgroups::ops::parse_duration(&interval)
+                .ok_or_else(|| libberth::err!("--interval: {interval:?} is not a positive duration like 5s"))?;
+            rt.events(&id, stats, d, &mut |line| print(line)).map(|_| 0)
         }
         Cmd::Features => {
             print(&serde_json::to_string_pretty(&libberth::features::document()).unwrap_or_default());

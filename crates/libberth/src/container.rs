@@ -125,6 +125,12 @@ impl Runtime {
         if !plan.has(libc::CLONE_NEWNS) {
             bail!("linux.namespaces: a new mount namespace is required");
         }
+        // Every linux.resources value is checked and placed before anything is created.
+        let cgroup = Cgroup::open(&cg_path);
+        let settings = match linux {
+            Some(l) => cgroups::resources::plan(&cgroup, l, cgroups::resources::Mode::Create)?,
+            None => Default::default(),
+        };
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
         let lock_fds: Vec<std::os::fd::RawFd> = locked.lock_fd().into_iter().collect();
@@ -135,7 +141,6 @@ impl Runtime {
         };
         crash_point("state-dir");
         let dir = locked.dir.clone();
-        let cgroup = Cgroup::open(&cg_path);
         // Recorded before anything else is made, so that `delete --force` after a crash at any later
         // step knows the cgroup (and whether it is ours to remove).
         let owned = !cgroup.exists();
@@ -167,6 +172,8 @@ impl Runtime {
             undo.cgroup = Some(Cgroup::open(&cg_path));
         }
         crash_point("cgroup");
+        // Limits are in place before init joins the cgroup (and long before the user's program runs).
+        cgroups::resources::apply(&cgroup, &settings)?;
         let fifo = if use_fifo {
             let p = dir.join(state::EXEC_FIFO);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -333,10 +340,7 @@ impl Runtime {
             bail!("container {id:?} is not running (stopped)");
         }
         if all {
-            for pid in Cgroup::open(&rec.cgroup_path).procs() {
-                // SAFETY: sending a signal.
-                unsafe { libc::kill(pid, sig) };
-            }
+            signal_all(&Cgroup::open(&rec.cgroup_path), sig);
             return Ok(());
         }
         // SAFETY: sending a signal to the recorded, still-alive init.
@@ -380,6 +384,10 @@ impl Runtime {
     /// Kill whatever is left, remove the cgroup, run poststop hooks, remove the state.
     fn destroy(&self, locked: Locked, rec: &Record) -> Result<()> {
         let cg = Cgroup::open(&rec.cgroup_path);
+        if rec.cgroup_owned {
+            // Frozen (paused) or forking processes: freeze, SIGKILL all, thaw (so they can die).
+            signal_all(&cg, libc::SIGKILL);
+        }
         if state::process_alive(rec.pid, rec.pid_start) {
             // SAFETY: signal the recorded init, alive with the recorded start time.
             unsafe { libc::kill(rec.pid, libc::SIGKILL) };
@@ -387,11 +395,7 @@ impl Runtime {
         }
         if rec.cgroup_owned {
             // Processes outside a pid namespace of their own survive their init: end them too.
-            let left = cg.procs();
-            for pid in &left {
-                // SAFETY: signal processes of the container's cgroup.
-                unsafe { libc::kill(*pid, libc::SIGKILL) };
-            }
+            signal_all(&cg, libc::SIGKILL);
             cg.remove()?;
         }
         if !rec.poststop.is_empty() {
@@ -450,6 +454,24 @@ fn crash_point(step: &str) {
     if at.as_deref() == Some(step) {
         // SAFETY: sending SIGKILL to ourselves.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+/// Signal every process of a cgroup. The cgroup is frozen meanwhile (where the host can), so a
+/// process forking at that moment cannot leave a child unsignalled.
+fn signal_all(cg: &Cgroup, sig: i32) {
+    let pids = cg.procs();
+    if pids.is_empty() {
+        return;
+    }
+    let frozen = cgroups::freeze::can_freeze(cg) && cgroups::freeze::freeze(cg).is_ok();
+    let pids = if frozen { cg.procs() } else { pids };
+    for pid in pids {
+        // SAFETY: signal processes of the container's cgroup.
+        unsafe { libc::kill(pid, sig) };
+    }
+    if frozen {
+        let _ = cgroups::freeze::thaw(cg);
     }
 }
 

@@ -3,6 +3,18 @@
 //! into it, listing and signalling its processes, and removing it. The container's cgroup path comes
 //! from `linux.cgroupsPath`: absolute paths are taken from each hierarchy's root, relative ones from the
 //! runtime's own cgroup, and an empty one means `/<id>`.
+//!
+//! `resources` turns `linux.resources` into file writes, routing each controller to where the host
+//! mounts it (a v1 hierarchy, or the unified one); `v1` and `v2` hold the per-layout translations;
+//! `freeze` pauses and resumes; `stats` reads the numbers for `events`.
+
+pub mod devices_bpf;
+pub mod freeze;
+pub mod ops;
+pub mod resources;
+pub mod stats;
+pub mod v1;
+pub mod v2;
 
 use crate::error::Context;
 use crate::{bail, Error, Result};
@@ -127,14 +139,34 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> R
     Ok(format!("@{p}"))
 }
 
+/// Each hierarchy with the container's directory in it.
+pub type Dirs = Vec<(Hierarchy, PathBuf)>;
+
 /// A container's cgroup across every hierarchy.
 pub struct Cgroup {
-    pub dirs: Vec<(Hierarchy, PathBuf)>,
+    pub dirs: Dirs,
 }
 
 impl Cgroup {
     /// Find (not create) the directories of a recorded cgroup path.
     pub fn open(path: &str) -> Cgroup {
+        // A relative path is resolved once per process and remembered: the container's init (a
+        // clone of the runtime, already moved into the cgroup) must find the same directories.
+        static RESOLVED: std::sync::Mutex<Option<(String, Dirs)>> = std::sync::Mutex::new(None);
+        if path.starts_with('@') {
+            if let Ok(mut g) = RESOLVED.lock() {
+                if let Some((_, dirs)) = g.as_ref().filter(|(p, _)| p == path) {
+                    return Cgroup { dirs: dirs.clone() };
+                }
+                let cg = Cgroup::resolve(path);
+                *g = Some((path.to_string(), cg.dirs.clone()));
+                return cg;
+            }
+        }
+        Cgroup::resolve(path)
+    }
+
+    fn resolve(path: &str) -> Cgroup {
         let (_, hs) = hierarchies();
         let own = if path.starts_with('@') {
             std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default()
@@ -174,7 +206,71 @@ impl Cgroup {
             }
             made = true;
         }
+        if made && self.pure_v2() {
+            // Give the container every controller the host offers (for limits set later, and stats).
+            let (h, _) = &self.dirs[0];
+            let all = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+            // Best effort: a parent holding processes cannot delegate (a limit that needs a
+            // controller then fails, naming its field).
+            let list: Vec<&str> = all.split_whitespace().collect();
+            if self.enable_v2(&list).is_err() {
+                for c in list {
+                    if let Err(e) = self.enable_v2(&[c]) {
+                        crate::log::debug(&e.to_string());
+                    }
+                }
+            }
+        }
         Ok(made)
+    }
+
+    /// The directory of the container's cgroup for a controller, and whether it is the unified
+    /// (v2) hierarchy. A controller bound to v1 wins; otherwise the unified hierarchy if its root
+    /// lists the controller in cgroup.controllers.
+    pub fn controller(&self, ctrl: &str) -> Option<(&Hierarchy, &Path)> {
+        if let Some((h, d)) = self
+            .dirs
+            .iter()
+            .find(|(h, _)| !h.v2 && h.name.split(',').any(|c| c == ctrl))
+        {
+            return Some((h, d));
+        }
+        let (h, d) = self.dirs.iter().find(|(h, _)| h.v2)?;
+        let avail = std::fs::read_to_string(h.mount.join("cgroup.controllers")).unwrap_or_default();
+        avail.split_whitespace().any(|c| c == ctrl).then_some((h, d.as_path()))
+    }
+
+    /// The unified (v2) directory, if the host has a v2 hierarchy.
+    pub fn unified(&self) -> Option<&Path> {
+        self.dirs.iter().find(|(h, _)| h.v2).map(|(_, d)| d.as_path())
+    }
+
+    /// Whether every controller lives in the unified hierarchy (pure cgroup v2).
+    pub fn pure_v2(&self) -> bool {
+        self.dirs.len() == 1 && self.dirs[0].0.v2
+    }
+
+    /// Enable controllers in `cgroup.subtree_control` of every ancestor of the v2 directory, so that
+    /// the container's cgroup gets their files.
+    pub fn enable_v2(&self, ctrls: &[&str]) -> Result<()> {
+        let Some((h, dir)) = self.dirs.iter().find(|(h, _)| h.v2) else {
+            return Ok(());
+        };
+        if ctrls.is_empty() {
+            return Ok(());
+        }
+        let line = ctrls.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(" ");
+        let rel = dir.strip_prefix(&h.mount).unwrap_or(Path::new(""));
+        let mut cur = h.mount.clone();
+        for comp in rel.components() {
+            let f = cur.join("cgroup.subtree_control");
+            let have = std::fs::read_to_string(&f).unwrap_or_default();
+            if !ctrls.iter().all(|c| have.split_whitespace().any(|x| x == *c)) {
+                std::fs::write(&f, &line).with_ctx(|| format!("enable {line} in {}", f.display()))?;
+            }
+            cur.push(comp);
+        }
+        Ok(())
     }
 
     /// Move a process into the cgroup in every hierarchy.
@@ -252,8 +348,22 @@ fn create_cpuset_dirs(mount: &Path, dir: &Path) -> Result<()> {
 
 /// Whether the container's cgroup is frozen (paused).
 pub fn is_frozen(path: &str) -> bool {
-    if path.is_empty() || path.starts_with('@') {
+    if path.is_empty() {
         return false;
+    }
+    if path.starts_with('@') {
+        // Relative to the runtime's own cgroup: resolve it (rare; costs a read of /proc/self/cgroup).
+        let cg = Cgroup::open(path);
+        if let Some((_, d)) = cg
+            .dirs
+            .iter()
+            .find(|(h, _)| !h.v2 && h.name.split(',').any(|c| c == "freezer"))
+        {
+            return std::fs::read_to_string(d.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN");
+        }
+        return cg
+            .unified()
+            .is_some_and(|d| std::fs::read_to_string(d.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1"));
     }
     let rel = path.trim_start_matches('/');
     let v1 = Path::new(CGROUP_ROOT).join("freezer").join(rel).join("freezer.state");

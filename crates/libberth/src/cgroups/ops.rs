@@ -1,0 +1,318 @@
+//! The cgroup commands of the runtime: `update`, `pause`, `resume`, `ps` and `events`.
+
+use super::{freeze, resources, stats, Cgroup};
+use crate::container::Runtime;
+use crate::state::{Record, Status};
+use crate::{bail, err, Result};
+use oci_spec::runtime::{Linux, LinuxResources};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// `update`'s flags (runc's), each overriding the same field of `--resources`.
+#[derive(Default)]
+pub struct UpdateFlags {
+    pub memory: Option<String>,
+    pub memory_swap: Option<String>,
+    pub memory_reservation: Option<String>,
+    pub cpu_shares: Option<String>,
+    pub cpu_period: Option<String>,
+    pub cpu_quota: Option<String>,
+    pub cpu_rt_period: Option<String>,
+    pub cpu_rt_runtime: Option<String>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    pub pids_limit: Option<String>,
+    pub blkio_weight: Option<String>,
+}
+
+/// A size such as `64m`, `1G`, `512KiB` or `1048576` (bytes); `-1` means unlimited.
+pub fn parse_size(s: &str) -> Option<i64> {
+    let t = s.trim();
+    if t == "-1" {
+        return Some(-1);
+    }
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .unwrap_or(&unit);
+    let mul: f64 = match unit {
+        "" => 1.0,
+        "k" => 1024.0,
+        "m" => 1024.0 * 1024.0,
+        "g" => 1024.0 * 1024.0 * 1024.0,
+        "t" => 1024f64.powi(4),
+        "p" => 1024f64.powi(5),
+        _ => return None,
+    };
+    Some((n * mul) as i64)
+}
+
+/// The resources for `update`: the `--resources` JSON (if any) with the flags laid over it.
+pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxResources> {
+    let mut v: Value = match json {
+        Some(t) => serde_json::from_slice(t).map_err(|e| err!("--resources: invalid JSON: {e}"))?,
+        None => Value::Object(Default::default()),
+    };
+    if !v.is_object() {
+        bail!("--resources: must be a JSON object (LinuxResources)");
+    }
+    let mut set = |flag: &str, path: &[&str], val: &Option<String>, kind: char| -> Result<()> {
+        let Some(raw) = val else { return Ok(()) };
+        let parsed: Value = match kind {
+            's' => parse_size(raw)
+                .map(Value::from)
+                .ok_or_else(|| err!("--{flag}: {raw:?} is not a size"))?,
+            'i' => raw
+                .trim()
+                .parse::<i64>()
+                .map(Value::from)
+                .map_err(|_| err!("--{flag}: {raw:?} is not an integer"))?,
+            'u' => raw
+                .trim()
+                .parse::<u64>()
+                .map(Value::from)
+                .map_err(|_| err!("--{flag}: {raw:?} is not a non-negative integer"))?,
+            _ => Value::from(raw.as_str()),
+        };
+        let mut cur = &mut v;
+        for (i, k) in path.iter().enumerate() {
+            let obj = cur
+                .as_object_mut()
+                .ok_or_else(|| err!("--resources: {} is not an object", path[..i].join(".")))?;
+            cur = if i + 1 == path.len() {
+                obj.insert((*k).to_string(), parsed.clone());
+                break;
+            } else {
+                obj.entry((*k).to_string())
+                    .or_insert_with(|| Value::Object(Default::default()))
+            };
+        }
+        Ok(())
+    };
+    set("memory", &["memory", "limit"], &f.memory, 's')?;
+    set("memory-swap", &["memory", "swap"], &f.memory_swap, 's')?;
+    set(
+        "memory-reservation",
+        &["memory", "reservation"],
+        &f.memory_reservation,
+        's',
+    )?;
+    set("cpu-shares", &["cpu", "shares"], &f.cpu_shares, 'u')?;
+    set("cpu-period", &["cpu", "period"], &f.cpu_period, 'u')?;
+    set("cpu-quota", &["cpu", "quota"], &f.cpu_quota, 'i')?;
+    set("cpu-rt-period", &["cpu", "realtimePeriod"], &f.cpu_rt_period, 'u')?;
+    set("cpu-rt-runtime", &["cpu", "realtimeRuntime"], &f.cpu_rt_runtime, 'i')?;
+    set("cpuset-cpus", &["cpu", "cpus"], &f.cpuset_cpus, 't')?;
+    set("cpuset-mems", &["cpu", "mems"], &f.cpuset_mems, 't')?;
+    set("pids-limit", &["pids", "limit"], &f.pids_limit, 'i')?;
+    set("blkio-weight", &["blockIO", "weight"], &f.blkio_weight, 'u')?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        err!("linux.resources.{path}: {}", e.into_inner())
+    })
+}
+
+impl Runtime {
+    fn live(&self, id: &str) -> Result<(Record, Status)> {
+        let locked = self.store.peek(id)?;
+        let rec = locked
+            .load()?
+            .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        let st = locked.status(Some(&rec));
+        Ok((rec, st))
+    }
+
+    /// `update`: apply new resource limits to a live container's cgroup.
+    pub fn update(&self, id: &str, r: LinuxResources) -> Result<()> {
+        let (rec, st) = self.live(id)?;
+        if st == Status::Stopped {
+            bail!("container {id:?} is not running (stopped)");
+        }
+        let cg = Cgroup::open(&rec.cgroup_path);
+        let mut linux = Linux::default();
+        linux.set_resources(Some(r));
+        let settings = resources::plan(&cg, &linux, resources::Mode::Update)?;
+        resources::apply(&cg, &settings)
+    }
+
+    /// `pause`: freeze every process of a running container.
+    pub fn pause(&self, id: &str) -> Result<()> {
+        let (rec, st) = self.live(id)?;
+        match st {
+            Status::Running | Status::Created => {}
+            s => bail!("container {id:?} cannot be paused: it is {}", s.as_str()),
+        }
+        freeze::freeze(&Cgroup::open(&rec.cgroup_path))
+    }
+
+    /// `resume`: thaw a paused container.
+    pub fn resume(&self, id: &str) -> Result<()> {
+        let (rec, st) = self.live(id)?;
+        if st != Status::Paused {
+            bail!("container {id:?} cannot be resumed: it is {}, not paused", st.as_str());
+        }
+        freeze::thaw(&Cgroup::open(&rec.cgroup_path))
+    }
+
+    /// The host pids of every process in the container's cgroup.
+    pub fn pids(&self, id: &str) -> Result<Vec<i32>> {
+        let (rec, st) = self.live(id)?;
+        if st == Status::Stopped {
+            bail!("container {id:?} is not running (stopped)");
+        }
+        Ok(Cgroup::open(&rec.cgroup_path).procs())
+    }
+
+    /// `ps` table: the host's `ps` (default `-ef`) filtered to the container's processes.
+    pub fn ps_table(&self, id: &str, args: &[String]) -> Result<String> {
+        let pids = self.pids(id)?;
+        let args: Vec<String> = if args.is_empty() {
+            vec!["-ef".into()]
+        } else {
+            args.to_vec()
+        };
+        let out = std::process::Command::new("ps")
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .output()
+            .map_err(|e| crate::Error::sys("ps", e))?;
+        if !out.status.success() {
+            bail!("ps {}: {}", args.join(" "), out.status);
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut lines = text.lines();
+        let header = lines.next().unwrap_or_default();
+        let col = header
+            .split_whitespace()
+            .position(|c| c == "PID")
+            .ok_or_else(|| err!("ps {}: no PID column in its output", args.join(" ")))?;
+        let mut res = vec![header.to_string()];
+        for l in lines {
+            let pid = l.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok());
+            if pid.is_some_and(|p| pids.contains(&p)) {
+                res.push(l.to_string());
+            }
+        }
+        Ok(res.join("\n"))
+    }
+
+    /// `events`: with `once`, one stats document; otherwise stats every `interval` and an `oom`
+    /// event as each OOM kill happens, until the container stops. Each line goes to `out`.
+    pub fn events(&self, id: &str, once: bool, interval: Duration, out: &mut dyn FnMut(&str)) -> Result<()> {
+        let (rec, st) = self.live(id)?;
+        if st == Status::Stopped {
+            bail!("container {id:?} is not running (stopped)");
+        }
+        let cg = Cgroup::open(&rec.cgroup_path);
+        let stats_line =
+            |cg: &Cgroup| serde_json::json!({"type": "stats", "id": id, "data": stats::stats(cg)}).to_string();
+        if once {
+            out(&stats_line(&cg));
+            return Ok(());
+        }
+        let oom_line = serde_json::json!({"type": "oom", "id": id}).to_string();
+        let mut oom = stats::OomWatch::new(&cg);
+        let tick = interval.max(Duration::from_millis(10));
+        let mut next = Instant::now() + tick;
+        loop {
+            let wait = next.saturating_duration_since(Instant::now());
+            // Wake for the OOM eventfd (v1) or at least every 100 ms to notice the container ending.
+            let ms = wait.min(Duration::from_millis(100)).as_millis() as i32;
+            if let Some(fd) = oom.as_ref().and_then(|o| o.fd()) {
+                let mut p = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: p is a valid pollfd.
+                unsafe { libc::poll(&mut p, 1, ms) };
+            } else {
+                std::thread::sleep(Duration::from_millis(ms.max(0) as u64));
+            }
+            if let Some(o) = oom.as_mut() {
+                for _ in 0..o.take() {
+                    out(&oom_line);
+                }
+            }
+            if !crate::state::process_alive(rec.pid, rec.pid_start) {
+                return Ok(());
+            }
+            if Instant::now() >= next {
+                out(&stats_line(&cg));
+                next += tick;
+            }
+        }
+    }
+}
+
+/// A duration such as `5s`, `500ms`, `1m` or `2` (seconds).
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return None,
+    };
+    (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("64m"), Some(64 << 20));
+        assert_eq!(parse_size("64MB"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("512KiB"), Some(512 << 10));
+        assert_eq!(parse_size("1000"), Some(1000));
+        assert_eq!(parse_size("-1"), Some(-1));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
+        assert_eq!(parse_duration("0"), None);
+    }
+
+    #[test]
+    fn flags_override_resources_json() {
+        let f = UpdateFlags {
+            memory: Some("32m".into()),
+            pids_limit: Some("10".into()),
+            cpu_quota: Some("-1".into()),
+            ..Default::default()
+        };
+        let r = update_resources(
+            Some(br#"{"memory": {"limit": 1, "swap": 99999999}, "cpu": {"shares": 512}}"#),
+            &f,
+        )
+        .unwrap();
+        let m = r.memory().as_ref().unwrap();
+        assert_eq!(m.limit(), Some(32 << 20));
+        assert_eq!(m.swap(), Some(99_999_999));
+        assert_eq!(r.pids().as_ref().unwrap().limit(), 10);
+        assert_eq!(r.cpu().as_ref().unwrap().shares(), Some(512));
+        assert_eq!(r.cpu().as_ref().unwrap().quota(), Some(-1));
+        let e = update_resources(Some(br#"{"memory": {"limit": "x"}}"#), &UpdateFlags::default()).unwrap_err();
+        assert!(e.to_string().contains("linux.resources.memory.limit"), "{e}");
+        let e = update_resources(
+            None,
+            &UpdateFlags {
+                cpu_shares: Some("-5".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("--cpu-shares"), "{e}");
+    }
+}
