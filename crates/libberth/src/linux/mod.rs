@@ -8,5 +8,6 @@ pub mod fs;
 pub mod init;
 pub mod process;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod sync;
