@@ -4,6 +4,7 @@
 //! channel (`sync`) and low-level path resolution inside the rootfs (`fs`).
 
 pub mod console;
+pub mod exeseal;
 pub mod fs;
 pub mod init;
 pub mod process;
