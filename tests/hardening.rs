@@ -198,7 +198,116 @@ fn default_container_cannot_reach_host_processes_kcore_modules_or_mounts() {
     // Neither CAP_SYS_MODULE (16) nor CAP_SYS_ADMIN (21) is even in the bounding set.
     assert_eq!(
         &l[1..],
-        ["no-host-pid", "kcore-bytes=0", "insmod-refused", "CapBnd:\t0000000020000420", "mount-refused", "0"],
+        [
+            "no-host-pid",
+            "kcore-bytes=0",
+            "insmod-refused",
+            "CapBnd:\t0000000020000420",
+            "mount-refused",
+            "0"
+        ],
         "{out}"
     );
+}
+
+/// process.scheduler, process.ioPriority, linux.personality and linux.memoryPolicy, each seen from
+/// inside the container.
+#[test]
+fn scheduler_io_priority_personality_and_memory_policy_apply() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::sh(
+        "busybox ionice -p $$; cut -d' ' -f19,41 /proc/self/stat; uname -m; \
+         grep -m1 -o 'interleave:0' /proc/self/numa_maps",
+    );
+    b.config["process"]["scheduler"] = json!({ "policy": "SCHED_BATCH", "nice": 5 });
+    b.config["process"]["ioPriority"] = json!({ "class": "IOPRIO_CLASS_BE", "priority": 6 });
+    b.config["linux"]["personality"] = json!({ "domain": "LINUX32" });
+    b.config["linux"]["memoryPolicy"] = json!({ "mode": "MPOL_INTERLEAVE", "nodes": "0" });
+    let out = run_ok(&b);
+    // nice 5, policy 3 (SCHED_BATCH); a 32-bit uname; interleaving over node 0.
+    assert_eq!(
+        lines(&out),
+        ["best-effort: prio 6", "5 3", "i686", "interleave:0"],
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_scheduler_io_priority_and_personality_are_errors_naming_the_field() {
+    if !require_root() {
+        return;
+    }
+    let cases = [
+        (
+            "process",
+            "ioPriority",
+            json!({ "class": "IOPRIO_CLASS_BE", "priority": 9 }),
+            "process.ioPriority",
+        ),
+        (
+            "linux",
+            "personality",
+            json!({ "domain": "LINUX", "flags": ["NOPE"] }),
+            "linux.personality.flags[0]",
+        ),
+        (
+            "linux",
+            "memoryPolicy",
+            json!({ "mode": "MPOL_BIND", "nodes": "9-1" }),
+            "linux.memoryPolicy.nodes",
+        ),
+        (
+            "process",
+            "scheduler",
+            json!({ "policy": "SCHED_ISO" }),
+            "process.scheduler",
+        ),
+    ];
+    for (section, key, value, field) in cases {
+        let mut b = Bundle::default();
+        b.config[section][key] = value;
+        let rt = Runtime::new();
+        let id = unique_id();
+        assert_err_mentions(&rt.run(&b, &id), field, field);
+        rt.assert_no_state(&id);
+    }
+}
+
+/// Neither AppArmor nor SELinux runs here: a requested label is an error (as with runc), never
+/// silently dropped, and `features` says they are disabled.
+#[test]
+fn lsm_labels_without_the_lsm_are_refused() {
+    if !require_root() {
+        return;
+    }
+    if std::path::Path::new("/sys/module/apparmor/parameters/enabled").exists()
+        || std::path::Path::new("/sys/fs/selinux/enforce").exists()
+    {
+        notice(&format!("SKIP {}: this host has AppArmor or SELinux", test_name()));
+        return;
+    }
+    let cases = [
+        ("process", "apparmorProfile", "process.apparmorProfile"),
+        ("process", "selinuxLabel", "process.selinuxLabel"),
+        ("linux", "mountLabel", "linux.mountLabel"),
+    ];
+    for (section, key, field) in cases {
+        let mut b = Bundle::default();
+        b.config[section][key] = json!("system_u:object_r:container_file_t:s0");
+        let rt = Runtime::new();
+        let id = unique_id();
+        let out = rt.create(&b, &id);
+        assert_err_mentions(&out, field, field);
+        assert_err_mentions(&out, "not enabled", field);
+        rt.assert_no_state(&id);
+    }
+    let mut b = Bundle::default();
+    b.config["process"]["apparmorProfile"] = json!("");
+    run_ok(&b);
+    let out = std::process::Command::new(runtime()).arg("features").output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["linux"]["apparmor"]["enabled"], false);
+    assert_eq!(doc["linux"]["selinux"]["enabled"], false);
 }

@@ -7,43 +7,291 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 /// Syscalls a Docker/podman-style default profile allows (our own list, in the same spirit: the
 /// calls ordinary programs need, nothing that reconfigures the host).
 const ALLOWED: &[&str] = &[
-    "accept", "accept4", "access", "adjtimex", "alarm", "bind", "brk", "capget", "capset", "chdir", "chmod",
-    "chown", "chown32", "clock_adjtime", "clock_getres", "clock_gettime", "clock_nanosleep", "close",
-    "close_range", "connect", "copy_file_range", "creat", "dup", "dup2", "dup3", "epoll_create",
-    "epoll_create1", "epoll_ctl", "epoll_pwait", "epoll_pwait2", "epoll_wait", "eventfd", "eventfd2",
-    "execve", "execveat", "exit", "exit_group", "faccessat", "faccessat2", "fadvise64", "fallocate",
-    "fanotify_mark", "fchdir", "fchmod", "fchmodat", "fchown", "fchownat", "fcntl", "fdatasync",
-    "fgetxattr", "flistxattr", "flock", "fork", "fremovexattr", "fsetxattr", "fstat", "fstatfs", "fsync",
-    "ftruncate", "futex", "futex_waitv", "futimesat", "getcpu", "getcwd", "getdents", "getdents64",
-    "getegid", "geteuid", "getgid", "getgroups", "getitimer", "getpeername", "getpgid", "getpgrp",
-    "getpid", "getppid", "getpriority", "getrandom", "getresgid", "getresuid", "getrlimit",
-    "get_robust_list", "getrusage", "getsid", "getsockname", "getsockopt", "get_thread_area", "gettid",
-    "gettimeofday", "getuid", "getxattr", "inotify_add_watch", "inotify_init", "inotify_init1",
-    "inotify_rm_watch", "io_cancel", "ioctl", "io_destroy", "io_getevents", "io_pgetevents", "ioprio_get",
-    "ioprio_set", "io_setup", "io_submit", "io_uring_enter", "io_uring_register", "io_uring_setup",
-    "kill", "lchown", "lgetxattr", "link", "linkat", "listen", "listxattr", "llistxattr", "lremovexattr",
-    "lseek", "lsetxattr", "lstat", "madvise", "membarrier", "memfd_create", "mincore", "mkdir", "mkdirat",
-    "mknod", "mknodat", "mlock", "mlock2", "mlockall", "mmap", "mprotect", "mq_getsetattr", "mq_notify",
-    "mq_open", "mq_timedreceive", "mq_timedsend", "mq_unlink", "mremap", "msgctl", "msgget", "msgrcv",
-    "msgsnd", "msync", "munlock", "munlockall", "munmap", "name_to_handle_at", "nanosleep", "newfstatat",
-    "open", "openat", "openat2", "pause", "pidfd_open", "pidfd_send_signal", "pipe", "pipe2", "poll",
-    "ppoll", "prctl", "pread64", "preadv", "preadv2", "prlimit64", "pselect6", "pwrite64", "pwritev",
-    "pwritev2", "read", "readahead", "readlink", "readlinkat", "readv", "recvfrom", "recvmmsg", "recvmsg",
-    "remap_file_pages", "removexattr", "rename", "renameat", "renameat2", "restart_syscall", "rmdir",
-    "rseq", "rt_sigaction", "rt_sigpending", "rt_sigprocmask", "rt_sigqueueinfo", "rt_sigreturn",
-    "rt_sigsuspend", "rt_sigtimedwait", "rt_tgsigqueueinfo", "sched_getaffinity", "sched_getattr",
-    "sched_getparam", "sched_get_priority_max", "sched_get_priority_min", "sched_getscheduler",
-    "sched_rr_get_interval", "sched_setaffinity", "sched_setattr", "sched_setparam", "sched_setscheduler",
-    "sched_yield", "seccomp", "select", "semctl", "semget", "semop", "semtimedop", "sendfile", "sendmmsg",
-    "sendmsg", "sendto", "setfsgid", "setfsuid", "setgid", "setgroups", "setitimer", "setpgid",
-    "setpriority", "setregid", "setresgid", "setresuid", "setreuid", "setrlimit", "set_robust_list",
-    "setsid", "setsockopt", "set_thread_area", "set_tid_address", "setuid", "setxattr", "shmat", "shmctl",
-    "shmdt", "shmget", "shutdown", "sigaltstack", "signalfd", "signalfd4", "socket", "socketpair",
-    "splice", "stat", "statfs", "statx", "symlink", "symlinkat", "sync", "sync_file_range", "syncfs",
-    "sysinfo", "tee", "tgkill", "time", "timer_create", "timer_delete", "timer_getoverrun",
-    "timer_gettime", "timer_settime", "timerfd_create", "timerfd_gettime", "timerfd_settime", "times",
-    "tkill", "truncate", "umask", "uname", "unlink", "unlinkat", "utime", "utimensat", "utimes", "vfork",
-    "vmsplice", "wait4", "waitid", "write", "writev", "arch_prctl", "modify_ldt", "clone", "clone3",
+    "accept",
+    "accept4",
+    "access",
+    "adjtimex",
+    "alarm",
+    "bind",
+    "brk",
+    "capget",
+    "capset",
+    "chdir",
+    "chmod",
+    "chown",
+    "chown32",
+    "clock_adjtime",
+    "clock_getres",
+    "clock_gettime",
+    "clock_nanosleep",
+    "close",
+    "close_range",
+    "connect",
+    "copy_file_range",
+    "creat",
+    "dup",
+    "dup2",
+    "dup3",
+    "epoll_create",
+    "epoll_create1",
+    "epoll_ctl",
+    "epoll_pwait",
+    "epoll_pwait2",
+    "epoll_wait",
+    "eventfd",
+    "eventfd2",
+    "execve",
+    "execveat",
+    "exit",
+    "exit_group",
+    "faccessat",
+    "faccessat2",
+    "fadvise64",
+    "fallocate",
+    "fanotify_mark",
+    "fchdir",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fgetxattr",
+    "flistxattr",
+    "flock",
+    "fork",
+    "fremovexattr",
+    "fsetxattr",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "ftruncate",
+    "futex",
+    "futex_waitv",
+    "futimesat",
+    "getcpu",
+    "getcwd",
+    "getdents",
+    "getdents64",
+    "getegid",
+    "geteuid",
+    "getgid",
+    "getgroups",
+    "getitimer",
+    "getpeername",
+    "getpgid",
+    "getpgrp",
+    "getpid",
+    "getppid",
+    "getpriority",
+    "getrandom",
+    "getresgid",
+    "getresuid",
+    "getrlimit",
+    "get_robust_list",
+    "getrusage",
+    "getsid",
+    "getsockname",
+    "getsockopt",
+    "get_thread_area",
+    "gettid",
+    "gettimeofday",
+    "getuid",
+    "getxattr",
+    "inotify_add_watch",
+    "inotify_init",
+    "inotify_init1",
+    "inotify_rm_watch",
+    "io_cancel",
+    "ioctl",
+    "io_destroy",
+    "io_getevents",
+    "io_pgetevents",
+    "ioprio_get",
+    "ioprio_set",
+    "io_setup",
+    "io_submit",
+    "io_uring_enter",
+    "io_uring_register",
+    "io_uring_setup",
+    "kill",
+    "lchown",
+    "lgetxattr",
+    "link",
+    "linkat",
+    "listen",
+    "listxattr",
+    "llistxattr",
+    "lremovexattr",
+    "lseek",
+    "lsetxattr",
+    "lstat",
+    "madvise",
+    "membarrier",
+    "memfd_create",
+    "mincore",
+    "mkdir",
+    "mkdirat",
+    "mknod",
+    "mknodat",
+    "mlock",
+    "mlock2",
+    "mlockall",
+    "mmap",
+    "mprotect",
+    "mq_getsetattr",
+    "mq_notify",
+    "mq_open",
+    "mq_timedreceive",
+    "mq_timedsend",
+    "mq_unlink",
+    "mremap",
+    "msgctl",
+    "msgget",
+    "msgrcv",
+    "msgsnd",
+    "msync",
+    "munlock",
+    "munlockall",
+    "munmap",
+    "name_to_handle_at",
+    "nanosleep",
+    "newfstatat",
+    "open",
+    "openat",
+    "openat2",
+    "pause",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pipe",
+    "pipe2",
+    "poll",
+    "ppoll",
+    "prctl",
+    "pread64",
+    "preadv",
+    "preadv2",
+    "prlimit64",
+    "pselect6",
+    "pwrite64",
+    "pwritev",
+    "pwritev2",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "recvfrom",
+    "recvmmsg",
+    "recvmsg",
+    "remap_file_pages",
+    "removexattr",
+    "rename",
+    "renameat",
+    "renameat2",
+    "restart_syscall",
+    "rmdir",
+    "rseq",
+    "rt_sigaction",
+    "rt_sigpending",
+    "rt_sigprocmask",
+    "rt_sigqueueinfo",
+    "rt_sigreturn",
+    "rt_sigsuspend",
+    "rt_sigtimedwait",
+    "rt_tgsigqueueinfo",
+    "sched_getaffinity",
+    "sched_getattr",
+    "sched_getparam",
+    "sched_get_priority_max",
+    "sched_get_priority_min",
+    "sched_getscheduler",
+    "sched_rr_get_interval",
+    "sched_setaffinity",
+    "sched_setattr",
+    "sched_setparam",
+    "sched_setscheduler",
+    "sched_yield",
+    "seccomp",
+    "select",
+    "semctl",
+    "semget",
+    "semop",
+    "semtimedop",
+    "sendfile",
+    "sendmmsg",
+    "sendmsg",
+    "sendto",
+    "setfsgid",
+    "setfsuid",
+    "setgid",
+    "setgroups",
+    "setitimer",
+    "setpgid",
+    "setpriority",
+    "setregid",
+    "setresgid",
+    "setresuid",
+    "setreuid",
+    "setrlimit",
+    "set_robust_list",
+    "setsid",
+    "setsockopt",
+    "set_thread_area",
+    "set_tid_address",
+    "setuid",
+    "setxattr",
+    "shmat",
+    "shmctl",
+    "shmdt",
+    "shmget",
+    "shutdown",
+    "sigaltstack",
+    "signalfd",
+    "signalfd4",
+    "socket",
+    "socketpair",
+    "splice",
+    "stat",
+    "statfs",
+    "statx",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "sysinfo",
+    "tee",
+    "tgkill",
+    "time",
+    "timer_create",
+    "timer_delete",
+    "timer_getoverrun",
+    "timer_gettime",
+    "timer_settime",
+    "timerfd_create",
+    "timerfd_gettime",
+    "timerfd_settime",
+    "times",
+    "tkill",
+    "truncate",
+    "umask",
+    "uname",
+    "unlink",
+    "unlinkat",
+    "utime",
+    "utimensat",
+    "utimes",
+    "vfork",
+    "vmsplice",
+    "wait4",
+    "waitid",
+    "write",
+    "writev",
+    "arch_prctl",
+    "modify_ldt",
+    "clone",
+    "clone3",
     "not_a_syscall_anywhere",
 ];
 
@@ -127,7 +375,10 @@ fn errno_rule_with_errno_ret_and_unknown_names_skipped() {
     );
     b.writable_root();
     let out = run_ok(&b);
-    assert!(out.contains("No space left on device") && out.contains("not-made"), "{out}");
+    assert!(
+        out.contains("No space left on device") && out.contains("not-made"),
+        "{out}"
+    );
 }
 
 /// `kill -0 $$` (signal 0) and `kill -CONT $$` (signal 18) under an ERRNO rule on kill's second
@@ -219,7 +470,12 @@ fn every_action_does_what_it_says() {
     }
     // SIGSYS (31) kills either the mkdir child (rc=159) or the shell running it as a builtin.
     let killed = |(code, out): (i32, String)| code == 159 || out.contains("rc=159");
-    for a in ["SCMP_ACT_KILL", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_TRAP"] {
+    for a in [
+        "SCMP_ACT_KILL",
+        "SCMP_ACT_KILL_THREAD",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_TRAP",
+    ] {
         let r = mkdir_under(a);
         assert!(killed(r.clone()), "{a}: {r:?}");
     }
@@ -230,7 +486,11 @@ fn every_action_does_what_it_says() {
     assert_eq!((code, lines(&out)), (0, vec!["rc=1".to_string()]), "TRACE");
     for a in ["SCMP_ACT_LOG", "SCMP_ACT_ALLOW"] {
         let (code, out) = mkdir_under(a);
-        assert_eq!((code, lines(&out)), (0, vec!["rc=0".to_string(), "made".to_string()]), "{a}");
+        assert_eq!(
+            (code, lines(&out)),
+            (0, vec!["rc=0".to_string(), "made".to_string()]),
+            "{a}"
+        );
     }
 }
 
@@ -299,7 +559,9 @@ fn accept_state(listener: &std::os::unix::net::UnixListener) -> (Value, OwnedFd)
     let n = msg.bytes;
     let state: Value = serde_json::from_slice(&buf[..n]).expect("state JSON");
     // SAFETY: the kernel installed this descriptor for us.
-    (state, unsafe { OwnedFd::from_raw_fd(fd.expect("seccomp fd in SCM_RIGHTS")) })
+    (state, unsafe {
+        OwnedFd::from_raw_fd(fd.expect("seccomp fd in SCM_RIGHTS"))
+    })
 }
 
 #[test]
@@ -324,7 +586,10 @@ fn notify_listener_gets_the_state_and_answers_the_syscalls() {
     b.writable_root();
     let agent = std::thread::spawn(move || {
         let (state, fd) = accept_state(&listener);
-        let mkdirs = [ScmpSyscall::from_name("mkdir").unwrap(), ScmpSyscall::from_name("mkdirat").unwrap()];
+        let mkdirs = [
+            ScmpSyscall::from_name("mkdir").unwrap(),
+            ScmpSyscall::from_name("mkdirat").unwrap(),
+        ];
         let mut answered = 0;
         // Answer until the container exits (receive fails once no process can use the filter).
         while let Ok(req) = ScmpNotifReq::receive(fd.as_raw_fd()) {
@@ -354,7 +619,10 @@ fn notify_listener_gets_the_state_and_answers_the_syscalls() {
     assert_eq!(state["metadata"], "answer=mkdir", "{state}");
     assert_eq!(state["state"]["id"], id.as_str(), "{state}");
     assert_eq!(state["state"]["status"], "creating", "{state}");
-    assert!(state["pid"].as_i64().unwrap() > 0 && state["pid"] == state["state"]["pid"], "{state}");
+    assert!(
+        state["pid"].as_i64().unwrap() > 0 && state["pid"] == state["state"]["pid"],
+        "{state}"
+    );
 }
 
 #[test]
@@ -363,10 +631,24 @@ fn features_report_seccomp_truthfully() {
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
     let s = &doc["linux"]["seccomp"];
     assert_eq!(s["enabled"], true, "{s}");
-    for a in ["SCMP_ACT_ERRNO", "SCMP_ACT_NOTIFY", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_LOG"] {
+    for a in [
+        "SCMP_ACT_ERRNO",
+        "SCMP_ACT_NOTIFY",
+        "SCMP_ACT_KILL_PROCESS",
+        "SCMP_ACT_LOG",
+    ] {
         assert!(s["actions"].as_array().unwrap().contains(&json!(a)), "{a}: {s}");
     }
     assert_eq!(s["operators"].as_array().unwrap().len(), 7, "{s}");
-    assert!(s["archs"].as_array().unwrap().contains(&json!("SCMP_ARCH_X86_64")), "{s}");
-    assert!(s["supportedFlags"].as_array().unwrap().contains(&json!("SECCOMP_FILTER_FLAG_TSYNC")), "{s}");
+    assert!(
+        s["archs"].as_array().unwrap().contains(&json!("SCMP_ARCH_X86_64")),
+        "{s}"
+    );
+    assert!(
+        s["supportedFlags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SECCOMP_FILTER_FLAG_TSYNC")),
+        "{s}"
+    );
 }

@@ -17,7 +17,7 @@
 //! (kernel < 5.12) or the privilege to use it (rootless), Berth carries on unprotected and says so
 //! at debug level.
 
-use std::ffi::{CString, OsString};
+use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 
 const OPEN_TREE_CLONE: libc::c_uint = 1;
@@ -91,7 +91,7 @@ fn try_reexec() -> std::io::Result<()> {
             .collect();
         let env: Vec<CString> = std::env::vars_os()
             .map(|(k, v)| {
-                let mut kv = OsString::from(k);
+                let mut kv = k;
                 kv.push("=");
                 kv.push(v);
                 CString::new(kv.as_bytes()).unwrap_or_default()

@@ -114,6 +114,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
     let caps = process.capabilities().as_ref();
+    super::tuning::apply(spec, process)?;
     let mut filter = seccomp::Plan::new(spec, process)?;
     filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
     security::drop_bounding(caps)?;

@@ -12,3 +12,4 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod sync;
+pub mod tuning;

@@ -73,7 +73,11 @@ const ARCHS: &[(Arch, ScmpArch, &str)] = &[
     (Arch::ScmpArchMips64n32, ScmpArch::Mips64N32, "SCMP_ARCH_MIPS64N32"),
     (Arch::ScmpArchMipsel, ScmpArch::Mipsel, "SCMP_ARCH_MIPSEL"),
     (Arch::ScmpArchMipsel64, ScmpArch::Mipsel64, "SCMP_ARCH_MIPSEL64"),
-    (Arch::ScmpArchMipsel64n32, ScmpArch::Mipsel64N32, "SCMP_ARCH_MIPSEL64N32"),
+    (
+        Arch::ScmpArchMipsel64n32,
+        ScmpArch::Mipsel64N32,
+        "SCMP_ARCH_MIPSEL64N32",
+    ),
     (Arch::ScmpArchPpc, ScmpArch::Ppc, "SCMP_ARCH_PPC"),
     (Arch::ScmpArchPpc64, ScmpArch::Ppc64, "SCMP_ARCH_PPC64"),
     (Arch::ScmpArchPpc64le, ScmpArch::Ppc64Le, "SCMP_ARCH_PPC64LE"),
@@ -82,7 +86,11 @@ const ARCHS: &[(Arch, ScmpArch, &str)] = &[
     (Arch::ScmpArchParisc, ScmpArch::Parisc, "SCMP_ARCH_PARISC"),
     (Arch::ScmpArchParisc64, ScmpArch::Parisc64, "SCMP_ARCH_PARISC64"),
     (Arch::ScmpArchRiscv64, ScmpArch::Riscv64, "SCMP_ARCH_RISCV64"),
-    (Arch::ScmpArchLoongarch64, ScmpArch::Loongarch64, "SCMP_ARCH_LOONGARCH64"),
+    (
+        Arch::ScmpArchLoongarch64,
+        ScmpArch::Loongarch64,
+        "SCMP_ARCH_LOONGARCH64",
+    ),
     (Arch::ScmpArchM68k, ScmpArch::M68k, "SCMP_ARCH_M68K"),
     (Arch::ScmpArchSh, ScmpArch::Sh, "SCMP_ARCH_SH"),
     (Arch::ScmpArchSheb, ScmpArch::Sheb, "SCMP_ARCH_SHEB"),
@@ -155,7 +163,11 @@ fn scmp_err(what: impl std::fmt::Display, e: libseccomp::error::SeccompError) ->
 
 /// Compile `linux.seccomp` into BPF. Pure computation: nothing is loaded.
 pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
-    let default = action(s.default_action(), s.default_errno_ret(), "linux.seccomp.defaultErrnoRet")?;
+    let default = action(
+        s.default_action(),
+        s.default_errno_ret(),
+        "linux.seccomp.defaultErrnoRet",
+    )?;
     let mut ctx = ScmpFilterContext::new(default).map_err(|e| scmp_err("linux.seccomp.defaultAction", e))?;
     for (i, a) in s.architectures().iter().flatten().enumerate() {
         let arch = ARCHS
@@ -220,7 +232,9 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
     }
     if !notify && flags & FLAG_WAIT_KILLABLE_RECV != 0 {
         // The kernel only takes it with a listener; without one it has nothing to change.
-        crate::log::debug("linux.seccomp.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored: no SCMP_ACT_NOTIFY rule");
+        crate::log::debug(
+            "linux.seccomp.flags: SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV ignored: no SCMP_ACT_NOTIFY rule",
+        );
         flags &= !FLAG_WAIT_KILLABLE_RECV;
     }
     if notify {
@@ -247,11 +261,15 @@ fn export(ctx: &ScmpFilterContext) -> Result<Vec<u8>> {
     // SAFETY: memfd_create with a NUL-terminated name.
     let fd = unsafe { libc::memfd_create(c"berth-seccomp".as_ptr(), libc::MFD_CLOEXEC) };
     if fd < 0 {
-        return Err(Error::sys("linux.seccomp: memfd_create", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "linux.seccomp: memfd_create",
+            std::io::Error::last_os_error(),
+        ));
     }
     // SAFETY: fd was just created and is ours.
     let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    ctx.export_bpf(&file).map_err(|e| scmp_err("linux.seccomp: generate BPF", e))?;
+    ctx.export_bpf(&file)
+        .map_err(|e| scmp_err("linux.seccomp: generate BPF", e))?;
     let mut bpf = Vec::new();
     file.rewind()
         .and_then(|_| file.read_to_end(&mut bpf))
@@ -279,7 +297,10 @@ impl Filter {
             )
         };
         if r < 0 {
-            return Err(Error::sys("linux.seccomp: load the filter", std::io::Error::last_os_error()));
+            return Err(Error::sys(
+                "linux.seccomp: load the filter",
+                std::io::Error::last_os_error(),
+            ));
         }
         if self.notify {
             // SAFETY: with NEW_LISTENER the kernel returns a new descriptor that we own.
@@ -368,7 +389,11 @@ pub fn features() -> serde_json::Value {
         .iter()
         .filter(|f| {
             // WAIT_KILLABLE_RECV is only valid together with NEW_LISTENER.
-            let extra = if f.1 == FLAG_WAIT_KILLABLE_RECV { FLAG_NEW_LISTENER } else { 0 };
+            let extra = if f.1 == FLAG_WAIT_KILLABLE_RECV {
+                FLAG_NEW_LISTENER
+            } else {
+                0
+            };
             flag_supported(f.1 | extra)
         })
         .map(|f| f.0)
@@ -448,7 +473,8 @@ mod tests {
 
     #[test]
     fn notify_needs_a_listener_and_sets_the_flag() {
-        let s = spec(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#);
+        let s =
+            spec(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"}]}"#);
         assert!(compile(&s).err().unwrap().to_string().contains("listenerPath"));
         let s = spec(
             r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","flags":["SECCOMP_FILTER_FLAG_TSYNC"],
