@@ -33,7 +33,12 @@ fn cve_2019_5736_runtime_binary_cannot_be_reopened_for_writing() {
         return;
     }
     let b = Bundle::new(&["true"]);
-    let rt = Runtime::new();
+    // A private copy of the runtime: no other test executes it, so once this container is gone
+    // nothing holds it busy (ETXTBSY) and only the protection can refuse the write.
+    let private = TempDir::new("runtime-copy");
+    let mut rt = Runtime::new();
+    rt.bin = private.join("runtime");
+    fs::copy(runtime(), &rt.bin).unwrap();
     let id = unique_id();
     rt.create(&b, &id).ok("create");
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
