@@ -661,3 +661,44 @@ fn features_report_seccomp_truthfully() {
         "{s}"
     );
 }
+
+/// The filter is loaded after everything Berth itself does: a profile that kills the process on
+/// the calls Berth needs to set the container up (but the program does not) still runs it, both
+/// with `run` and with `create` + `start` (where init waits on the exec fifo first).
+#[test]
+fn filter_is_loaded_after_berths_own_setup_calls() {
+    if !require_root() {
+        return;
+    }
+    if runc_gap("runc 1.1 loads the filter before its last setup calls") {
+        return;
+    }
+    let berths_own = [
+        "capset",
+        "setgroups",
+        "setresuid",
+        "setresgid",
+        "close_range",
+        "pivot_root",
+        "mount",
+        "umount2",
+        "sethostname",
+        "umask",
+        "sendto",
+        "sendmsg",
+        "setrlimit",
+        "chdir",
+    ];
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [ { "names": berths_own, "action": "SCMP_ACT_KILL_PROCESS" } ]
+    });
+    let mut b = with_seccomp("echo fine > /tmp/out; echo fine", profile);
+    b.writable_root();
+    assert_eq!(lines(&run_ok(&b)), ["fine"]);
+    let rt = Runtime::new();
+    let id = unique_id();
+    rt.create_and_start(&b, &id);
+    rt.wait_for_status(&id, "stopped");
+    assert_eq!(std::fs::read_to_string(b.rootfs().join("tmp/out")).unwrap(), "fine\n");
+}
