@@ -323,3 +323,58 @@ fn lsm_labels_without_the_lsm_are_refused() {
     assert_eq!(doc["linux"]["apparmor"]["enabled"], false);
     assert_eq!(doc["linux"]["selinux"]["enabled"], false);
 }
+
+/// CVE-2025-52881: init's writes to /proc files (oom_score_adj, sysctls) go to the real procfs,
+/// never to whatever the container's /proc path leads to. Here the rootfs brings a fake /proc
+/// (no proc mount) whose files are ordinary files: they stay untouched and the real settings are
+/// made.
+#[test]
+fn cve_2025_52881_proc_writes_cannot_be_redirected_by_a_fake_proc() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::new(&["sleep", "10"]);
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/proc");
+    b.config["linux"]["maskedPaths"] = json!([]);
+    b.config["linux"]["readonlyPaths"] = json!([]);
+    b.config["process"]["oomScoreAdj"] = json!(321);
+    b.config["linux"]["sysctl"] = json!({ "net.ipv4.ip_forward": "1" });
+    let fake = b.rootfs().join("proc");
+    for (rel, content) in [
+        ("self/oom_score_adj", "0\n"),
+        ("1/oom_score_adj", "0\n"),
+        ("sys/net/ipv4/ip_forward", "0\n"),
+    ] {
+        fs::create_dir_all(fake.join(rel).parent().unwrap()).unwrap();
+        fs::write(fake.join(rel), content).unwrap();
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let pid = rt.create_and_start(&b, &id);
+    let real_adj = fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["cat", "/proc/sys/net/ipv4/ip_forward"])
+        .output();
+    rt.kill(&id, "KILL");
+    assert_eq!(real_adj.trim(), "321");
+    if let Some(o) = out.ok().filter(|o| o.status.success()) {
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout).trim(),
+            "1",
+            "sysctl in the container's netns"
+        );
+    } else {
+        notice(&format!("SKIP part of {}: nsenter unavailable", test_name()));
+    }
+    for rel in ["self/oom_score_adj", "1/oom_score_adj", "sys/net/ipv4/ip_forward"] {
+        assert_eq!(
+            fs::read_to_string(fake.join(rel)).unwrap(),
+            "0\n",
+            "fake /proc/{rel} was written"
+        );
+    }
+}

@@ -8,6 +8,7 @@ pub mod exeseal;
 pub mod fs;
 pub mod init;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod seccomp;
 pub mod security;

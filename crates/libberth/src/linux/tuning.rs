@@ -74,12 +74,12 @@ pub fn apply(spec: &Spec, p: &Process) -> Result<()> {
     }
     if let Some(profile) = non_empty(p.apparmor_profile()) {
         // Takes effect at the next execve.
-        std::fs::write("/proc/thread-self/attr/apparmor/exec", format!("exec {profile}"))
-            .map_err(|e| Error::sys(format!("process.apparmorProfile {profile:?}"), e))?;
+        super::procfs::write("self/attr/apparmor/exec", format!("exec {profile}").as_bytes())
+            .map_err(|e| e.context(format!("process.apparmorProfile {profile:?}")))?;
     }
     if let Some(label) = non_empty(p.selinux_label()) {
-        std::fs::write("/proc/thread-self/attr/exec", label)
-            .map_err(|e| Error::sys(format!("process.selinuxLabel {label:?}"), e))?;
+        super::procfs::write("self/attr/exec", label.as_bytes())
+            .map_err(|e| e.context(format!("process.selinuxLabel {label:?}")))?;
     }
     Ok(())
 }
