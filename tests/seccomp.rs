@@ -702,3 +702,28 @@ fn filter_is_loaded_after_berths_own_setup_calls() {
     rt.wait_for_status(&id, "stopped");
     assert_eq!(std::fs::read_to_string(b.rootfs().join("tmp/out")).unwrap(), "fine\n");
 }
+
+/// In a user namespace, with and without noNewPrivileges (the early load then relies on
+/// CAP_SYS_ADMIN in the container's own user namespace).
+#[test]
+fn profile_in_a_user_namespace() {
+    if !require_root() {
+        return;
+    }
+    for nnp in [true, false] {
+        let mut b = with_seccomp(
+            "grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status",
+            default_profile(95),
+        );
+        b.set_namespace("user", None);
+        b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+        b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+        b.config["process"]["noNewPrivileges"] = json!(nnp);
+        let out = run_ok(&b);
+        assert_eq!(
+            lines(&out),
+            [format!("NoNewPrivs:\t{}", nnp as u8), "Seccomp:\t2".to_string()],
+            "noNewPrivileges {nnp}"
+        );
+    }
+}
