@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Quick start on a fresh Debian 12 machine (as root): install what Berth needs, build it, make a
+# Quick start on a fresh Debian 12 machine (as root): install what Berth needs (busybox, a C
+# toolchain, pkg-config and libseccomp-dev), build it, make a
 # busybox bundle and run a container in it that prints a greeting.
 #   ./scripts/quickstart.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v busybox >/dev/null || ! command -v cc >/dev/null; then
+if ! command -v busybox >/dev/null || ! command -v cc >/dev/null || ! command -v pkg-config >/dev/null \
+  || [ ! -e /usr/include/seccomp.h ]; then
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static build-essential >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static build-essential pkg-config libseccomp-dev >/dev/null
 fi
 if ! command -v cargo >/dev/null; then
   echo "quickstart: needs a Rust toolchain (cargo): install it with rustup or 'apt-get install cargo'" >&2

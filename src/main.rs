@@ -202,6 +202,10 @@ fn main() -> ExitCode {
         eprintln!("berth: {e}");
         return ExitCode::FAILURE;
     }
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. }) {
+        // Containers are made from a read-only mount of this binary (CVE-2019-5736).
+        libberth::linux::exeseal::reexec_sealed();
+    }
     let root = cli.root.clone().unwrap_or_else(default_root);
     let rt = Runtime::new(&root, cli.systemd_cgroup);
     match dispatch(&rt, cli.cmd) {

@@ -103,6 +103,7 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
     }
     let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
     validate_process(process, "process")?;
+    crate::linux::tuning::check_lsm(spec)?;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
         let d = m.destination();
         if d.as_os_str().is_empty() {

@@ -6,6 +6,7 @@
 
 use super::process::{setns, write_time_offsets, Gate, InitConfig, NsPlan};
 use super::rootfs;
+use super::seccomp;
 use super::security;
 use super::sync::Channel;
 use crate::error::Context;
@@ -119,6 +120,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
     let caps = process.capabilities().as_ref();
+    super::tuning::apply(spec, process)?;
+    let mut filter = seccomp::Plan::new(spec, process)?;
+    filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
     security::drop_bounding(caps)?;
     security::set_user(process, setgroups_allowed())?;
     security::set_capabilities(caps)?;
@@ -132,6 +136,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         .map(|a| cstring(a))
         .collect::<Result<_>>()?;
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    filter.load_at(seccomp::Point::BeforeReady, chan)?;
     chan.send(b'R', &[])?;
     // Wait until the runtime has recorded the container; until then, die with it.
     chan.expect(b'G')?;
@@ -173,6 +178,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    filter.load_at(seccomp::Point::BeforeExec, chan)?;
     // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
     unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
     Err(Error::sys(

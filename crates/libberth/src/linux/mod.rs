@@ -4,9 +4,13 @@
 //! channel (`sync`) and low-level path resolution inside the rootfs (`fs`).
 
 pub mod console;
+pub mod exeseal;
 pub mod fs;
 pub mod init;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
+pub mod seccomp;
 pub mod security;
 pub mod sync;
+pub mod tuning;

@@ -293,6 +293,13 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 parent.create_runtime_hooks(sp.pid)?;
                 sp.chan.send(b'G', &[])?;
             }
+            b'N' => {
+                let fd = super::console::recv_fd(sp.chan.raw())?;
+                let s = linux
+                    .and_then(|l| l.seccomp().as_ref())
+                    .ok_or_else(|| err!("seccomp listener from init without linux.seccomp"))?;
+                super::seccomp::send_to_listener(s, sp.pid, &parent.hook_state(sp.pid), &fd)?;
+            }
             b'R' => return Ok(()),
             b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
             t => bail!("sync channel: unexpected message {:?}", t as char),

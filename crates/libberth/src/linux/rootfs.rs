@@ -498,8 +498,8 @@ pub fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
     if let Some(sysctl) = linux.and_then(|l| l.sysctl().as_ref()) {
         for (k, v) in sysctl {
-            let path = format!("/proc/sys/{}", k.replace('.', "/"));
-            std::fs::write(&path, v).with_ctx(|| format!("linux.sysctl {k}={v} ({path})"))?;
+            let path = format!("sys/{}", k.replace('.', "/"));
+            super::procfs::write(&path, v.as_bytes()).map_err(|e| e.context(format!("linux.sysctl {k}={v}")))?;
         }
     }
     let root = fs::open_dir(Path::new("/"))?;

@@ -4,7 +4,6 @@
 //! switch keeping permitted caps, then effective/permitted/inheritable at once, ambient last),
 //! no_new_privs and the umask.
 
-use crate::error::Context;
 use crate::{bail, Error, Result};
 use oci_spec::runtime::{Capability, LinuxCapabilities, PosixRlimitType, Process};
 
@@ -54,7 +53,8 @@ pub fn set_rlimits(p: &Process) -> Result<()> {
 
 pub fn set_oom_score_adj(p: &Process) -> Result<()> {
     if let Some(v) = p.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", v.to_string()).with_ctx(|| format!("process.oomScoreAdj {v}"))?;
+        super::procfs::write("self/oom_score_adj", v.to_string().as_bytes())
+            .map_err(|e| e.context(format!("process.oomScoreAdj {v}")))?;
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! child -> parent: `U` (namespaces made: place me in the cgroup, write my ID maps), `H` (mounts done:
 //! run the createRuntime hooks), `P<pid>` (the real init's pid, when an intermediate process had to
-//! fork it), `R` (ready: waiting for start), `E<message>` (failed).
+//! fork it), `N` (a seccomp notify listener follows, in the next packet, as SCM_RIGHTS), `R` (ready: waiting for start), `E<message>` (failed).
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;

@@ -1,0 +1,122 @@
+//! Protection of the runtime binary against being overwritten from a container (CVE-2019-5736
+//! class). The container's init is a clone of the `berth create`/`run` process, so until it execs
+//! the user's program `/proc/<init>/exe` is the Berth binary; a process in the container that gets
+//! hold of that file (for instance by making init exec `#!/proc/self/exe`) could reopen it for
+//! writing once the runtime has exited.
+//!
+//! Before it makes a container, the runtime therefore re-executes itself from a private read-only
+//! bind mount of its own binary: `open_tree(OPEN_TREE_CLONE)` of `/proc/self/exe` gives a detached
+//! mount no namespace can see, `mount_setattr(MOUNT_ATTR_RDONLY)` makes it read-only, and
+//! `execveat(AT_EMPTY_PATH)` runs it. Every later reopen of the binary through `/proc/*/exe` or a
+//! descriptor then lands on that mount and fails with EROFS, and nobody in the container can make
+//! it writable (the mount belongs to the host's mount namespace). Unlike a copy into a sealed
+//! memfd, nothing is duplicated: the pages are the page cache of the installed binary, so no
+//! container memory cgroup is charged for it. The cost is one execve.
+//!
+//! If the binary already lives on a read-only mount there is nothing to do. Without the mount API
+//! (kernel < 5.12) or the privilege to use it (rootless), Berth carries on unprotected and says so
+//! at debug level.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Whether the running binary is on a read-only mount (so it cannot be opened for writing).
+pub fn exe_is_sealed() -> bool {
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: NUL-terminated path, st is a valid out-parameter.
+    unsafe { libc::statvfs(c"/proc/self/exe".as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0 }
+}
+
+/// Re-execute the running binary from a read-only private mount of itself, with the same
+/// arguments and environment. Returns only when that is unnecessary or impossible.
+pub fn reexec_sealed() {
+    if exe_is_sealed() {
+        return;
+    }
+    if let Err(e) = try_reexec() {
+        crate::log::debug(&format!(
+            "runtime binary not sealed (it stays writable through /proc/<pid>/exe): {e}"
+        ));
+    }
+}
+
+fn try_reexec() -> std::io::Result<()> {
+    // SAFETY: plain system calls with valid, NUL-terminated arguments.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc/self/exe".as_ptr(),
+            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
+        );
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fd = fd as libc::c_int;
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        if libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ) != 0
+        {
+            let e = std::io::Error::last_os_error();
+            libc::close(fd);
+            return Err(e);
+        }
+        let args: Vec<CString> = std::env::args_os()
+            .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+            .collect();
+        let env: Vec<CString> = std::env::vars_os()
+            .map(|(k, v)| {
+                let mut kv = k;
+                kv.push("=");
+                kv.push(v);
+                CString::new(kv.as_bytes()).unwrap_or_default()
+            })
+            .collect();
+        let argv: Vec<*const libc::c_char> = args
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp: Vec<*const libc::c_char> = env
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv.as_ptr(),
+            envp.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        );
+        let e = std::io::Error::last_os_error();
+        libc::close(fd);
+        Err(e)
+    }
+}

@@ -1,0 +1,145 @@
+//! Verified writes to procfs (CVE-2025-52881 class). Init writes a few /proc files after it has
+//! entered the container's root (oom_score_adj, sysctls, LSM attributes); going through the
+//! container's `/proc` path would let a crafted rootfs (a fake /proc directory, symlinks, a bind
+//! mount over a proc file) redirect those writes to another file. Instead init opens a private
+//! procfs of its own (`fsopen("proc")` + `fsmount`, a detached mount nobody else can touch; or,
+//! where a new procfs may not be mounted, a detached clone of the /proc mount that is checked to
+//! really be procfs), and every write opens its file beneath that handle with `openat2`
+//! (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) and checks
+//! that the opened file is on procfs. The handle is made once, only when something is written.
+
+use crate::{bail, Error, Result};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::OnceLock;
+
+const PROC_SUPER_MAGIC: i64 = 0x9fa0;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
+const OPEN_TREE_CLONE: libc::c_uint = 1;
+const RESOLVE_NO_XDEV: u64 = 0x01;
+const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+const RESOLVE_NO_SYMLINKS: u64 = 0x04;
+const RESOLVE_BENEATH: u64 = 0x08;
+
+fn is_procfs(fd: RawFd) -> bool {
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: st is a valid out-parameter.
+    unsafe { libc::fstatfs(fd, &mut st) == 0 && st.f_type as i64 == PROC_SUPER_MAGIC }
+}
+
+fn fresh_procfs() -> std::io::Result<OwnedFd> {
+    // SAFETY: plain system calls with valid arguments; every descriptor is closed on each path.
+    unsafe {
+        let fs = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC);
+        if fs < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let fs = OwnedFd::from_raw_fd(fs as RawFd);
+        if libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+        let m = libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
+        );
+        if m < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(m as RawFd))
+    }
+}
+
+fn cloned_proc() -> std::io::Result<OwnedFd> {
+    // SAFETY: NUL-terminated path; the result is a new descriptor we own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/proc".as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just created.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// This process's private procfs handle (made on first use).
+fn handle() -> Result<RawFd> {
+    static H: OnceLock<OwnedFd> = OnceLock::new();
+    if let Some(h) = H.get() {
+        return Ok(h.as_raw_fd());
+    }
+    let fd = match fresh_procfs() {
+        Ok(fd) => fd,
+        Err(first) => {
+            cloned_proc().map_err(|e| Error::sys(format!("open a private procfs ({first}; clone /proc)"), e))?
+        }
+    };
+    if !is_procfs(fd.as_raw_fd()) {
+        bail!("/proc is not procfs");
+    }
+    Ok(H.get_or_init(|| fd).as_raw_fd())
+}
+
+#[repr(C)]
+struct OpenHow {
+    flags: u64,
+    mode: u64,
+    resolve: u64,
+}
+
+/// Write `data` to the procfs file `rel` (relative to the procfs root, e.g. "sys/net/ipv4/ip_forward"
+/// or "self/oom_score_adj", where "self" is replaced by this process's pid since symlinks are not
+/// followed).
+pub fn write(rel: &str, data: &[u8]) -> Result<()> {
+    let root = handle()?;
+    let rel = match rel.strip_prefix("self/") {
+        Some(rest) => format!("{}/{rest}", std::process::id()),
+        None => rel.to_string(),
+    };
+    let path = std::ffi::CString::new(rel.as_str()).map_err(|_| crate::err!("{rel:?}: NUL byte"))?;
+    let how = OpenHow {
+        flags: (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
+    };
+    // SAFETY: how and path are valid for the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root,
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return Err(Error::sys(format!("/proc/{rel}"), std::io::Error::last_os_error()));
+    }
+    // SAFETY: just opened, ours.
+    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    if !is_procfs(file.as_raw_fd()) {
+        bail!("/proc/{rel}: not a procfs file");
+    }
+    use std::io::Write;
+    (&file)
+        .write_all(data)
+        .map_err(|e| Error::sys(format!("write /proc/{rel}"), e))
+}
