@@ -100,32 +100,14 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
     rootfs::finish(spec)?;
     if process.terminal().unwrap_or(false) {
-        let sock = cfg
-            .console_sock
-            .ok_or_else(|| err!("process.terminal: true needs --console-socket"))?;
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
-        super::console::setup(sock, size)?;
+        match cfg.console_sock {
+            Some(sock) => super::console::setup(size, true, |fd, name| super::console::send_fd(sock, fd, name))?,
+            // No console socket: `run` relays the terminal itself and gets the master over the channel.
+            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', fd))?,
+        }
     }
-    security::set_oom_score_adj(process)?;
-    security::set_rlimits(process)?;
-    let env = environment(process);
-    let exe = find_executable(process, &env)?;
-    let cwd = process.cwd();
-    nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
-    let caps = process.capabilities().as_ref();
-    security::drop_bounding(caps)?;
-    security::set_user(process, setgroups_allowed())?;
-    security::set_capabilities(caps)?;
-    security::set_no_new_privs(process)?;
-    security::set_umask(process);
-    close_host_fds(cfg.preserve_fds);
-    let argv: Vec<CString> = process
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    let program = apply_process(process, environment(process), cfg.preserve_fds)?;
     chan.send(b'R', &[])?;
     match cfg.gate {
         Gate::Fifo(fd) => {
@@ -151,30 +133,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     if let Some(list) = hooks.and_then(|h| h.start_container().as_ref()) {
         crate::hooks::run_all("startContainer", list, &hook_state)?;
     }
-    reset_signals();
-    let argv_p: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_p: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(Error::sys(
-        format!(
-            "exec {:?}",
-            process
-                .args()
-                .as_ref()
-                .and_then(|a| a.first())
-                .unwrap_or(&String::new())
-        ),
-        std::io::Error::last_os_error(),
-    ))
+    Err(program.exec())
 }
 
 /// With a pid or time namespace in the general path: unshare it and fork the real init; this
@@ -206,12 +165,73 @@ fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel)
     }
 }
 
+/// The user's program, resolved inside the container and ready to exec.
+pub(crate) struct Program {
+    exe: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl Program {
+    /// Reset the signal state and exec; returns only on failure.
+    pub(crate) fn exec(&self) -> Error {
+        reset_signals();
+        let argv_p: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_p: Vec<*const libc::c_char> = self
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
+        unsafe { libc::execve(self.exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+        Error::sys(
+            format!(
+                "exec {:?}",
+                self.argv.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+            ),
+            std::io::Error::last_os_error(),
+        )
+    }
+}
+
+/// What the container's init and an exec'd process share once they see the container's filesystem:
+/// oom_score_adj, rlimits, the program looked up, cwd, bounding set, user and groups, capabilities,
+/// no_new_privs, umask, and every descriptor but stdio and the preserved ones marked close-on-exec.
+pub(crate) fn apply_process(process: &Process, env: Vec<String>, preserve_fds: i32) -> Result<Program> {
+    security::set_oom_score_adj(process)?;
+    security::set_rlimits(process)?;
+    let exe = find_executable(process, &env)?;
+    let cwd = process.cwd();
+    nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
+    let caps = process.capabilities().as_ref();
+    security::drop_bounding(caps)?;
+    security::set_user(process, setgroups_allowed())?;
+    security::set_capabilities(caps)?;
+    security::set_no_new_privs(process)?;
+    security::set_umask(process);
+    close_host_fds(preserve_fds);
+    let argv: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    Ok(Program { exe, argv, envp })
+}
+
 fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| err!("{s:?}: contains a NUL byte"))
 }
 
 /// The process environment, with HOME added from the container's /etc/passwd when missing.
-fn environment(p: &Process) -> Vec<String> {
+pub(crate) fn environment(p: &Process) -> Vec<String> {
     let mut env: Vec<String> = p.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!(

@@ -4,9 +4,11 @@
 //! channel (`sync`) and low-level path resolution inside the rootfs (`fs`).
 
 pub mod console;
+pub mod exec;
 pub mod fs;
 pub mod init;
 pub mod process;
 pub mod rootfs;
 pub mod security;
 pub mod sync;
+pub mod tty;

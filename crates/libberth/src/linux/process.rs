@@ -103,7 +103,7 @@ impl NsPlan {
     }
 }
 
-fn open_ns(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_ns(path: &Path) -> Result<OwnedFd> {
     nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -145,7 +145,7 @@ pub fn write_time_offsets(spec: &Spec) -> Result<()> {
 }
 
 /// A raw clone that behaves like fork but enters new namespaces. The child gets 0.
-fn clone_raw(flags: libc::c_int) -> Result<i32> {
+pub(crate) fn clone_raw(flags: libc::c_int) -> Result<i32> {
     // SAFETY: without CLONE_VM the child has its own copy of memory and continues on its copy of this
     // stack, exactly like fork(2). Berth is single-threaded at this point.
     let pid = unsafe {
@@ -169,7 +169,7 @@ fn clone_raw(flags: libc::c_int) -> Result<i32> {
 
 /// The descriptors of the runtime's own pid and time namespaces-for-children, to restore after a
 /// clone that needed it to join the container's.
-struct NsRestore(Vec<(LinuxNamespaceType, OwnedFd)>);
+pub(crate) struct NsRestore(pub(crate) Vec<(LinuxNamespaceType, OwnedFd)>);
 
 impl Drop for NsRestore {
     fn drop(&mut self) {
@@ -183,6 +183,8 @@ impl Drop for NsRestore {
 pub struct Spawned {
     pub pid: i32,
     pub chan: Channel,
+    /// The pty master, when init has a terminal and no console socket (Berth relays it).
+    pub master: Option<OwnedFd>,
 }
 
 /// What the runtime does at each point of the child's setup, given the child's pid.
@@ -245,7 +247,11 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
     }
     drop(restore);
     drop(theirs);
-    let mut spawned = Spawned { pid, chan: ours };
+    let mut spawned = Spawned {
+        pid,
+        chan: ours,
+        master: None,
+    };
     let r = serve(cfg, cgroup, parent, &plan, &mut spawned);
     if let Err(e) = r {
         // SAFETY: kill/waitpid on our own child.
@@ -264,7 +270,7 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
 fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, sp: &mut Spawned) -> Result<()> {
     let linux = cfg.spec.linux().as_ref();
     loop {
-        let Some((tag, payload)) = sp.chan.recv()? else {
+        let Some((tag, payload, fd)) = sp.chan.recv_msg()? else {
             bail!("container init exited during setup");
         };
         match tag {
@@ -291,6 +297,7 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 parent.create_runtime_hooks(sp.pid)?;
                 sp.chan.send(b'G', &[])?;
             }
+            b'M' => sp.master = fd,
             b'R' => return Ok(()),
             b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
             t => bail!("sync channel: unexpected message {:?}", t as char),

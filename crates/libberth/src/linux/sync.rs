@@ -4,6 +4,7 @@
 //! child -> parent: `U` (namespaces made: place me in the cgroup, write my ID maps), `H` (mounts done:
 //! run the createRuntime hooks), `P<pid>` (the real init's pid, when an intermediate process had to
 //! fork it), `R` (ready: waiting for start), `E<message>` (failed).
+//! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself.
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;
@@ -81,6 +82,54 @@ impl Channel {
             if e.raw_os_error() != Some(libc::EINTR) {
                 return Err(e).ctx("sync channel receive");
             }
+        }
+    }
+
+    /// Send a message whose only payload is a descriptor (SCM_RIGHTS).
+    pub fn send_fd(&self, tag: u8, fd: RawFd) -> Result<()> {
+        let fds = [fd];
+        let body = [tag];
+        let iov = [std::io::IoSlice::new(&body)];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(self.raw(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
+            .ctx("sync channel send")?;
+        Ok(())
+    }
+
+    /// Like `recv`, also taking a descriptor that came with the message (see `send_fd`).
+    pub fn recv_msg(&self) -> Result<Option<(u8, Vec<u8>, Option<OwnedFd>)>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let r = nix::sys::socket::recvmsg::<()>(
+                self.raw(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let msg = match r {
+                Ok(m) => m,
+                Err(nix::Error::EINTR) => continue,
+                Err(e) => return Err(e).ctx("sync channel receive"),
+            };
+            let n = msg.bytes;
+            let mut fd = None;
+            for c in msg.cmsgs().ctx("sync channel receive")? {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: the kernel installed this descriptor for us.
+                        let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                        fd.get_or_insert(owned);
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            let tag = buf.remove(0);
+            return Ok(Some((tag, buf, fd)));
         }
     }
 
