@@ -11,6 +11,9 @@ use crate::error::Context;
 use crate::Result;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+/// A received message: tag, payload and the descriptor that came with it, if any.
+pub type Message = (u8, Vec<u8>, Option<OwnedFd>);
+
 pub struct Channel {
     fd: OwnedFd,
 }
@@ -97,7 +100,7 @@ impl Channel {
     }
 
     /// Like `recv`, also taking a descriptor that came with the message (see `send_fd`).
-    pub fn recv_msg(&self) -> Result<Option<(u8, Vec<u8>, Option<OwnedFd>)>> {
+    pub fn recv_msg(&self) -> Result<Option<Message>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         loop {

@@ -218,10 +218,9 @@ pub fn relay(master: OwnedFd, pid: i32, set: &libc::sigset_t) -> i32 {
         }
     }
     // The process is gone: pass on what it wrote last.
-    while master_open {
-        match read_some(m, &mut buf) {
-            Some(k) if k > 0 => write_all(1, &buf[..k]),
-            _ => break,
+    if master_open {
+        while let Some(k @ 1..) = read_some(m, &mut buf) {
+            write_all(1, &buf[..k]);
         }
     }
     drop(raw);
