@@ -97,7 +97,7 @@ struct ExecArgs {
     #[arg(long, short = 'c', value_name = "CAP")]
     cap: Vec<String>,
     /// Set no_new_privs for the process
-    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     no_new_privs: Option<bool>,
     /// AppArmor profile for the process
     #[arg(long, value_name = "PROFILE")]

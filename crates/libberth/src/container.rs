@@ -186,6 +186,7 @@ impl Runtime {
                 .as_ref()
                 .and_then(|h| h.poststop().clone())
                 .unwrap_or_default(),
+            process: bundle.spec.process().clone(),
         };
         let cfg = InitConfig {
             id,
