@@ -137,9 +137,9 @@ fn exec_tty_relays_the_terminal_and_window_size_under_tmux() {
     }
     let Some(tmux) = Tmux::new() else { return };
     let rt = Runtime::new();
-    let mut b = Bundle::new(&["sleep", "1000"]);
+    let b = Bundle::new(&["sleep", "1000"]);
     let id = unique_id();
-    rt.create_and_start(&mut b, &id);
+    rt.create_and_start(&b, &id);
     tmux.start(100, 30, &session_command(&rt, &format!("exec --tty {id} sh")));
     tmux.keys("stty size; echo ready");
     let screen = tmux.wait_line("the shell", |l| l == "ready");
@@ -169,9 +169,9 @@ fn exec_tty_with_piped_input_relays_both_ways() {
         return;
     }
     let rt = Runtime::new();
-    let mut b = Bundle::new(&["sleep", "1000"]);
+    let b = Bundle::new(&["sleep", "1000"]);
     let id = unique_id();
-    rt.create_and_start(&mut b, &id);
+    rt.create_and_start(&b, &id);
     let out = rt.cmd_input(&["exec", "--tty", &id, "sh"], b"tty; echo piped-$((6*7)); exit 4\n");
     assert_eq!(out.code(), 4, "{}", out.describe());
     let text = out.out().replace("\r\n", "\n");
@@ -185,9 +185,9 @@ fn exec_tty_via_console_socket() {
         return;
     }
     let rt = Runtime::new();
-    let mut b = Bundle::new(&["sleep", "1000"]);
+    let b = Bundle::new(&["sleep", "1000"]);
     let id = unique_id();
-    rt.create_and_start(&mut b, &id);
+    rt.create_and_start(&b, &id);
     let console = ConsoleSocket::new();
     rt.cmd(&[
         "exec",
