@@ -309,16 +309,10 @@ fn cgroup_targets(rec: &Record, subs: &[String]) -> Result<Vec<PathBuf>> {
 /// Put `pid` into every target cgroup. Without root, cgroups it may not write are skipped (debug log).
 fn join_cgroups(targets: &[PathBuf], pid: i32) -> Result<()> {
     let s = pid.to_string();
-    // SAFETY: geteuid cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
     for dir in targets {
         let f = dir.join("cgroup.procs");
         if let Err(e) = std::fs::write(&f, &s) {
-            let skippable = matches!(
-                e.raw_os_error(),
-                Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) | Some(libc::ENOENT)
-            );
-            if !root && skippable {
+            if crate::cgroups::not_delegated(e.raw_os_error()) {
                 crate::log::debug(&format!("exec: cgroup {} skipped: {e}", f.display()));
                 continue;
             }
