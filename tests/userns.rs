@@ -308,3 +308,63 @@ fn rootless_maps_several_ranges_with_newuidmap() {
     assert_err_mentions(&out, "linux.uidMappings", "a subordinate range the user does not own");
     assert!(!r.runtime_dir.join("berth").join(&id).exists(), "state left behind");
 }
+
+#[test]
+fn id_mapped_bind_mounts() {
+    if !require_root() {
+        return;
+    }
+    let features: Value = serde_json::from_slice(&Runtime::new().cmd(&["features"]).ok("features").stdout).unwrap();
+    if features["linux"]["mountExtensions"]["idmap"]["enabled"] != true {
+        notice(&format!(
+            "SKIP {}: the runtime reports no ID-mapped mounts here",
+            test_name()
+        ));
+        return;
+    }
+    let src = TempDir::new("idmap-src");
+    for (name, owner) in [("root-file", 0), ("user-file", 1000)] {
+        let p = src.join(name);
+        std::fs::write(&p, "x").unwrap();
+        std::os::unix::fs::chown(&p, Some(owner), Some(owner)).unwrap();
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::default();
+    b.set_namespace("user", None);
+    b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    // Plain: host-owned files are unmapped in the container. idmap (no mappings): the container's
+    // mapping, so they look as on the host. Own mappings: host 101000.. shows as container 1000..
+    for d in ["plain", "same", "own"] {
+        std::fs::create_dir(b.rootfs().join(d)).unwrap();
+    }
+    b.bind(src.path(), "/plain", &[]);
+    b.bind(src.path(), "/same", &["idmap"]);
+    b.add_mount(json!({
+        "destination": "/own", "type": "bind", "source": src.path(), "options": ["bind", "ridmap"],
+        "uidMappings": [{ "containerID": 0, "hostID": 101000, "size": 10 }],
+        "gidMappings": [{ "containerID": 0, "hostID": 101000, "size": 10 }]
+    }));
+    let out = run_script(
+        &mut b,
+        "for d in plain same own; do stat -c \"$d %u:%g\" /$d/root-file /$d/user-file; done",
+    );
+    assert_eq!(
+        lines(&out),
+        [
+            "plain 65534:65534",
+            "plain 65534:65534",
+            "same 0:0",
+            "same 1000:1000",
+            "own 1000:1000",
+            "own 65534:65534"
+        ]
+    );
+    // An ID-mapped mount that is not a bind mount is refused before anything is made.
+    let mut b = Bundle::default();
+    b.add_mount(json!({ "destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["idmap"] }));
+    let id = unique_id();
+    let out = rt.run(&b, &id);
+    assert_err_mentions(&out, "mounts[7]", "idmap on a tmpfs");
+    rt.assert_no_state(&id);
+}

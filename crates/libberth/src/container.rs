@@ -137,6 +137,7 @@ impl Runtime {
         if !plan.has(libc::CLONE_NEWNS) {
             bail!("linux.namespaces: a new mount namespace is required");
         }
+        crate::linux::idmap::validate(&bundle.spec, plan.user_ns())?;
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
         let lock_fds: Vec<std::os::fd::RawFd> = locked.lock_fd().into_iter().collect();

@@ -15,6 +15,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "dev",
     "diratime",
     "dirsync",
+    "idmap",
     "exec",
     "lazytime",
     "loud",
@@ -32,6 +33,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "rbind",
     "relatime",
     "remount",
+    "ridmap",
     "ro",
     "rprivate",
     "rshared",
@@ -67,7 +69,7 @@ pub fn document() -> Value {
             "apparmor": { "enabled": false },
             "selinux": { "enabled": false },
             "intelRdt": { "enabled": false },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": crate::linux::idmap::supported() } }
         },
         "annotations": {
             "run.berth.version": env!("CARGO_PKG_VERSION")

@@ -521,7 +521,7 @@ fn child_run(plan: &ChildPlan, chan: &Channel) -> Result<std::convert::Infallibl
         let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match plan.console {
             Some(sock) => super::console::setup(size, false, |fd, name| super::console::send_fd(sock, fd, name))?,
-            None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', fd))?,
+            None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     apply_lsm(p)?;

@@ -41,7 +41,19 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         }
     }
     chan.send(b'U', &[])?;
-    let hook_state = chan.expect(b'G')?;
+    // The ID-mapped trees of mounts, if any, come before the go-ahead.
+    let mut idmapped = Vec::new();
+    let hook_state = loop {
+        match chan.recv_msg()? {
+            Some((b'I', idx, Some(fd))) => {
+                let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
+                idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
+            }
+            Some((b'G', payload, _)) => break payload,
+            Some((b'E', p, _)) => return Err(Error::new(String::from_utf8_lossy(&p).into_owned())),
+            _ => bail!("container init: the runtime went away during setup"),
+        }
+    };
     if plan.has(libc::CLONE_NEWUSER) {
         // SAFETY: plain system calls; root in the new namespace must be mapped.
         unsafe {
@@ -82,6 +94,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         in_userns: plan.user_ns(),
         cgroup_path: cfg.cgroup_path,
         new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
+        idmapped: &idmapped,
     };
     rootfs::prepare(&plan_fs)?;
     let hooks = spec.hooks().as_ref();
@@ -104,7 +117,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         match cfg.console_sock {
             Some(sock) => super::console::setup(size, true, |fd, name| super::console::send_fd(sock, fd, name))?,
             // No console socket: `run` relays the terminal itself and gets the master over the channel.
-            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', fd))?,
+            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     let program = apply_process(process, environment(process), cfg.preserve_fds)?;

@@ -6,6 +6,7 @@
 pub mod console;
 pub mod exec;
 pub mod fs;
+pub mod idmap;
 pub mod init;
 pub mod process;
 pub mod rootfs;

@@ -353,6 +353,9 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                     let gid = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or(&[]);
                     write_id_maps(sp.pid, uid, gid)?;
                 }
+                for (i, tree) in super::idmap::prepare(cfg.spec, cfg.bundle, sp.pid)? {
+                    sp.chan.send_fd(b'I', i.to_string().as_bytes(), tree.as_raw_fd())?;
+                }
                 sp.chan.send(b'G', &parent.hook_state(sp.pid))?;
             }
             b'P' => {

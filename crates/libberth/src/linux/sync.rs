@@ -4,7 +4,8 @@
 //! child -> parent: `U` (namespaces made: place me in the cgroup, write my ID maps), `H` (mounts done:
 //! run the createRuntime hooks), `P<pid>` (the real init's pid, when an intermediate process had to
 //! fork it), `R` (ready: waiting for start), `E<message>` (failed).
-//! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself.
+//! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself; parent -> child
+//! `I<index>` carries the detached ID-mapped tree of mounts[index] (SCM_RIGHTS).
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;
@@ -88,10 +89,12 @@ impl Channel {
         }
     }
 
-    /// Send a message whose only payload is a descriptor (SCM_RIGHTS).
-    pub fn send_fd(&self, tag: u8, fd: RawFd) -> Result<()> {
+    /// Send a message carrying a descriptor (SCM_RIGHTS).
+    pub fn send_fd(&self, tag: u8, payload: &[u8], fd: RawFd) -> Result<()> {
         let fds = [fd];
-        let body = [tag];
+        let mut body = Vec::with_capacity(1 + payload.len());
+        body.push(tag);
+        body.extend_from_slice(payload);
         let iov = [std::io::IoSlice::new(&body)];
         let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
         nix::sys::socket::sendmsg::<()>(self.raw(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
