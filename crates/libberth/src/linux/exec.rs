@@ -426,12 +426,11 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts) -> Result<i32> {
     let master = match r {
         Ok(m) => m,
         Err(e) => {
-            // SAFETY: kill and reap our own child (and the process it forked, if it said so).
+            // SAFETY: kill and reap our own child; once it reported the process it forked, it is
+            // already reaped (never signal its pid again) and that process is the one to end.
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
-                libc::kill(child, libc::SIGKILL);
-                libc::waitpid(child, std::ptr::null_mut(), 0);
-                if pid != child && !o.detach {
+                if pid == child || !o.detach {
                     libc::waitpid(pid, std::ptr::null_mut(), 0);
                 }
             }
