@@ -443,3 +443,24 @@ fn fifty_concurrent_execs_all_succeed() {
         assert_eq!(lines(&procs), [init.to_string()]);
     }
 }
+
+#[test]
+fn exec_into_a_no_pivot_container_enters_its_root() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sleep", "1000"]);
+    std::fs::write(b.rootfs().join("etc/marker"), "inside\n").unwrap();
+    let id = unique_id();
+    rt.create_with(&b, &id, &["--no-pivot"]).ok("create --no-pivot");
+    rt.start(&id).ok("start");
+    let out = exec(
+        &rt,
+        &id,
+        &[],
+        &["sh", "-c", "cat /etc/marker; test -e /work && echo host-visible; true"],
+    )
+    .ok("exec");
+    assert_eq!(out.out(), "inside\n");
+}
