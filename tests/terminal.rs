@@ -109,8 +109,9 @@ fn run_relays_the_users_terminal_under_tmux() {
         24,
         &session_command(&rt, &format!("run --bundle {} {id}", b.dir.display())),
     );
-    tmux.keys("echo hi-$((40+2)); tty; stty size");
-    let screen = tmux.wait_line("the shell's reply", |l| l == "hi-42");
+    tmux.keys("echo hi-$((40+2)); tty; stty size; echo done");
+    let screen = tmux.wait_line("the shell's replies", |l| l == "done");
+    assert!(screen.lines().any(|l| l.trim_end() == "hi-42"), "echo:\n{screen}");
     assert!(
         screen.lines().any(|l| l.trim_end() == "/dev/pts/0"),
         "tty inside:\n{screen}"
