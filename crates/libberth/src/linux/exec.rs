@@ -122,10 +122,18 @@ pub fn build_process(rec: &Record, o: &ExecOpts) -> Result<Process> {
     if o.args.is_empty() {
         bail!("exec: no command given (pass ARGS after the container ID, or --process FILE)");
     }
-    let mut p = rec
-        .process
-        .clone()
-        .ok_or_else(|| err!("container {:?}: its state records no process", rec.id))?;
+    let mut p = match &rec.process {
+        Some(p) => p.clone(),
+        // A container created before the process was recorded: take it from the bundle.
+        None => {
+            let config = rec.bundle.join("config.json");
+            let text = std::fs::read(&config).with_ctx(|| format!("container {:?}: {}", rec.id, config.display()))?;
+            let spec = crate::spec::parse(&text, &config.display().to_string())?;
+            spec.process()
+                .clone()
+                .ok_or_else(|| err!("{}: process: missing", config.display()))?
+        }
+    };
     p.set_args(Some(o.args.clone()));
     if let Some(cwd) = &o.cwd {
         if !cwd.is_absolute() {
