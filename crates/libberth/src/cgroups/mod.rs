@@ -86,7 +86,7 @@ pub fn hierarchies() -> (Layout, Vec<Hierarchy>) {
 }
 
 /// The runtime's own cgroup path in a hierarchy, from /proc/self/cgroup.
-fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
+pub(crate) fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
     for line in proc_self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));

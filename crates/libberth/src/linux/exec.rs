@@ -21,7 +21,6 @@
 use super::init::{apply_process, environment};
 use super::process::{clone_raw, NsRestore};
 use super::sync::{self, Channel};
-use crate::cgroups::Cgroup;
 use crate::container::SignalGuard;
 use crate::error::Context;
 use crate::state::Record;
@@ -282,18 +281,22 @@ fn setns_pidfd(pidfd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The container's cgroup directories the process joins (with `--cgroup` sub-paths applied).
+/// The cgroup directories the process joins: those of the container's init in every hierarchy
+/// (read from /proc/PID/cgroup, so they are right whoever made them), with `--cgroup` sub-paths.
 fn cgroup_targets(rec: &Record, subs: &[String]) -> Result<Vec<PathBuf>> {
-    let cg = Cgroup::open(&rec.cgroup_path);
-    let mut out = Vec::with_capacity(cg.dirs.len());
-    for (h, dir) in cg.dirs {
-        let mut target = dir;
+    let path = format!("/proc/{}/cgroup", rec.pid);
+    let text = std::fs::read_to_string(&path).with_ctx(|| format!("container {:?}: {path}", rec.id))?;
+    let (_, hierarchies) = crate::cgroups::hierarchies();
+    let mut out = Vec::with_capacity(hierarchies.len());
+    for h in hierarchies {
+        let own = crate::cgroups::own_path(&h, &text);
+        let mut target = h.mount.join(own.trim_start_matches('/'));
         for s in subs {
-            let (ctrls, path) = match s.split_once(':') {
+            let (ctrls, sub) = match s.split_once(':') {
                 Some((c, p)) => (Some(c), p),
                 None => (None, s.as_str()),
             };
-            if path.split('/').any(|c| c == "..") {
+            if sub.split('/').any(|c| c == "..") {
                 bail!("--cgroup {s:?}: must not contain '..'");
             }
             let applies = match ctrls {
@@ -303,7 +306,7 @@ fn cgroup_targets(rec: &Record, subs: &[String]) -> Result<Vec<PathBuf>> {
                     .any(|c| h.name.split(',').any(|n| n == c) || (h.v2 && (c == "unified" || c.is_empty()))),
             };
             if applies {
-                target = target.join(path.trim_start_matches('/'));
+                target = target.join(sub.trim_start_matches('/'));
                 if !target.is_dir() {
                     bail!("--cgroup {s:?}: no such sub-cgroup {}", target.display());
                 }
