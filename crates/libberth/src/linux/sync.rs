@@ -71,6 +71,7 @@ impl Channel {
     /// Receive one message; None when the other side closed the channel.
     pub fn recv(&self) -> Result<Option<(u8, Vec<u8>)>> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut reset = false;
         loop {
             // SAFETY: buf is valid for its length.
             let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -83,8 +84,12 @@ impl Channel {
                 return Ok(None);
             }
             let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e).ctx("sync channel receive");
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                // See recv_msg: the reset is reported once, before the peer's last message.
+                Some(libc::ECONNRESET) if !reset => reset = true,
+                Some(libc::ECONNRESET) => return Ok(None),
+                _ => return Err(e).ctx("sync channel receive"),
             }
         }
     }
@@ -106,6 +111,7 @@ impl Channel {
     pub fn recv_msg(&self) -> Result<Option<Message>> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut reset = false;
         loop {
             let mut iov = [std::io::IoSliceMut::new(&mut buf)];
             let r = nix::sys::socket::recvmsg::<()>(
@@ -117,6 +123,13 @@ impl Channel {
             let msg = match r {
                 Ok(m) => m,
                 Err(nix::Error::EINTR) => continue,
+                // The peer closed with a message of ours unread: the error comes once, before
+                // what it sent last (an `E` message, say); read on.
+                Err(nix::Error::ECONNRESET) if !reset => {
+                    reset = true;
+                    continue;
+                }
+                Err(nix::Error::ECONNRESET) => return Ok(None),
                 Err(e) => return Err(e).ctx("sync channel receive"),
             };
             let n = msg.bytes;
@@ -151,5 +164,26 @@ impl Channel {
             )),
             None => Err(crate::err!("container init exited before it was ready")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_message_of_a_peer_that_left_with_unread_input_is_kept() {
+        let (a, b) = pair().unwrap();
+        a.send(b'G', &[]).unwrap();
+        b.send(b'E', b"failed").unwrap();
+        drop(b);
+        let (tag, payload, _) = a.recv_msg().unwrap().expect("the E message");
+        assert_eq!((tag, payload.as_slice()), (b'E', &b"failed"[..]));
+        assert!(a.recv_msg().unwrap().is_none());
+        let (c, d) = pair().unwrap();
+        c.send(b'G', &[]).unwrap();
+        d.send(b'E', b"x").unwrap();
+        drop(d);
+        assert_eq!(c.recv().unwrap().map(|m| m.0), Some(b'E'));
     }
 }
