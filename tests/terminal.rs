@@ -84,6 +84,16 @@ impl Drop for Tmux {
     }
 }
 
+/// Force-deletes a container started inside tmux (not tracked by `Runtime`) when the test ends,
+/// passed or failed.
+struct ForceDelete<'a>(&'a Runtime, String);
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.delete_force(&self.1);
+    }
+}
+
 /// The tmux command line: the runtime, then its exit status and the terminal's modes after it.
 fn session_command(rt: &Runtime, args: &str) -> String {
     format!(
@@ -104,6 +114,7 @@ fn run_relays_the_users_terminal_under_tmux() {
     b.config["process"]["terminal"] = json!(true);
     b.save();
     let id = unique_id();
+    let _cleanup = ForceDelete(&rt, id.clone());
     tmux.start(
         80,
         24,
