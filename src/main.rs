@@ -64,6 +64,63 @@ struct CreateArgs {
     id: String,
 }
 
+#[derive(Args)]
+struct ExecArgs {
+    /// An OCI process JSON file to run (instead of ARGS and the process flags)
+    #[arg(long, short = 'p', value_name = "FILE")]
+    process: Option<PathBuf>,
+    /// Allocate a terminal
+    #[arg(long, short = 't')]
+    tty: bool,
+    /// Unix socket to send the pty master to
+    #[arg(long, value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Return once the process has started
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Write the process's pid to this file
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Working directory in the container
+    #[arg(long, value_name = "DIR")]
+    cwd: Option<PathBuf>,
+    /// Set an environment variable (repeatable)
+    #[arg(long, short = 'e', value_name = "K=V")]
+    env: Vec<String>,
+    /// UID[:GID] to run as
+    #[arg(long, short = 'u', value_name = "UID[:GID]")]
+    user: Option<String>,
+    /// Additional group (repeatable)
+    #[arg(long, short = 'g', value_name = "GID")]
+    additional_gids: Vec<u32>,
+    /// Add a capability (repeatable)
+    #[arg(long, short = 'c', value_name = "CAP")]
+    cap: Vec<String>,
+    /// Set no_new_privs for the process
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    no_new_privs: Option<bool>,
+    /// AppArmor profile for the process
+    #[arg(long, value_name = "PROFILE")]
+    apparmor: Option<String>,
+    /// SELinux label for the process
+    #[arg(long, value_name = "LABEL")]
+    process_label: Option<String>,
+    /// Pass N extra descriptors (3 .. 3+N-1) to the process
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    preserve_fds: i32,
+    /// Run in a sub-cgroup of the container: [CONTROLLERS:]PATH (repeatable)
+    #[arg(long, value_name = "PATH")]
+    cgroup: Vec<String>,
+    /// Exec even if the container is paused
+    #[arg(long)]
+    ignore_paused: bool,
+    /// Container ID
+    id: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Create a container (its process waits for `start`)
@@ -81,6 +138,8 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Run a new process inside a container
+    Exec(Box<ExecArgs>),
     /// Print the state of a container as JSON
     State { id: String },
     /// Send a signal to a container (default SIGTERM)
@@ -244,6 +303,31 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
         Cmd::Start { id } => rt.start(&id).map(|_| 0),
         Cmd::Run { create, detach, keep } => {
             let code = rt.run(&create.id, &opts(&create), detach, keep)?;
+            Ok(code.clamp(0, 255) as u8)
+        }
+        Cmd::Exec(a) => {
+            let a = *a;
+            let id = a.id.clone();
+            let o = libberth::linux::exec::ExecOpts {
+                process: a.process,
+                args: a.args,
+                tty: a.tty,
+                console_socket: a.console_socket,
+                detach: a.detach,
+                pid_file: a.pid_file,
+                cwd: a.cwd,
+                env: a.env,
+                user: a.user,
+                additional_gids: a.additional_gids,
+                caps: a.cap,
+                no_new_privs: a.no_new_privs,
+                apparmor: a.apparmor,
+                process_label: a.process_label,
+                preserve_fds: a.preserve_fds,
+                cgroup: a.cgroup,
+                ignore_paused: a.ignore_paused,
+            };
+            let code = rt.exec(&id, &o)?;
             Ok(code.clamp(0, 255) as u8)
         }
         Cmd::State { id } => {

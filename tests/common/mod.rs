@@ -11,7 +11,9 @@
 
 use std::ffi::OsStr;
 use std::fs;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{symlink, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -879,5 +881,144 @@ impl Drop for HostTmpfs {
     fn drop(&mut self) {
         let target = std::ffi::CString::new(self.0.to_str().unwrap()).unwrap();
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Terminals (console socket)
+// ---------------------------------------------------------------------------
+
+/// A listening unix socket for `--console-socket`.
+pub struct ConsoleSocket {
+    _dir: TempDir,
+    path: PathBuf,
+    listener: UnixListener,
+}
+
+impl ConsoleSocket {
+    pub fn new() -> ConsoleSocket {
+        let dir = TempDir::new("console");
+        let path = dir.join("console.sock");
+        let listener = UnixListener::bind(&path).expect("bind console socket");
+        listener.set_nonblocking(true).unwrap();
+        ConsoleSocket {
+            _dir: dir,
+            path,
+            listener,
+        }
+    }
+
+    pub fn path_str(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+
+    /// Accepts the runtime's connection and receives the pty master fd.
+    pub fn recv_master(&self) -> OwnedFd {
+        let deadline = Instant::now() + POLL_TIMEOUT;
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "runtime never connected to the console socket"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("accept on console socket: {e}"),
+            }
+        };
+        stream.set_nonblocking(false).unwrap();
+        stream.set_read_timeout(Some(POLL_TIMEOUT)).unwrap();
+        recv_fd(stream.as_raw_fd()).expect("no fd received over the console socket (SCM_RIGHTS)")
+    }
+}
+
+/// Receives one file descriptor passed with SCM_RIGHTS on `sock`.
+pub fn recv_fd(sock: RawFd) -> Option<OwnedFd> {
+    let mut data = [0u8; 4096];
+    let mut iov = libc::iovec {
+        iov_base: data.as_mut_ptr().cast(),
+        iov_len: data.len(),
+    };
+    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<RawFd>() as u32) } as usize;
+    let mut control = vec![0u8; space * 4];
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = control.len() as _;
+    let n = unsafe { libc::recvmsg(sock, &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    assert!(n >= 0, "recvmsg: {}", std::io::Error::last_os_error());
+    let mut received = None;
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                let fd = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const RawFd);
+                received = Some(OwnedFd::from_raw_fd(fd));
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    received
+}
+
+/// Reads the pty master until the slave side is closed (EIO) or the
+/// deadline passes; returns the text with `\r\n` turned into `\n`.
+pub fn read_until_closed(master: &OwnedFd) -> String {
+    let deadline = Instant::now() + POLL_TIMEOUT;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            !left.is_zero(),
+            "pty not closed in time; read so far: {:?}",
+            String::from_utf8_lossy(&out)
+        );
+        let mut pfd = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let rc = unsafe { libc::poll(&mut pfd, 1, left.as_millis() as i32) };
+        if rc <= 0 {
+            continue;
+        }
+        let mut buf = [0u8; 4096];
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break; // EIO: every slave fd is closed
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+    String::from_utf8_lossy(&out).replace("\r\n", "\n")
+}
+
+impl Runtime {
+    /// Like `cmd`, with `input` written to the runtime's stdin (a pipe) instead of /dev/null.
+    pub fn cmd_input<S: AsRef<OsStr>>(&self, args: &[S], input: &[u8]) -> Output {
+        use std::io::Write;
+        let n = next_serial();
+        let (out_path, err_path) = (self.logs.join(format!("{n}.out")), self.logs.join(format!("{n}.err")));
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(&self.root).args(args);
+        c.stdin(Stdio::piped())
+            .stdout(fs::File::create(&out_path).unwrap())
+            .stderr(fs::File::create(&err_path).unwrap());
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("cannot run {c:?}: {e}"));
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = stdin.write_all(input);
+        drop(stdin);
+        let status = wait_timeout(&mut child, COMMAND_TIMEOUT).unwrap_or_else(|| {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{c:?} did not finish within {COMMAND_TIMEOUT:?}")
+        });
+        Output {
+            status,
+            stdout: fs::read(&out_path).unwrap_or_default(),
+            stderr: fs::read(&err_path).unwrap_or_default(),
+        }
     }
 }

@@ -12,6 +12,9 @@ use crate::{bail, err, hooks, spec, Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// The container's seccomp profile, kept in its state directory for exec.
+const SECCOMP_FILE: &str = "seccomp.json";
+
 pub struct Runtime {
     pub store: Store,
     pub systemd_cgroup: bool,
@@ -104,6 +107,7 @@ struct Made {
     locked: Locked,
     rec: Record,
     chan: crate::linux::sync::Channel,
+    master: Option<OwnedFd>,
     spec: oci_spec::runtime::Spec,
 }
 
@@ -115,9 +119,20 @@ impl Runtime {
         }
     }
 
-    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool) -> Result<Made> {
+    /// `relay_tty`: Berth stays attached and relays a terminal itself when there is no console socket.
+    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool, relay_tty: bool) -> Result<Made> {
         state::validate_id(id)?;
         let bundle = spec::load_bundle(opts.bundle)?;
+        let terminal = bundle
+            .spec
+            .process()
+            .as_ref()
+            .is_some_and(|p| p.terminal() == Some(true));
+        if terminal && opts.console_socket.is_none() && !relay_tty {
+            bail!(
+                "process.terminal: true needs --console-socket when the container is detached (create, run --detach)"
+            );
+        }
         let linux = bundle.spec.linux().as_ref();
         let cg_path =
             cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, self.systemd_cgroup)?;
@@ -125,6 +140,7 @@ impl Runtime {
         if !plan.has(libc::CLONE_NEWNS) {
             bail!("linux.namespaces: a new mount namespace is required");
         }
+        crate::linux::idmap::validate(&bundle.spec, plan.user_ns())?;
         // Every linux.resources value is checked and placed before anything is created.
         let cgroup = Cgroup::open(&cg_path);
         let settings = match linux {
@@ -163,8 +179,19 @@ impl Runtime {
                 .as_ref()
                 .and_then(|h| h.poststop().clone())
                 .unwrap_or_default(),
+            process: bundle.spec.process().clone(),
         };
         locked.save(&rec)?;
+        // Exec'd processes get the container's seccomp profile: keep it beside the state (only when
+        // there is one, so `state` never parses it).
+        if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
+            let text = serde_json::to_vec(profile).map_err(|e| err!("linux.seccomp: {e}"))?;
+            let path = dir.join(SECCOMP_FILE);
+            if let Err(e) = std::fs::write(&path, text) {
+                undo.dir = Some(locked);
+                return Err(Error::sys(path.display(), e));
+            }
+        }
         undo.dir = Some(locked);
         crash_point("recorded");
         cgroup.create()?;
@@ -237,13 +264,14 @@ impl Runtime {
             locked,
             rec,
             chan: spawned.chan,
+            master: spawned.master,
             spec: bundle.spec,
         })
     }
 
     /// `create`: the container waits in its init for `start`.
     pub fn create(&self, id: &str, opts: &CreateOpts) -> Result<()> {
-        self.make(id, opts, true).map(|_| ())
+        self.make(id, opts, true, false).map(|_| ())
     }
 
     /// `start`: let a created container's init exec the user's program.
@@ -407,6 +435,36 @@ impl Runtime {
         locked.destroy()
     }
 
+    /// `exec`: run another process in a created or running container (a paused one only with
+    /// `ignore_paused`); returns its exit status, or 0 when detached.
+    pub fn exec(&self, id: &str, opts: &crate::linux::exec::ExecOpts) -> Result<i32> {
+        let locked = self.store.peek(id)?;
+        let rec = locked
+            .load()?
+            .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        match locked.status(Some(&rec)) {
+            Status::Stopped => bail!("cannot exec in container {id:?}: it is stopped"),
+            Status::Paused if !opts.ignore_paused => {
+                bail!("cannot exec in container {id:?}: it is paused (--ignore-paused to exec anyway)")
+            }
+            _ => {}
+        }
+        let process = crate::linux::exec::build_process(&rec, opts)?;
+        let seccomp = match std::fs::read(locked.dir.join(SECCOMP_FILE)) {
+            Ok(b) => Some(
+                serde_json::from_slice::<oci_spec::runtime::LinuxSeccomp>(&b)
+                    .map_err(|e| err!("{}: {e}", locked.dir.join(SECCOMP_FILE).display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::sys(locked.dir.join(SECCOMP_FILE).display(), e)),
+        };
+        let conf = crate::linux::exec::Confinement {
+            seccomp: seccomp.as_ref(),
+            state_json: serde_json::to_vec(&rec.doc(Status::Running)).unwrap_or_default(),
+        };
+        crate::linux::exec::exec(&rec, &process, opts, &conf)
+    }
+
     /// `run`: create, start, and (unless detached) wait, forwarding signals; returns the exit code.
     pub fn run(&self, id: &str, opts: &CreateOpts, detach: bool, keep: bool) -> Result<i32> {
         let sigs = if detach { None } else { Some(SignalGuard::block()) };
@@ -415,11 +473,12 @@ impl Runtime {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let made = self.make(id, opts, false)?;
+        let made = self.make(id, opts, false, !detach)?;
         let Made {
             locked,
             rec,
             chan,
+            master,
             spec,
         } = made;
         drop(locked);
@@ -437,7 +496,11 @@ impl Runtime {
         if detach {
             return Ok(0);
         }
-        let code = sigs.expect("signals blocked").wait_forwarding(rec.pid);
+        let sigs = sigs.expect("signals blocked");
+        let code = match master {
+            Some(m) => crate::linux::tty::relay(m, rec.pid, &sigs.set),
+            None => sigs.wait_forwarding(rec.pid),
+        };
         if !keep {
             self.delete(id, true)?;
         }
@@ -528,13 +591,13 @@ const FORWARDED: &[i32] = &[
     libc::SIGWINCH,
 ];
 
-struct SignalGuard {
-    set: libc::sigset_t,
+pub(crate) struct SignalGuard {
+    pub(crate) set: libc::sigset_t,
 }
 
 impl SignalGuard {
     /// Block the forwarded signals and SIGCHLD so they are taken with sigwait.
-    fn block() -> SignalGuard {
+    pub(crate) fn block() -> SignalGuard {
         // SAFETY: sigset manipulation on a local set.
         unsafe {
             let mut set: libc::sigset_t = std::mem::zeroed();
@@ -549,7 +612,7 @@ impl SignalGuard {
     }
 
     /// Forward signals to `pid` until it exits; reap every child. Returns the shell-style exit code.
-    fn wait_forwarding(&self, pid: i32) -> i32 {
+    pub(crate) fn wait_forwarding(&self, pid: i32) -> i32 {
         loop {
             // Reap first: the child may already have exited.
             loop {

@@ -15,6 +15,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "dev",
     "diratime",
     "dirsync",
+    "idmap",
     "exec",
     "lazytime",
     "loud",
@@ -32,6 +33,7 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "rbind",
     "relatime",
     "remount",
+    "ridmap",
     "ro",
     "rprivate",
     "rshared",
@@ -72,7 +74,7 @@ pub fn document() -> Value {
                           "MPOL_PREFERRED", "MPOL_PREFERRED_MANY", "MPOL_LOCAL"],
                 "flags": ["MPOL_F_NUMA_BALANCING", "MPOL_F_RELATIVE_NODES", "MPOL_F_STATIC_NODES"]
             },
-            "mountExtensions": { "idmap": { "enabled": false } }
+            "mountExtensions": { "idmap": { "enabled": crate::linux::idmap::supported() } }
         },
         "annotations": {
             "run.berth.version": env!("CARGO_PKG_VERSION")

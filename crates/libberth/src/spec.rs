@@ -21,7 +21,7 @@ fn known_capability(name: &str) -> bool {
 }
 
 /// Drop capability names we do not know from every set, warning about each one.
-fn drop_unknown_capabilities(v: &mut serde_json::Value, where_: &str) {
+pub(crate) fn drop_unknown_capabilities(v: &mut serde_json::Value, where_: &str) {
     let Some(caps) = v.pointer_mut(where_).and_then(|c| c.as_object_mut()) else {
         return;
     };

@@ -65,6 +65,9 @@ pub struct Record {
     /// The poststop hooks, run at delete when the bundle may be gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<oci_spec::runtime::Hook>,
+    /// The container's process, the base of `exec` (which must work when the bundle is gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<oci_spec::runtime::Process>,
 }
 
 /// The OCI state document, as `berth state` prints it (runc's fields and order).

@@ -98,7 +98,7 @@ pub fn hierarchies() -> (Layout, Vec<Hierarchy>) {
 }
 
 /// The runtime's own cgroup path in a hierarchy, from /proc/self/cgroup.
-fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
+pub(crate) fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
     for line in proc_self_cgroup.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, ctrls, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
@@ -193,18 +193,25 @@ impl Cgroup {
     }
 
     /// Make the cgroup in every hierarchy. Returns whether Berth made it (false: it existed, joined).
+    /// Without root, hierarchies Berth may not write (not delegated) are skipped with a debug log.
     pub fn create(&self) -> Result<bool> {
         let mut made = false;
         for (h, dir) in &self.dirs {
             if dir.exists() {
                 continue;
             }
-            if h.name.split(',').any(|c| c == "cpuset") {
-                create_cpuset_dirs(&h.mount, dir)?;
+            let r = if h.name.split(',').any(|c| c == "cpuset") {
+                create_cpuset_dirs(&h.mount, dir)
             } else {
-                std::fs::create_dir_all(dir).with_ctx(|| format!("cgroup {}", dir.display()))?;
+                std::fs::create_dir_all(dir).with_ctx(|| format!("cgroup {}", dir.display()))
+            };
+            match r {
+                Ok(()) => made = true,
+                Err(e) if not_delegated(e.errno()) => {
+                    crate::log::debug(&format!("rootless: {e}: cgroup skipped"));
+                }
+                Err(e) => return Err(e),
             }
-            made = true;
         }
         if made && self.pure_v2() {
             // Give the container every controller the host offers (for limits set later, and stats).
@@ -273,12 +280,18 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Move a process into the cgroup in every hierarchy.
+    /// Move a process into the cgroup in every hierarchy (without root: every one it may write).
     pub fn add(&self, pid: i32) -> Result<()> {
         let s = pid.to_string();
         for (_, dir) in &self.dirs {
             let f = dir.join("cgroup.procs");
-            std::fs::write(&f, &s).with_ctx(|| format!("add pid {pid} to {}", f.display()))?;
+            match std::fs::write(&f, &s) {
+                Ok(()) => {}
+                Err(e) if not_delegated(e.raw_os_error()) => {
+                    crate::log::debug(&format!("rootless: add pid {pid} to {}: {e}: skipped", f.display()));
+                }
+                Err(e) => return Err(Error::sys(format!("add pid {pid} to {}", f.display()), e)),
+            }
         }
         Ok(())
     }
@@ -323,6 +336,17 @@ impl Cgroup {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// Whether an error means a non-root caller may not write this cgroup (then it is skipped).
+pub(crate) fn not_delegated(errno: Option<i32>) -> bool {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    euid != 0
+        && matches!(
+            errno,
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) | Some(libc::ENOENT)
+        )
 }
 
 /// cpuset cgroups start with empty cpus/mems, and a process cannot join one: copy the parent's.

@@ -112,28 +112,33 @@ pub fn become_controlled_by(peer: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
-/// Set up the terminal inside the container (after pivot_root) and send the master away.
-pub fn setup(console_sock: RawFd, size: Option<(u16, u16)>) -> Result<()> {
+/// Set up a terminal inside the container (after pivot_root, or after joining its mount namespace
+/// for exec): a new pty from the container's /dev/ptmx, sized, bound onto /dev/console when
+/// `bind_console` (init only), the master handed to `send` (with the pty's path), and the peer made
+/// the controlling terminal and stdio of a new session.
+pub fn setup(size: Option<(u16, u16)>, bind_console: bool, send: impl FnOnce(RawFd, &str) -> Result<()>) -> Result<()> {
     let (master, peer) = open_pty()?;
     let n = pty_number(&master)?;
     let pts = format!("/dev/pts/{n}");
-    // /dev/console: a file bind-mounted from the pty (created if missing).
-    let console = std::path::Path::new("/dev/console");
-    if !console.exists() {
-        let _ = std::fs::File::create(console);
+    if bind_console {
+        // /dev/console: a file bind-mounted from the pty (created if missing).
+        let console = std::path::Path::new("/dev/console");
+        if !console.exists() {
+            let _ = std::fs::File::create(console);
+        }
+        nix::mount::mount(
+            Some(pts.as_str()),
+            "/dev/console",
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx("bind the pty onto /dev/console")?;
     }
-    nix::mount::mount(
-        Some(pts.as_str()),
-        "/dev/console",
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .ctx("bind the pty onto /dev/console")?;
     if let Some((rows, cols)) = size {
         set_size(master.as_raw_fd(), rows, cols)?;
     }
-    send_fd(console_sock, master.as_raw_fd(), &pts)?;
+    send(master.as_raw_fd(), &pts)?;
     drop(master);
     become_controlled_by(&peer)
 }

@@ -45,7 +45,19 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         }
     }
     chan.send(b'U', &[])?;
-    let hook_state = chan.expect(b'G')?;
+    // The ID-mapped trees of mounts, if any, come before the go-ahead.
+    let mut idmapped = Vec::new();
+    let hook_state = loop {
+        match chan.recv_msg()? {
+            Some((b'I', idx, Some(fd))) => {
+                let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
+                idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
+            }
+            Some((b'G', payload, _)) => break payload,
+            Some((b'E', p, _)) => return Err(Error::new(String::from_utf8_lossy(&p).into_owned())),
+            _ => bail!("container init: the runtime went away during setup"),
+        }
+    };
     if plan.has(libc::CLONE_NEWUSER) {
         // SAFETY: plain system calls; root in the new namespace must be mapped.
         unsafe {
@@ -89,6 +101,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         in_userns: plan.user_ns(),
         cgroup_path: cfg.cgroup_path,
         new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
+        idmapped: &idmapped,
     };
     rootfs::prepare(&plan_fs)?;
     let hooks = spec.hooks().as_ref();
@@ -107,36 +120,16 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
     rootfs::finish(spec)?;
     if process.terminal().unwrap_or(false) {
-        let sock = cfg
-            .console_sock
-            .ok_or_else(|| err!("process.terminal: true needs --console-socket"))?;
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
-        super::console::setup(sock, size)?;
+        match cfg.console_sock {
+            Some(sock) => super::console::setup(size, true, |fd, name| super::console::send_fd(sock, fd, name))?,
+            // No console socket: `run` relays the terminal itself and gets the master over the channel.
+            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', &[], fd))?,
+        }
     }
-    security::set_oom_score_adj(process)?;
-    security::set_rlimits(process)?;
-    let env = environment(process);
-    let exe = find_executable(process, &env)?;
-    let cwd = process.cwd();
-    nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
-    let caps = process.capabilities().as_ref();
     super::tuning::apply(spec, process)?;
     let mut filter = seccomp::Plan::new(spec, process)?;
-    filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
-    security::drop_bounding(caps)?;
-    security::set_user(process, setgroups_allowed())?;
-    security::set_capabilities(caps)?;
-    security::set_no_new_privs(process)?;
-    security::set_umask(process);
-    close_host_fds(cfg.preserve_fds);
-    let argv: Vec<CString> = process
-        .args()
-        .iter()
-        .flatten()
-        .map(|a| cstring(a))
-        .collect::<Result<_>>()?;
-    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
-    filter.load_at(seccomp::Point::BeforeReady, chan)?;
+    let program = apply_process(process, environment(process), cfg.preserve_fds, &mut filter, chan)?;
     chan.send(b'R', &[])?;
     // Wait until the runtime has recorded the container; until then, die with it.
     chan.expect(b'G')?;
@@ -167,31 +160,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     if let Some(list) = hooks.and_then(|h| h.start_container().as_ref()) {
         crate::hooks::run_all("startContainer", list, &hook_state)?;
     }
-    reset_signals();
-    let argv_p: Vec<*const libc::c_char> = argv
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp_p: Vec<*const libc::c_char> = envp
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    filter.load_at(seccomp::Point::BeforeExec, chan)?;
-    // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
-    unsafe { libc::execve(exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
-    Err(Error::sys(
-        format!(
-            "exec {:?}",
-            process
-                .args()
-                .as_ref()
-                .and_then(|a| a.first())
-                .unwrap_or(&String::new())
-        ),
-        std::io::Error::last_os_error(),
-    ))
+    Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
 }
 
 /// With a pid or time namespace in the general path: unshare it and fork the real init; this
@@ -241,12 +210,85 @@ fn join_session_keyring(id: &str) -> Result<()> {
     Ok(())
 }
 
+/// The user's program, resolved inside the container and ready to exec.
+pub(crate) struct Program {
+    exe: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+}
+
+impl Program {
+    /// Reset the signal state, run `last` (the late seccomp load) and exec; returns only on failure.
+    pub(crate) fn exec(&self, last: impl FnOnce() -> Result<()>) -> Error {
+        reset_signals();
+        let argv_p: Vec<*const libc::c_char> = self
+            .argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        let envp_p: Vec<*const libc::c_char> = self
+            .envp
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain(std::iter::once(std::ptr::null()))
+            .collect();
+        if let Err(e) = last() {
+            return e;
+        }
+        // SAFETY: argv and envp are NUL-terminated arrays of NUL-terminated strings that outlive the call.
+        unsafe { libc::execve(self.exe.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()) };
+        Error::sys(
+            format!(
+                "exec {:?}",
+                self.argv.first().map(|a| a.to_string_lossy()).unwrap_or_default()
+            ),
+            std::io::Error::last_os_error(),
+        )
+    }
+}
+
+/// What the container's init and an exec'd process share once they see the container's filesystem:
+/// oom_score_adj, rlimits, the program looked up, cwd, bounding set, user and groups, capabilities,
+/// no_new_privs, umask, and every descriptor but stdio and the preserved ones marked close-on-exec.
+/// The seccomp filter is loaded at its point on the way (see `seccomp::Point`).
+pub(crate) fn apply_process(
+    process: &Process,
+    env: Vec<String>,
+    preserve_fds: i32,
+    filter: &mut seccomp::Plan,
+    chan: &Channel,
+) -> Result<Program> {
+    security::set_oom_score_adj(process)?;
+    security::set_rlimits(process)?;
+    let exe = find_executable(process, &env)?;
+    let cwd = process.cwd();
+    nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
+    let caps = process.capabilities().as_ref();
+    filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
+    security::drop_bounding(caps)?;
+    security::set_user(process, setgroups_allowed())?;
+    security::set_capabilities(caps)?;
+    security::set_no_new_privs(process)?;
+    security::set_umask(process);
+    close_host_fds(preserve_fds);
+    let argv: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| cstring(a))
+        .collect::<Result<_>>()?;
+    let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
+    filter.load_at(seccomp::Point::BeforeReady, chan)?;
+    Ok(Program { exe, argv, envp })
+}
+
 fn cstring(s: &str) -> Result<CString> {
     CString::new(s).map_err(|_| err!("{s:?}: contains a NUL byte"))
 }
 
 /// The process environment, with HOME added from the container's /etc/passwd when missing.
-fn environment(p: &Process) -> Vec<String> {
+pub(crate) fn environment(p: &Process) -> Vec<String> {
     let mut env: Vec<String> = p.env().clone().unwrap_or_default();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
         env.push(format!(

@@ -1,11 +1,16 @@
 //! The Linux-container backend: the init process cloned into new namespaces (`process`), the code
-//! it runs to become the container (`init`), and the pieces init uses: the root filesystem (`rootfs`),
-//! credentials, capabilities and limits (`security`), the terminal (`console`), the parent/child
-//! channel (`sync`) and low-level path resolution inside the rootfs (`fs`).
+//! it runs to become the container (`init`), joining a running container (`exec`), and the pieces
+//! both use: the root filesystem (`rootfs`, `idmap` for ID-mapped mounts), credentials,
+//! capabilities and limits (`security`), scheduling and memory policy (`tuning`), `seccomp`, the
+//! terminal (`console`, and `tty` for relaying the user's own), the parent/child channel (`sync`),
+//! path resolution inside the rootfs (`fs`), verified /proc writes (`procfs`) and the sealed
+//! re-execution of the runtime binary (`exeseal`).
 
 pub mod console;
+pub mod exec;
 pub mod exeseal;
 pub mod fs;
+pub mod idmap;
 pub mod init;
 pub mod process;
 pub mod procfs;
@@ -13,4 +18,5 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod sync;
+pub mod tty;
 pub mod tuning;

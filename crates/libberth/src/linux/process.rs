@@ -105,7 +105,7 @@ impl NsPlan {
     }
 }
 
-fn open_ns(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_ns(path: &Path) -> Result<OwnedFd> {
     nix::fcntl::open(
         path,
         nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
@@ -147,7 +147,7 @@ pub fn write_time_offsets(spec: &Spec) -> Result<()> {
 }
 
 /// A raw clone that behaves like fork but enters new namespaces. The child gets 0.
-fn clone_raw(flags: libc::c_int) -> Result<i32> {
+pub(crate) fn clone_raw(flags: libc::c_int) -> Result<i32> {
     // SAFETY: without CLONE_VM the child has its own copy of memory and continues on its copy of this
     // stack, exactly like fork(2). Berth is single-threaded at this point.
     let pid = unsafe {
@@ -171,7 +171,7 @@ fn clone_raw(flags: libc::c_int) -> Result<i32> {
 
 /// The descriptors of the runtime's own pid and time namespaces-for-children, to restore after a
 /// clone that needed it to join the container's.
-struct NsRestore(Vec<(LinuxNamespaceType, OwnedFd)>);
+pub(crate) struct NsRestore(pub(crate) Vec<(LinuxNamespaceType, OwnedFd)>);
 
 impl Drop for NsRestore {
     fn drop(&mut self) {
@@ -185,6 +185,8 @@ impl Drop for NsRestore {
 pub struct Spawned {
     pub pid: i32,
     pub chan: Channel,
+    /// The pty master, when init has a terminal and no console socket (Berth relays it).
+    pub master: Option<OwnedFd>,
 }
 
 /// What the runtime does at each point of the child's setup, given the child's pid.
@@ -195,13 +197,85 @@ pub trait Parent {
     fn create_runtime_hooks(&self, pid: i32) -> Result<()>;
 }
 
-fn write_id_map(pid: i32, file: &str, maps: &[LinuxIdMapping], field: &str) -> Result<()> {
+fn map_text(maps: &[LinuxIdMapping]) -> String {
     let mut text = String::new();
     for m in maps {
         text.push_str(&format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()));
     }
+    text
+}
+
+fn write_id_map(pid: i32, file: &str, maps: &[LinuxIdMapping], field: &str) -> Result<()> {
     let path = format!("/proc/{pid}/{file}");
-    std::fs::write(&path, text).with_ctx(|| format!("{field}: write {path}"))
+    std::fs::write(&path, map_text(maps)).with_ctx(|| format!("{field}: write {path}"))
+}
+
+/// A helper program (newuidmap, newgidmap) along PATH and the usual directories.
+fn find_helper(name: &str) -> Option<std::path::PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/bin", "/bin", "/usr/sbin", "/sbin"])
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.is_file());
+    found
+}
+
+/// Write ID maps with the setuid helper (newuidmap/newgidmap), which checks /etc/subuid and
+/// /etc/subgid: how an unprivileged user maps more than its own ID.
+fn id_map_helper(helper: &Path, pid: i32, maps: &[LinuxIdMapping], field: &str) -> Result<()> {
+    let mut cmd = std::process::Command::new(helper);
+    cmd.arg(pid.to_string());
+    for m in maps {
+        cmd.arg(m.container_id().to_string())
+            .arg(m.host_id().to_string())
+            .arg(m.size().to_string());
+    }
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .with_ctx(|| format!("{field}: run {}", helper.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{field}: {} failed ({}): {}",
+            helper.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Write the user-namespace ID maps of `pid`: directly as root; without root, directly when the
+/// only mapping is the caller's own ID (gid_map then needs setgroups denied), else with
+/// newuidmap/newgidmap (package uidmap).
+pub fn write_id_maps(pid: i32, uid: &[LinuxIdMapping], gid: &[LinuxIdMapping]) -> Result<()> {
+    // SAFETY: geteuid/getegid cannot fail.
+    let (euid, egid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if euid == 0 {
+        write_id_map(pid, "uid_map", uid, "linux.uidMappings")?;
+        return write_id_map(pid, "gid_map", gid, "linux.gidMappings");
+    }
+    let own = |maps: &[LinuxIdMapping], id: u32| maps.len() == 1 && maps[0].host_id() == id && maps[0].size() == 1;
+    for (maps, own_id, file, helper, field) in [
+        (uid, euid, "uid_map", "newuidmap", "linux.uidMappings"),
+        (gid, egid, "gid_map", "newgidmap", "linux.gidMappings"),
+    ] {
+        if own(maps, own_id) {
+            if file == "gid_map" {
+                let p = format!("/proc/{pid}/setgroups");
+                std::fs::write(&p, "deny").with_ctx(|| format!("{field}: write {p}"))?;
+            }
+            write_id_map(pid, file, maps, field)?;
+        } else {
+            let h = find_helper(helper).ok_or_else(|| {
+                err!("{field}: mapping more than your own ID without root needs {helper} (package uidmap)")
+            })?;
+            id_map_helper(&h, pid, maps, field)?;
+        }
+    }
+    Ok(())
 }
 
 /// Clone the init process and serve it until it is ready (or failed).
@@ -247,7 +321,11 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
     }
     drop(restore);
     drop(theirs);
-    let mut spawned = Spawned { pid, chan: ours };
+    let mut spawned = Spawned {
+        pid,
+        chan: ours,
+        master: None,
+    };
     let r = serve(cfg, cgroup, parent, &plan, &mut spawned);
     if let Err(e) = r {
         // SAFETY: kill/waitpid on our own child.
@@ -266,7 +344,7 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
 fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, sp: &mut Spawned) -> Result<()> {
     let linux = cfg.spec.linux().as_ref();
     loop {
-        let Some((tag, payload)) = sp.chan.recv()? else {
+        let Some((tag, payload, fd)) = sp.chan.recv_msg()? else {
             bail!("container init exited during setup");
         };
         match tag {
@@ -275,8 +353,10 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 if plan.has(libc::CLONE_NEWUSER) {
                     let uid = linux.and_then(|l| l.uid_mappings().as_deref()).unwrap_or(&[]);
                     let gid = linux.and_then(|l| l.gid_mappings().as_deref()).unwrap_or(&[]);
-                    write_id_map(sp.pid, "uid_map", uid, "linux.uidMappings")?;
-                    write_id_map(sp.pid, "gid_map", gid, "linux.gidMappings")?;
+                    write_id_maps(sp.pid, uid, gid)?;
+                }
+                for (i, tree) in super::idmap::prepare(cfg.spec, cfg.bundle, sp.pid)? {
+                    sp.chan.send_fd(b'I', i.to_string().as_bytes(), tree.as_raw_fd())?;
                 }
                 sp.chan.send(b'G', &parent.hook_state(sp.pid))?;
             }
@@ -300,6 +380,7 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                     .ok_or_else(|| err!("seccomp listener from init without linux.seccomp"))?;
                 super::seccomp::send_to_listener(s, sp.pid, &parent.hook_state(sp.pid), &fd)?;
             }
+            b'M' => sp.master = fd,
             b'R' => return Ok(()),
             b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
             t => bail!("sync channel: unexpected message {:?}", t as char),

@@ -151,6 +151,8 @@ pub struct Plan<'a> {
     pub in_userns: bool,
     pub cgroup_path: &'a str,
     pub new_cgroupns: bool,
+    /// Detached ID-mapped trees made by the runtime, by mount index (see `idmap`).
+    pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
 }
 
 /// Before pivot_root: propagation, the rootfs as a mount point, the mounts, devices and /dev links.
@@ -173,7 +175,7 @@ pub fn prepare(plan: &Plan) -> Result<()> {
     let root = fs::open_dir(plan.rootfs)?;
     let mut dev_is_bound = false;
     for (i, m) in plan.spec.mounts().iter().flatten().enumerate() {
-        mount_one(plan, root.as_raw_fd(), m)
+        mount_one(plan, root.as_raw_fd(), i, m)
             .map_err(|e| e.context(format!("mounts[{i}] ({})", m.destination().display())))?;
         if m.destination() == Path::new("/dev") && is_bind(m) {
             dev_is_bound = true;
@@ -195,7 +197,7 @@ fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
 }
 
-fn mount_one(plan: &Plan, root: RawFd, m: &Mount) -> Result<()> {
+fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let bind = opts.bind || typ == "bind";
@@ -226,8 +228,11 @@ fn mount_one(plan: &Plan, root: RawFd, m: &Mount) -> Result<()> {
     let data = (!data.is_empty()).then_some(data.as_str());
     if bind {
         let rec = opts.set & MsFlags::MS_REC;
-        sys_mount(src.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
-            .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?;
+        match plan.idmapped.iter().find(|(i, _)| *i == index) {
+            Some((_, tree)) => super::idmap::attach(tree, &tpath)?,
+            None => sys_mount(src.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
+                .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?,
+        }
         let extra = opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() || !opts.clear.is_empty() {
             // Re-open: the descriptor still points at the directory under the new mount.

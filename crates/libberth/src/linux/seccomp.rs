@@ -330,7 +330,12 @@ pub struct Plan {
 impl Plan {
     /// Compile `linux.seccomp` (if any) for the process.
     pub fn new(spec: &oci_spec::runtime::Spec, p: &oci_spec::runtime::Process) -> Result<Plan> {
-        let filter = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+        Plan::for_profile(spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()), p)
+    }
+
+    /// Compile a profile (the container's, for an exec'd process) for the process.
+    pub fn for_profile(profile: Option<&LinuxSeccomp>, p: &oci_spec::runtime::Process) -> Result<Plan> {
+        let filter = match profile {
             Some(s) => Some(compile(s)?),
             None => None,
         };

@@ -4,11 +4,16 @@
 //! child -> parent: `U` (namespaces made: place me in the cgroup, write my ID maps), `H` (mounts done:
 //! run the createRuntime hooks), `P<pid>` (the real init's pid, when an intermediate process had to
 //! fork it), `N` (a seccomp notify listener follows, in the next packet, as SCM_RIGHTS), `R` (ready: waiting for start), `E<message>` (failed).
+//! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself; parent -> child
+//! `I<index>` carries the detached ID-mapped tree of mounts[index] (SCM_RIGHTS).
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;
 use crate::Result;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+/// A received message: tag, payload and the descriptor that came with it, if any.
+pub type Message = (u8, Vec<u8>, Option<OwnedFd>);
 
 pub struct Channel {
     fd: OwnedFd,
@@ -66,6 +71,7 @@ impl Channel {
     /// Receive one message; None when the other side closed the channel.
     pub fn recv(&self) -> Result<Option<(u8, Vec<u8>)>> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut reset = false;
         loop {
             // SAFETY: buf is valid for its length.
             let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -78,9 +84,71 @@ impl Channel {
                 return Ok(None);
             }
             let e = std::io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EINTR) {
-                return Err(e).ctx("sync channel receive");
+            match e.raw_os_error() {
+                Some(libc::EINTR) => {}
+                // See recv_msg: the reset is reported once, before the peer's last message.
+                Some(libc::ECONNRESET) if !reset => reset = true,
+                Some(libc::ECONNRESET) => return Ok(None),
+                _ => return Err(e).ctx("sync channel receive"),
             }
+        }
+    }
+
+    /// Send a message carrying a descriptor (SCM_RIGHTS).
+    pub fn send_fd(&self, tag: u8, payload: &[u8], fd: RawFd) -> Result<()> {
+        let fds = [fd];
+        let mut body = Vec::with_capacity(1 + payload.len());
+        body.push(tag);
+        body.extend_from_slice(payload);
+        let iov = [std::io::IoSlice::new(&body)];
+        let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+        nix::sys::socket::sendmsg::<()>(self.raw(), &iov, &cmsg, nix::sys::socket::MsgFlags::MSG_NOSIGNAL, None)
+            .ctx("sync channel send")?;
+        Ok(())
+    }
+
+    /// Like `recv`, also taking a descriptor that came with the message (see `send_fd`).
+    pub fn recv_msg(&self) -> Result<Option<Message>> {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let mut reset = false;
+        loop {
+            let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+            let r = nix::sys::socket::recvmsg::<()>(
+                self.raw(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let msg = match r {
+                Ok(m) => m,
+                Err(nix::Error::EINTR) => continue,
+                // The peer closed with a message of ours unread: the error comes once, before
+                // what it sent last (an `E` message, say); read on.
+                Err(nix::Error::ECONNRESET) if !reset => {
+                    reset = true;
+                    continue;
+                }
+                Err(nix::Error::ECONNRESET) => return Ok(None),
+                Err(e) => return Err(e).ctx("sync channel receive"),
+            };
+            let n = msg.bytes;
+            let mut fd = None;
+            for c in msg.cmsgs().ctx("sync channel receive")? {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                    for f in fds {
+                        // SAFETY: the kernel installed this descriptor for us.
+                        let owned = unsafe { OwnedFd::from_raw_fd(f) };
+                        fd.get_or_insert(owned);
+                    }
+                }
+            }
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            let tag = buf.remove(0);
+            return Ok(Some((tag, buf, fd)));
         }
     }
 
@@ -96,5 +164,26 @@ impl Channel {
             )),
             None => Err(crate::err!("container init exited before it was ready")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_message_of_a_peer_that_left_with_unread_input_is_kept() {
+        let (a, b) = pair().unwrap();
+        a.send(b'G', &[]).unwrap();
+        b.send(b'E', b"failed").unwrap();
+        drop(b);
+        let (tag, payload, _) = a.recv_msg().unwrap().expect("the E message");
+        assert_eq!((tag, payload.as_slice()), (b'E', &b"failed"[..]));
+        assert!(a.recv_msg().unwrap().is_none());
+        let (c, d) = pair().unwrap();
+        c.send(b'G', &[]).unwrap();
+        d.send(b'E', b"x").unwrap();
+        drop(d);
+        assert_eq!(c.recv().unwrap().map(|m| m.0), Some(b'E'));
     }
 }

@@ -1,0 +1,583 @@
+//! `berth exec`: a new process inside a running container, with runc's semantics.
+//!
+//! The process is described by `--process FILE` (an OCI `Process`) or built from the container's own
+//! `process` with the command-line overrides. Berth takes a pidfd of the container's init (checked
+//! against its recorded start time, so a reused pid cannot be joined), then:
+//!
+//! * as root, joins the init's pid and time namespaces itself with `setns(pidfd, ...)` (they take
+//!   effect for children only), clones one child, and restores its own; the child joins every other
+//!   namespace that differs from Berth's (user first: one `setns(pidfd, flags)` does them all);
+//! * without that right (rootless), the child joins all of them, user first, and forks the process
+//!   into the pid namespace, reporting its pid (`P`) before leaving.
+//!
+//! Meanwhile Berth places the child in the container's cgroup (or the sub-cgroup of `--cgroup`) and
+//! says `G`. The child enters the container's root when its init is chrooted (`--no-pivot`), sets up
+//! the terminal (to `--console-socket`, or back to Berth over the channel: `M`), applies the LSM
+//! labels and the shared process setup of `init::apply_process` (rlimits, cwd, bounding set,
+//! user/groups, capabilities, no_new_privs, umask, descriptors) and execs. The channel closes on
+//! exec; an `E` message carries a failure. Unless detached, Berth then waits for the process,
+//! forwarding signals or relaying the terminal, and returns its exit status.
+
+use super::init::{apply_process, environment};
+use super::process::{clone_raw, NsRestore};
+use super::sync::{self, Channel};
+use crate::container::SignalGuard;
+use crate::error::Context;
+use crate::state::Record;
+use crate::{bail, err, Error, Result};
+use oci_spec::runtime::{Capability, LinuxCapabilities, LinuxNamespaceType, Process};
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// The flags of `berth exec`.
+#[derive(Default)]
+pub struct ExecOpts {
+    /// `--process FILE`: the whole process as JSON (the other process flags are then ignored).
+    pub process: Option<PathBuf>,
+    pub args: Vec<String>,
+    pub tty: bool,
+    pub console_socket: Option<PathBuf>,
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<String>,
+    /// `UID[:GID]`.
+    pub user: Option<String>,
+    pub additional_gids: Vec<u32>,
+    pub caps: Vec<String>,
+    pub no_new_privs: Option<bool>,
+    pub apparmor: Option<String>,
+    pub process_label: Option<String>,
+    pub preserve_fds: i32,
+    /// `--cgroup [CONTROLLERS:]PATH`: a sub-cgroup of the container's cgroup.
+    pub cgroup: Vec<String>,
+    pub ignore_paused: bool,
+}
+
+/// Namespace types in /proc/PID/ns, with their clone flags; user first.
+const NAMESPACES: &[(&str, libc::c_int)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("mnt", libc::CLONE_NEWNS),
+    ("pid", libc::CLONE_NEWPID),
+    ("net", libc::CLONE_NEWNET),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("uts", libc::CLONE_NEWUTS),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("time", libc::CLONE_NEWTIME),
+];
+
+/// Parse `--process FILE`, naming the JSON path of a bad field, and validate it.
+pub fn load_process(path: &Path) -> Result<Process> {
+    let text = std::fs::read(path).with_ctx(|| format!("--process {}", path.display()))?;
+    let origin = path.display().to_string();
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| err!("{origin}: invalid JSON: {e}"))?;
+    if !value.is_object() {
+        bail!("{origin}: the process must be a JSON object");
+    }
+    crate::spec::drop_unknown_capabilities(&mut value, "/capabilities");
+    let p: Process = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        err!("{origin}: {path}: {}", e.into_inner())
+    })?;
+    crate::spec::validate_process(&p, &origin)?;
+    Ok(p)
+}
+
+fn parse_cap(name: &str) -> Result<Capability> {
+    let upper = name.to_ascii_uppercase();
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    serde_json::from_value(serde_json::Value::String(full)).map_err(|_| err!("--cap {name:?}: unknown capability"))
+}
+
+/// The environment with later entries overriding earlier ones of the same name (runc's rule),
+/// each name kept at its first position.
+fn merge_env(list: Vec<String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(list.len());
+    for e in list {
+        let key = e.split('=').next().unwrap_or("");
+        match out.iter_mut().find(|o| o.split('=').next() == Some(key)) {
+            Some(slot) => *slot = e,
+            None => out.push(e),
+        }
+    }
+    out
+}
+
+/// The process to exec: `--process FILE`, or the container's own process with the flags applied
+/// the way runc applies them.
+pub fn build_process(rec: &Record, o: &ExecOpts) -> Result<Process> {
+    if let Some(path) = &o.process {
+        let mut p = load_process(path)?;
+        let env = merge_env(p.env().clone().unwrap_or_default());
+        p.set_env(Some(env));
+        return Ok(p);
+    }
+    if o.args.is_empty() {
+        bail!("exec: no command given (pass ARGS after the container ID, or --process FILE)");
+    }
+    let mut p = match &rec.process {
+        Some(p) => p.clone(),
+        // A container created before the process was recorded: take it from the bundle.
+        None => {
+            let config = rec.bundle.join("config.json");
+            let text = std::fs::read(&config).with_ctx(|| format!("container {:?}: {}", rec.id, config.display()))?;
+            let spec = crate::spec::parse(&text, &config.display().to_string())?;
+            spec.process()
+                .clone()
+                .ok_or_else(|| err!("{}: process: missing", config.display()))?
+        }
+    };
+    p.set_args(Some(o.args.clone()));
+    if let Some(cwd) = &o.cwd {
+        if !cwd.is_absolute() {
+            bail!("--cwd {:?}: must be an absolute path", cwd);
+        }
+        p.set_cwd(cwd.clone());
+    }
+    if let Some(a) = &o.apparmor {
+        p.set_apparmor_profile(Some(a.clone()));
+    }
+    if let Some(l) = &o.process_label {
+        p.set_selinux_label(Some(l.clone()));
+    }
+    if !o.caps.is_empty() {
+        let mut c = p.capabilities().clone().unwrap_or_else(|| {
+            let mut c = LinuxCapabilities::default();
+            c.set_bounding(None);
+            c.set_effective(None);
+            c.set_permitted(None);
+            c.set_inheritable(None);
+            c.set_ambient(None);
+            c
+        });
+        let add = |set: &Option<HashSet<Capability>>, cap: Capability| {
+            let mut s = set.clone().unwrap_or_default();
+            s.insert(cap);
+            Some(s)
+        };
+        for name in &o.caps {
+            let cap = parse_cap(name)?;
+            c.set_bounding(add(c.bounding(), cap));
+            c.set_effective(add(c.effective(), cap));
+            c.set_permitted(add(c.permitted(), cap));
+            // Ambient needs inheritable; like runc, only when the process has an inheritable set.
+            if c.inheritable().is_some() {
+                c.set_ambient(add(c.ambient(), cap));
+            }
+        }
+        p.set_capabilities(Some(c));
+    }
+    let mut env = p.env().clone().unwrap_or_default();
+    for (i, e) in o.env.iter().enumerate() {
+        if !e.contains('=') || e.starts_with('=') {
+            bail!("--env[{i}] {e:?}: not of the form KEY=VALUE");
+        }
+        env.push(e.clone());
+    }
+    p.set_env(Some(merge_env(env)));
+    p.set_terminal(Some(o.tty));
+    if let Some(n) = o.no_new_privs {
+        p.set_no_new_privileges(Some(n));
+    }
+    let mut user = p.user().clone();
+    if let Some(u) = &o.user {
+        let (uid, gid) = match u.split_once(':') {
+            Some((a, b)) => (a, Some(b)),
+            None => (u.as_str(), None),
+        };
+        user.set_uid(
+            uid.parse()
+                .map_err(|_| err!("--user {u:?}: the uid must be a number (UID[:GID])"))?,
+        );
+        if let Some(g) = gid {
+            user.set_gid(
+                g.parse()
+                    .map_err(|_| err!("--user {u:?}: the gid must be a number (UID[:GID])"))?,
+            );
+        }
+    }
+    if !o.additional_gids.is_empty() {
+        let mut g = user.additional_gids().clone().unwrap_or_default();
+        g.extend_from_slice(&o.additional_gids);
+        user.set_additional_gids(Some(g));
+    }
+    p.set_user(user);
+    crate::spec::validate_process(&p, "process")?;
+    Ok(p)
+}
+
+/// LSM labels for the next exec, checked in the runtime before anything is made.
+fn check_lsm(p: &Process) -> Result<()> {
+    if p.apparmor_profile().as_ref().is_some_and(|a| !a.is_empty())
+        && std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").map_or(true, |s| !s.starts_with('Y'))
+    {
+        bail!("process.apparmorProfile (--apparmor): AppArmor is not enabled on this host");
+    }
+    if p.selinux_label().as_ref().is_some_and(|l| !l.is_empty()) && !Path::new("/sys/fs/selinux/enforce").exists() {
+        bail!("process.selinuxLabel (--process-label): SELinux is not enabled on this host");
+    }
+    Ok(())
+}
+
+fn apply_lsm(p: &Process) -> Result<()> {
+    if let Some(a) = p.apparmor_profile().as_ref().filter(|a| !a.is_empty()) {
+        let v = format!("exec {a}");
+        std::fs::write("/proc/thread-self/attr/apparmor/exec", &v)
+            .or_else(|_| std::fs::write("/proc/thread-self/attr/exec", &v))
+            .with_ctx(|| format!("process.apparmorProfile {a:?}"))?;
+    }
+    if let Some(l) = p.selinux_label().as_ref().filter(|l| !l.is_empty()) {
+        std::fs::write("/proc/thread-self/attr/exec", l).with_ctx(|| format!("process.selinuxLabel {l:?}"))?;
+    }
+    Ok(())
+}
+
+fn pidfd_open(pid: i32) -> Result<OwnedFd> {
+    // SAFETY: pidfd_open with a pid and no flags; returns a new close-on-exec descriptor.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(Error::sys(
+            format!("open the container's init (pid {pid})"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn ns_ino(path: &str) -> Option<(u64, u64)> {
+    nix::sys::stat::stat(path).ok().map(|s| (s.st_dev, s.st_ino))
+}
+
+/// The namespaces of `pid` that differ from ours, as clone flags.
+fn differing_namespaces(pid: i32) -> libc::c_int {
+    let mut flags = 0;
+    for (name, flag) in NAMESPACES {
+        let Some(ours) = ns_ino(&format!("/proc/self/ns/{name}")) else {
+            continue;
+        };
+        match ns_ino(&format!("/proc/{pid}/ns/{name}")) {
+            Some(theirs) if theirs != ours => flags |= flag,
+            _ => {}
+        }
+    }
+    flags
+}
+
+fn setns_pidfd(pidfd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
+    if flags == 0 {
+        return Ok(());
+    }
+    // SAFETY: setns on a pidfd with namespace flags.
+    if unsafe { libc::setns(pidfd, flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The cgroup directories the process joins: those of the container's init in every hierarchy
+/// (read from /proc/PID/cgroup, so they are right whoever made them), with `--cgroup` sub-paths.
+fn cgroup_targets(rec: &Record, subs: &[String]) -> Result<Vec<PathBuf>> {
+    let path = format!("/proc/{}/cgroup", rec.pid);
+    let text = std::fs::read_to_string(&path).with_ctx(|| format!("container {:?}: {path}", rec.id))?;
+    let (_, hierarchies) = crate::cgroups::hierarchies();
+    let mut out = Vec::with_capacity(hierarchies.len());
+    for h in hierarchies {
+        let own = crate::cgroups::own_path(&h, &text);
+        let mut target = h.mount.join(own.trim_start_matches('/'));
+        for s in subs {
+            let (ctrls, sub) = match s.split_once(':') {
+                Some((c, p)) => (Some(c), p),
+                None => (None, s.as_str()),
+            };
+            if sub.split('/').any(|c| c == "..") {
+                bail!("--cgroup {s:?}: must not contain '..'");
+            }
+            let applies = match ctrls {
+                None => true,
+                Some(c) => c
+                    .split(',')
+                    .any(|c| h.name.split(',').any(|n| n == c) || (h.v2 && (c == "unified" || c.is_empty()))),
+            };
+            if applies {
+                target = target.join(sub.trim_start_matches('/'));
+                if !target.is_dir() {
+                    bail!("--cgroup {s:?}: no such sub-cgroup {}", target.display());
+                }
+            }
+        }
+        out.push(target);
+    }
+    Ok(out)
+}
+
+/// Put `pid` into every target cgroup. Without root, cgroups it may not write are skipped (debug log).
+fn join_cgroups(targets: &[PathBuf], pid: i32) -> Result<()> {
+    let s = pid.to_string();
+    for dir in targets {
+        let f = dir.join("cgroup.procs");
+        if let Err(e) = std::fs::write(&f, &s) {
+            if crate::cgroups::not_delegated(e.raw_os_error()) {
+                crate::log::debug(&format!("exec: cgroup {} skipped: {e}", f.display()));
+                continue;
+            }
+            return Err(Error::sys(format!("add pid {pid} to {}", f.display()), e));
+        }
+    }
+    Ok(())
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ));
+    std::fs::write(&tmp, pid.to_string()).with_ctx(|| format!("--pid-file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_ctx(|| format!("--pid-file {}", path.display()))
+}
+
+/// What the child needs, fixed before the clone.
+struct ChildPlan<'a> {
+    process: &'a Process,
+    pidfd: RawFd,
+    /// Namespaces the child joins itself.
+    join: libc::c_int,
+    /// Fork again after joining (the pid/time namespaces were not joined by the runtime).
+    fork: bool,
+    /// The init's root, to enter when it is not the mount namespace's root (a --no-pivot container).
+    root: Option<&'a OwnedFd>,
+    console: Option<RawFd>,
+    preserve_fds: i32,
+}
+
+/// The container's seccomp profile (kept by create in the state directory, see
+/// `container::SECCOMP_FILE`) and the state JSON its notify listener is sent with.
+pub struct Confinement<'a> {
+    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    pub state_json: Vec<u8>,
+}
+
+/// Run `process` in the container of `rec`; returns the exit status (0 when detached).
+pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -> Result<i32> {
+    let terminal = process.terminal() == Some(true);
+    if o.detach && terminal && o.console_socket.is_none() {
+        bail!("--tty: a detached exec needs --console-socket to hand the terminal to");
+    }
+    if o.console_socket.is_some() && !terminal {
+        bail!("--console-socket: needs a terminal (--tty or process.terminal)");
+    }
+    check_lsm(process)?;
+    let targets = cgroup_targets(rec, &o.cgroup)?;
+    let console = match &o.console_socket {
+        Some(p) => Some(OwnedFd::from(
+            std::os::unix::net::UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?,
+        )),
+        None => None,
+    };
+    let pidfd = pidfd_open(rec.pid)?;
+    if !crate::state::process_alive(rec.pid, rec.pid_start) {
+        bail!("cannot exec in container {:?}: it is stopped", rec.id);
+    }
+    let differ = differing_namespaces(rec.pid);
+    let root = nix::fcntl::open(
+        format!("/proc/{}/root", rec.pid).as_str(),
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ok();
+    let sigs = if o.detach { None } else { Some(SignalGuard::block()) };
+    // Join pid and time (they apply to children) here, so that one clone lands in them.
+    let for_children = differ & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
+    let mut restore = NsRestore(Vec::new());
+    let mut fork = false;
+    if for_children != 0 {
+        for (name, t) in [("pid", LinuxNamespaceType::Pid), ("time", LinuxNamespaceType::Time)] {
+            if for_children & super::process::ns_flag(t) != 0 {
+                restore
+                    .0
+                    .push((t, super::process::open_ns(Path::new(&format!("/proc/self/ns/{name}")))?));
+            }
+        }
+        match setns_pidfd(pidfd.as_raw_fd(), for_children) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => {
+                restore.0.clear();
+                fork = true;
+            }
+            Err(e) => return Err(Error::sys("join the container's pid namespace", e)),
+        }
+    }
+    if fork && !o.detach {
+        // The process is our grandchild: make it come back to us when the intermediate leaves.
+        // SAFETY: prctl with integer arguments.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    }
+    let plan = ChildPlan {
+        process,
+        pidfd: pidfd.as_raw_fd(),
+        join: if fork { differ } else { differ & !for_children },
+        fork,
+        root: root.as_ref(),
+        console: console.as_ref().map(|c| c.as_raw_fd()),
+        preserve_fds: o.preserve_fds,
+    };
+    // Compiled here, once: the child only loads it.
+    let filter = super::seccomp::Plan::for_profile(conf.seccomp, process)?;
+    let (ours, theirs) = sync::pair()?;
+    let child = clone_raw(0);
+    if let Ok(0) = child {
+        drop(ours);
+        std::mem::forget(restore);
+        child_main(&plan, theirs, filter);
+    }
+    drop(restore);
+    drop(theirs);
+    let child = child?;
+    let mut pid = child;
+    let r = serve(&ours, &targets, child, &mut pid, conf);
+    let master = match r {
+        Ok(m) => m,
+        Err(e) => {
+            // SAFETY: kill and reap our own child; once it reported the process it forked, it is
+            // already reaped (never signal its pid again) and that process is the one to end.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                if pid == child || !o.detach {
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+            }
+            return Err(e);
+        }
+    };
+    if let Some(p) = &o.pid_file {
+        write_pid_file(p, pid)?;
+    }
+    if o.detach {
+        return Ok(0);
+    }
+    let sigs = sigs.expect("signals blocked");
+    Ok(match master {
+        Some(m) => super::tty::relay(m, pid, &sigs.set),
+        None => sigs.wait_forwarding(pid),
+    })
+}
+
+/// The runtime's side: place the child in the cgroup, let it go on, and follow it to its exec.
+fn serve(
+    chan: &Channel,
+    targets: &[PathBuf],
+    child: i32,
+    pid: &mut i32,
+    conf: &Confinement,
+) -> Result<Option<OwnedFd>> {
+    join_cgroups(targets, child)?;
+    // The child may already have failed and closed its end; its message tells why.
+    let _ = chan.send(b'G', &[]);
+    let mut master = None;
+    loop {
+        match chan.recv_msg()? {
+            None => return Ok(master),
+            Some((b'P', payload, _)) => {
+                *pid = std::str::from_utf8(&payload)
+                    .ok()
+                    .and_then(|s| s.parse().ok())
+                    .ok_or_else(|| err!("exec: bad pid from the intermediate process"))?;
+                // SAFETY: reap the intermediate process, our child.
+                unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+            }
+            Some((b'M', _, fd)) => master = fd,
+            Some((b'N', _, _)) => {
+                let fd = super::console::recv_fd(chan.raw())?;
+                let s = conf
+                    .seccomp
+                    .ok_or_else(|| err!("exec: a seccomp listener without a profile"))?;
+                super::seccomp::send_to_listener(s, *pid, &conf.state_json, &fd)?;
+            }
+            Some((b'E', msg, _)) => return Err(Error::new(String::from_utf8_lossy(&msg).into_owned())),
+            Some((t, _, _)) => bail!("exec: unexpected message {:?} from the process", t as char),
+        }
+    }
+}
+
+/// In the cloned child; never returns.
+fn child_main(plan: &ChildPlan, chan: Channel, mut filter: super::seccomp::Plan) -> ! {
+    let r = child_run(plan, &chan, &mut filter);
+    let msg = match r {
+        Ok(never) => match never {},
+        Err(e) => e.to_string(),
+    };
+    let _ = chan.send(b'E', msg.as_bytes());
+    // SAFETY: leave without running the parent's destructors.
+    unsafe { libc::_exit(1) }
+}
+
+fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan) -> Result<std::convert::Infallible> {
+    setns_pidfd(plan.pidfd, plan.join).ctx("join the container's namespaces")?;
+    if plan.fork {
+        // Wait to be in the cgroup so that the process forked below is born there.
+        chan.expect(b'G')?;
+        // SAFETY: single-threaded fork.
+        match unsafe { libc::fork() } {
+            -1 => {
+                return Err(Error::sys(
+                    "fork into the container's pid namespace",
+                    std::io::Error::last_os_error(),
+                ))
+            }
+            0 => {}
+            grandchild => {
+                let _ = chan.send(b'P', grandchild.to_string().as_bytes());
+                // SAFETY: the intermediate leaves at once.
+                unsafe { libc::_exit(0) }
+            }
+        }
+    }
+    if let Some(root) = plan.root {
+        let here = nix::sys::stat::stat("/").ok().map(|s| (s.st_dev, s.st_ino));
+        let there = nix::sys::stat::fstat(root).ok().map(|s| (s.st_dev, s.st_ino));
+        if here != there {
+            nix::unistd::fchdir(root).ctx("enter the container's root")?;
+            nix::unistd::chroot(".").ctx("enter the container's root")?;
+        }
+    }
+    let p = plan.process;
+    if p.terminal() == Some(true) {
+        let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
+        match plan.console {
+            Some(sock) => super::console::setup(size, false, |fd, name| super::console::send_fd(sock, fd, name))?,
+            None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', &[], fd))?,
+        }
+    }
+    apply_lsm(p)?;
+    let program = apply_process(p, environment(p), plan.preserve_fds, filter, chan)?;
+    if !plan.fork {
+        chan.expect(b'G')?;
+    }
+    Err(program.exec(|| filter.load_at(super::seccomp::Point::BeforeExec, chan)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn later_env_entries_win_in_place() {
+        let env = merge_env(vec!["A=1".into(), "B=2".into(), "A=3".into(), "C=".into()]);
+        assert_eq!(env, ["A=3", "B=2", "C="]);
+    }
+
+    #[test]
+    fn capability_names() {
+        assert_eq!(parse_cap("CAP_SYS_ADMIN").unwrap(), Capability::SysAdmin);
+        assert_eq!(parse_cap("net_raw").unwrap(), Capability::NetRaw);
+        assert!(parse_cap("CAP_NOPE").unwrap_err().to_string().contains("CAP_NOPE"));
+    }
+}
