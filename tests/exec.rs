@@ -464,3 +464,37 @@ fn exec_into_a_no_pivot_container_enters_its_root() {
     .ok("exec");
     assert_eq!(out.out(), "inside\n");
 }
+
+#[test]
+fn exec_gets_the_containers_seccomp_profile() {
+    if !require_root() {
+        return;
+    }
+    // The container's profile refuses mkdir with EPERM (1) and allows the rest; an exec'd process
+    // must be held to it as the init is.
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    b.writable_root();
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64"],
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+    });
+    sleeper(&rt, &mut b, &id);
+    let out = exec(&rt, &id, &[], &["sh", "-c", "mkdir /tmp/made 2>&1; echo status=$?"]);
+    let text = out.out();
+    assert!(
+        text.contains("status=1"),
+        "mkdir must be refused inside exec: {}",
+        out.describe()
+    );
+    assert!(text.to_lowercase().contains("not permitted"), "EPERM expected: {text}");
+    assert!(!b.rootfs().join("tmp/made").exists());
+    // Without the profile the same exec works (the check above is the filter, not the rootfs).
+    let id2 = unique_id();
+    let mut b2 = Bundle::default();
+    b2.writable_root();
+    sleeper(&rt, &mut b2, &id2);
+    exec(&rt, &id2, &[], &["mkdir", "/tmp/made"]).ok("mkdir without a profile");
+}
