@@ -1,11 +1,12 @@
 //! `berth`: the command line, runc's. It parses flags, calls libberth, prints results, and turns
 //! errors into one line on stderr (and the --log file) with exit status 1. No container logic here.
 
+#![no_main]
+
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use libberth::container::{CreateOpts, Runtime};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.1");
 
@@ -251,7 +252,17 @@ fn default_root() -> PathBuf {
     libberth::container::default_root()
 }
 
-fn main() -> ExitCode {
+/// The C entry point: Berth skips the Rust runtime's start-up (it reads /proc/self/maps to find the
+/// main thread's stack guard and installs stack-overflow handlers), work repeated on every
+/// create and exec otherwise. Arguments and environment still come through `std::env`.
+#[no_mangle]
+pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    let code = berth_main();
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    code as libc::c_int
+}
+
+fn berth_main() -> u8 {
     let cli = Cli::parse();
     let format = match cli.log_format {
         LogFormat::Text => libberth::log::Format::Text,
@@ -259,23 +270,23 @@ fn main() -> ExitCode {
     };
     if let Err(e) = libberth::log::init(cli.log.as_deref(), format, cli.debug) {
         eprintln!("berth: {e}");
-        return ExitCode::FAILURE;
+        return 1;
     }
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. }) {
-        // Containers are made from a read-only mount of this binary (CVE-2019-5736).
+    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+        // Containers are made, and joined, from a read-only mount of this binary (CVE-2019-5736).
         libberth::linux::exeseal::reexec_sealed();
     }
     let root = cli.root.clone().unwrap_or_else(default_root);
     let rt = Runtime::new(&root, cli.systemd_cgroup);
     match dispatch(&rt, cli.cmd) {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(e) => {
             let msg = e.to_string();
             if libberth::log::has_file() {
                 libberth::log::log(libberth::log::Level::Error, &msg);
             }
             eprintln!("berth: {msg}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

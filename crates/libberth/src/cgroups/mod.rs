@@ -46,6 +46,12 @@ fn fs_magic(path: &Path) -> Option<i64> {
 
 /// The hierarchies mounted under /sys/fs/cgroup, v1 first (in directory order), v2 last.
 pub fn hierarchies() -> (Layout, Vec<Hierarchy>) {
+    // The mounts do not change while the runtime runs: look once.
+    static FOUND: std::sync::OnceLock<(Layout, Vec<Hierarchy>)> = std::sync::OnceLock::new();
+    FOUND.get_or_init(discover).clone()
+}
+
+fn discover() -> (Layout, Vec<Hierarchy>) {
     let root = Path::new(CGROUP_ROOT);
     if fs_magic(root) == Some(CGROUP2_SUPER_MAGIC) {
         return (
