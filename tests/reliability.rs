@@ -467,3 +467,74 @@ fn merge_patch(target: &mut serde_json::Value, patch: &serde_json::Value) {
         other => *target = other.clone(),
     }
 }
+
+#[test]
+fn a_reused_pid_is_never_reported_as_the_container() {
+    if !require_root() {
+        return;
+    }
+    let _x = exclusive();
+    // The container's init is gone and its pid now belongs to an unrelated process: the
+    // recorded start time tells them apart, so the container is stopped, not running.
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sleep", "30"]);
+    let id = unique_id();
+    let pid = rt.create_and_start(&b, &id);
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    poll("init to die", || process_gone(pid));
+    let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+    let state_file = rt.root.join(&id).join("state.json");
+    let mut rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    rec["pid"] = json!(other.id());
+    std::fs::write(&state_file, rec.to_string()).unwrap();
+    let st = rt.state(&id);
+    assert_eq!(st["status"], "stopped", "a process that is not the init: {st}");
+    assert_eq!(st["pid"], 0);
+    rt.cmd(&["kill", &id, "KILL"]).fails("kill of a stopped container");
+    rt.delete(&id).ok("delete");
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "the unrelated process must not have been signalled"
+    );
+    other.kill().unwrap();
+    other.wait().unwrap();
+}
+
+#[test]
+fn reaching_the_pids_limit_inside_fails_cleanly() {
+    if !require_root() {
+        return;
+    }
+    let _x = exclusive();
+    // Forks beyond the pids limit fail inside the container; the runtime still controls it and
+    // deletes it completely.
+    let rt = Runtime::new();
+    let id = unique_id();
+    let b = {
+        let mut b = Bundle::new(&["sleep", "30"]);
+        b.config["linux"]["resources"] = json!({ "pids": { "limit": 4 } });
+        b
+    };
+    let pid = rt.create_and_start(&b, &id);
+    // A shell in the container forks until the limit stops it (busybox sh gives up at the first
+    // refused fork).
+    let out = rt.cmd(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "for i in 1 2 3 4 5 6 7 8 9 10; do sleep 30 & done",
+    ]);
+    assert!(
+        out.err().to_lowercase().contains("fork") || out.err().contains("Resource temporarily unavailable"),
+        "the refused fork must be reported: {}",
+        out.describe()
+    );
+    let procs = std::fs::read_to_string(format!("/sys/fs/cgroup/pids/{id}/cgroup.procs")).unwrap_or_default();
+    assert!(procs.lines().count() <= 4, "pids limit exceeded: {procs}");
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.delete_force(&id).ok("delete --force at the pids limit");
+    assert!(process_gone(pid));
+    rt.assert_no_state(&id);
+    assert!(!Path::new("/sys/fs/cgroup/pids").join(&id).exists(), "cgroup left");
+}
