@@ -378,3 +378,34 @@ fn cve_2025_52881_proc_writes_cannot_be_redirected_by_a_fake_proc() {
         );
     }
 }
+
+/// CVE-2025-52565: a /dev/console planted as a symlink (here to the container's
+/// /proc/sys/kernel/core_pattern) must not redirect the bind of the pty: the symlink is replaced by
+/// the console itself, and nothing is mounted over the procfs file.
+#[test]
+fn cve_2025_52565_console_bind_cannot_be_redirected() {
+    if !require_root() {
+        return;
+    }
+    if runc_gap("runc 1.1 predates the /dev/console check") {
+        return;
+    }
+    let rt = Runtime::new();
+    let console = ConsoleSocket::new();
+    let mut b = Bundle::sh(
+        "ls -l /dev/console | cut -c1; grep -c core_pattern /proc/self/mountinfo; cat /proc/sys/kernel/core_pattern >/dev/null && echo readable",
+    );
+    b.config["process"]["terminal"] = json!(true);
+    let rootfs = b.rootfs();
+    b.config["hooks"] = json!({ "createContainer": [ { "path": "/bin/sh", "args": ["sh", "-c",
+        format!("ln -sf /proc/sys/kernel/core_pattern {}/dev/console", rootfs.display())] } ] });
+    let id = unique_id();
+    rt.create_with(&b, &id, &["--console-socket", console.path_str()])
+        .ok("create with a planted /dev/console symlink");
+    let master = console.recv_master();
+    rt.start(&id).ok("start");
+    let out = read_until_closed(&master);
+    rt.wait_for_status(&id, "stopped");
+    // 'c': the console is the pty (a character device), not a link; no mount on core_pattern.
+    assert_eq!(lines(&out), ["c", "0", "readable"], "output: {out:?}");
+}

@@ -112,6 +112,63 @@ pub fn become_controlled_by(peer: &OwnedFd) -> Result<()> {
     Ok(())
 }
 
+/// Bind the pty onto /dev/console (CVE-2025-52565 class): the source is the peer descriptor itself
+/// and the target is resolved without following symlinks and must be a plain file or a character
+/// device, so a /dev/console planted as a symlink (say to /proc/sys/kernel/core_pattern) is replaced,
+/// never followed.
+fn bind_console_to(peer: &OwnedFd) -> Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    let path = std::path::Path::new("/dev/console");
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_file() || m.file_type().is_char_device() => {}
+        Ok(m) if m.file_type().is_symlink() => {
+            std::fs::remove_file(path).ctx("remove the /dev/console symlink")?;
+        }
+        Ok(_) => return Err(crate::err!("/dev/console: not a file or a character device")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::sys("/dev/console", e)),
+    }
+    // Create it if missing (O_NOFOLLOW: a symlink raced in meanwhile is refused), then take an
+    // O_PATH descriptor of exactly that file.
+    // SAFETY: NUL-terminated literal path.
+    let c = unsafe {
+        libc::open(
+            c"/dev/console".as_ptr(),
+            libc::O_CREAT | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
+            0o600,
+        )
+    };
+    if c >= 0 {
+        // SAFETY: closing the descriptor just opened.
+        unsafe { libc::close(c) };
+    }
+    // SAFETY: as above.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/console".as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::sys("/dev/console", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fresh descriptor.
+    let target = unsafe { OwnedFd::from_raw_fd(fd) };
+    let st = super::fs::fstat(target.as_raw_fd())?;
+    let kind = st.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFCHR {
+        return Err(crate::err!("/dev/console: not a file or a character device"));
+    }
+    nix::mount::mount(
+        Some(format!("/proc/self/fd/{}", peer.as_raw_fd()).as_str()),
+        format!("/proc/self/fd/{}", target.as_raw_fd()).as_str(),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .ctx("bind the pty onto /dev/console")
+}
+
 /// Set up a terminal inside the container (after pivot_root, or after joining its mount namespace
 /// for exec): a new pty from the container's /dev/ptmx, sized, bound onto /dev/console when
 /// `bind_console` (init only), the master handed to `send` (with the pty's path), and the peer made
@@ -121,19 +178,7 @@ pub fn setup(size: Option<(u16, u16)>, bind_console: bool, send: impl FnOnce(Raw
     let n = pty_number(&master)?;
     let pts = format!("/dev/pts/{n}");
     if bind_console {
-        // /dev/console: a file bind-mounted from the pty (created if missing).
-        let console = std::path::Path::new("/dev/console");
-        if !console.exists() {
-            let _ = std::fs::File::create(console);
-        }
-        nix::mount::mount(
-            Some(pts.as_str()),
-            "/dev/console",
-            None::<&str>,
-            nix::mount::MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .ctx("bind the pty onto /dev/console")?;
+        bind_console_to(&peer)?;
     }
     if let Some((rows, cols)) = size {
         set_size(master.as_raw_fd(), rows, cols)?;
