@@ -498,3 +498,41 @@ fn exec_gets_the_containers_seccomp_profile() {
     sleeper(&rt, &mut b2, &id2);
     exec(&rt, &id2, &[], &["mkdir", "/tmp/made"]).ok("mkdir without a profile");
 }
+
+#[test]
+fn exec_cpu_affinity_final_applies_inside_the_cgroup() {
+    if !require_root() {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        notice("SKIP exec_cpu_affinity_final_applies_inside_the_cgroup: needs 2 CPUs");
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    sleeper(&rt, &mut b, &id);
+    let dir = TempDir::new("process");
+    let file = dir.join("process.json");
+    let process = |affinity: serde_json::Value| {
+        json!({
+            "args": ["sh", "-c", "grep Cpus_allowed_list /proc/self/status | cut -f2"],
+            "env": ["PATH=/bin"], "cwd": "/", "user": { "uid": 0, "gid": 0 },
+            "execCPUAffinity": affinity
+        })
+        .to_string()
+    };
+    std::fs::write(&file, process(json!({ "initial": "0", "final": "1" }))).unwrap();
+    let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]).ok("exec with execCPUAffinity");
+    assert_eq!(out.out().trim(), "1");
+    std::fs::write(&file, process(json!({ "initial": "0" }))).unwrap();
+    let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]).ok("exec with an initial affinity only");
+    assert_eq!(
+        out.out().trim(),
+        "0",
+        "the initial affinity is inherited when there is no final"
+    );
+    std::fs::write(&file, process(json!({ "final": "0-x" }))).unwrap();
+    let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]);
+    assert_err_mentions(&out, "execCPUAffinity.final", "a bad CPU list");
+}

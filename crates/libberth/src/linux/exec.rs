@@ -442,7 +442,13 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -
     drop(theirs);
     let child = child?;
     let mut pid = child;
-    let r = serve(&ours, &targets, child, &mut pid, conf);
+    // execCPUAffinity.initial holds until the process is in the container's cgroup.
+    let initial = process.exec_cpu_affinity().as_ref().and_then(|a| a.initial().clone());
+    let r = match initial {
+        Some(list) => super::tuning::set_cpu_affinity(child, &list, "process.execCPUAffinity.initial"),
+        None => Ok(()),
+    }
+    .and_then(|_| serve(&ours, &targets, child, &mut pid, conf));
     let master = match r {
         Ok(m) => m,
         Err(e) => {
@@ -560,6 +566,14 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
     let program = apply_process(p, environment(p), plan.preserve_fds, filter, chan)?;
     if !plan.fork {
         chan.expect(b'G')?;
+    }
+    // In the cgroup now (G): the final affinity, which the cgroup's cpuset may narrow.
+    if let Some(list) = p
+        .exec_cpu_affinity()
+        .as_ref()
+        .and_then(|a| a.cpu_affinity_final().clone())
+    {
+        super::tuning::set_cpu_affinity(0, &list, "process.execCPUAffinity.final")?;
     }
     Err(program.exec(|| filter.load_at(super::seccomp::Point::BeforeExec, chan)))
 }

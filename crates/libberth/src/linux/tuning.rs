@@ -178,10 +178,16 @@ fn set_personality(p: &LinuxPersonality) -> Result<()> {
 
 /// Parse a node list such as "0-3,7" into a bitmask of 1024 nodes.
 pub fn parse_nodes(s: &str) -> Result<[u64; 16]> {
+    parse_list(s, "linux.memoryPolicy.nodes")
+}
+
+/// Parse a CPU or node list such as "0-3,7" into a 1024-bit mask (the layout of cpu_set_t);
+/// errors name `field`.
+pub fn parse_list(s: &str, field: &str) -> Result<[u64; 16]> {
     let mut mask = [0u64; 16];
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (a, b) = part.split_once('-').unwrap_or((part, part));
-        let bad = || err!("linux.memoryPolicy.nodes: invalid node range {part:?}");
+        let bad = || err!("{field}: invalid range {part:?}");
         let a: usize = a.trim().parse().map_err(|_| bad())?;
         let b: usize = b.trim().parse().map_err(|_| bad())?;
         if a > b || b >= 1024 {
@@ -192,6 +198,20 @@ pub fn parse_nodes(s: &str) -> Result<[u64; 16]> {
         }
     }
     Ok(mask)
+}
+
+/// Pin process `pid` (0: the caller) to a CPU list, for `process.execCPUAffinity`.
+pub fn set_cpu_affinity(pid: libc::pid_t, list: &str, field: &str) -> Result<()> {
+    let mask = parse_list(list, field)?;
+    // SAFETY: the mask has the size and layout of cpu_set_t (1024 bits).
+    let r = unsafe { libc::sched_setaffinity(pid, std::mem::size_of_val(&mask), mask.as_ptr().cast()) };
+    if r != 0 {
+        return Err(crate::Error::sys(
+            format!("{field} {list:?}"),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(())
 }
 
 fn set_memory_policy(mp: &LinuxMemoryPolicy) -> Result<()> {
