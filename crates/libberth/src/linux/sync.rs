@@ -68,17 +68,16 @@ impl Channel {
         }
     }
 
-    /// Receive one message; None when the other side closed the channel.
-    pub fn recv(&self) -> Result<Option<(u8, Vec<u8>)>> {
-        let mut buf = vec![0u8; 64 * 1024];
+    /// The length of the next message, waiting for it (the message stays queued); None when the
+    /// other side closed the channel. Buffers are then made to measure: init's memory (charged to
+    /// the container's cgroup) is not spent on a large receive buffer.
+    fn next_len(&self) -> Result<Option<usize>> {
         let mut reset = false;
         loop {
-            // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(self.raw(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            // SAFETY: a zero-length peek writes nothing; MSG_TRUNC makes it return the real length.
+            let n = unsafe { libc::recv(self.raw(), std::ptr::null_mut(), 0, libc::MSG_PEEK | libc::MSG_TRUNC) };
             if n > 0 {
-                buf.truncate(n as usize);
-                let tag = buf.remove(0);
-                return Ok(Some((tag, buf)));
+                return Ok(Some(n as usize));
             }
             if n == 0 {
                 return Ok(None);
@@ -86,12 +85,18 @@ impl Channel {
             let e = std::io::Error::last_os_error();
             match e.raw_os_error() {
                 Some(libc::EINTR) => {}
-                // See recv_msg: the reset is reported once, before the peer's last message.
+                // The peer closed with a message of ours unread: the error comes once, before
+                // what it sent last (an `E` message, say); read on.
                 Some(libc::ECONNRESET) if !reset => reset = true,
                 Some(libc::ECONNRESET) => return Ok(None),
                 _ => return Err(e).ctx("sync channel receive"),
             }
         }
+    }
+
+    /// Receive one message; None when the other side closed the channel.
+    pub fn recv(&self) -> Result<Option<(u8, Vec<u8>)>> {
+        Ok(self.recv_msg()?.map(|(tag, payload, _)| (tag, payload)))
     }
 
     /// Send a message carrying a descriptor (SCM_RIGHTS).
@@ -109,7 +114,8 @@ impl Channel {
 
     /// Like `recv`, also taking a descriptor that came with the message (see `send_fd`).
     pub fn recv_msg(&self) -> Result<Option<Message>> {
-        let mut buf = vec![0u8; 64 * 1024];
+        let Some(len) = self.next_len()? else { return Ok(None) };
+        let mut buf = vec![0u8; len];
         let mut space = nix::cmsg_space!([RawFd; 1]);
         let mut reset = false;
         loop {
