@@ -88,7 +88,7 @@ fn connect_console(path: &Path) -> Result<OwnedFd> {
     Ok(OwnedFd::from(s))
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
         path.file_name()
@@ -115,9 +115,7 @@ impl Runtime {
         }
     }
 
-    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool) -> Result<Made> {
-        state::validate_id(id)?;
-        let bundle = spec::load_bundle(opts.bundle)?;
+    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool, bundle: spec::Bundle) -> Result<Made> {
         let linux = bundle.spec.linux().as_ref();
         let cg_path =
             cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, self.systemd_cgroup)?;
@@ -221,7 +219,12 @@ impl Runtime {
 
     /// `create`: the container waits in its init for `start`.
     pub fn create(&self, id: &str, opts: &CreateOpts) -> Result<()> {
-        self.make(id, opts, true).map(|_| ())
+        state::validate_id(id)?;
+        let bundle = spec::load_bundle(opts.bundle)?;
+        if crate::vm::wanted(&bundle.spec) {
+            return crate::vm::create(self, id, opts, bundle).map(|_| ());
+        }
+        self.make(id, opts, true, bundle).map(|_| ())
     }
 
     /// `start`: let a created container's init exec the user's program.
@@ -230,6 +233,9 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        if crate::vm::is_vm(&locked) {
+            return crate::vm::start(&locked, &rec);
+        }
         match locked.status(Some(&rec)) {
             Status::Created => {}
             Status::Stopped => bail!("container {id:?} cannot be started: it is stopped"),
@@ -300,6 +306,9 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        if crate::vm::is_vm(&locked) {
+            return crate::vm::kill(&locked, &rec, sig, all);
+        }
         let status = locked.status(Some(&rec));
         if status == Status::Stopped && !all {
             bail!("container {id:?} is not running (stopped)");
@@ -369,13 +378,18 @@ impl Runtime {
 
     /// `run`: create, start, and (unless detached) wait, forwarding signals; returns the exit code.
     pub fn run(&self, id: &str, opts: &CreateOpts, detach: bool, keep: bool) -> Result<i32> {
+        state::validate_id(id)?;
+        let bundle = spec::load_bundle(opts.bundle)?;
+        if crate::vm::wanted(&bundle.spec) {
+            return crate::vm::run(self, id, opts, bundle, detach, keep);
+        }
         let sigs = if detach { None } else { Some(SignalGuard::block()) };
         if !detach {
             // Orphans of the container (and an init forked by an intermediate process) come to us.
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let made = self.make(id, opts, false)?;
+        let made = self.make(id, opts, false, bundle)?;
         let Made {
             locked,
             rec,
