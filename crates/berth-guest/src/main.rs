@@ -35,7 +35,7 @@ type R<T> = Result<T, String>;
 /// To the kernel log (and so the console, hvc0, which the host keeps in console.log).
 fn log(msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = write!(f, "<2>{msg}");
+        let _ = writeln!(f, "<2>{msg}");
     }
 }
 
@@ -264,7 +264,6 @@ impl Agent {
 
     fn handle(&mut self, line: &str) {
         let (verb, arg) = proto::split(line);
-        log(&format!("berth-guest: request {verb}"));
         let r: R<String> = match verb {
             "create" if self.pid == 0 => self.create(arg).map(|pid| {
                 self.pid = pid;
@@ -362,7 +361,6 @@ impl Agent {
             if r <= 0 {
                 return code;
             }
-            log(&format!("berth-guest: reaped {r} status {st:#x}"));
             if r == self.pid {
                 code = Some(if libc::WIFEXITED(st) {
                     libc::WEXITSTATUS(st)

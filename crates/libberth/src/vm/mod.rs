@@ -249,7 +249,7 @@ impl Plan {
         port(
             &mut cmd,
             "ctl",
-            format!("socket,path={},server=on,wait=off", qemu_path(&dir.join(CTL_SOCK))),
+            format!("socket,path=/proc/self/fd/{QEMU_DIR_FD}/{CTL_SOCK},server=on,wait=off"),
             proto::PORT_CTL,
         );
         let out = |fd: RawFd| {
@@ -275,7 +275,7 @@ impl Plan {
             }
             None => {
                 cmd.arg("-chardev")
-                    .arg(format!("socket,id=fs,path={}", qemu_path(&dir.join(FS_SOCK))));
+                    .arg(format!("socket,id=fs,path=/proc/self/fd/{QEMU_DIR_FD}/{FS_SOCK}"));
                 cmd.arg("-device")
                     .arg(format!("vhost-user-fs-device,chardev=fs,tag={}", proto::FS_TAG));
             }
@@ -283,6 +283,34 @@ impl Plan {
         cmd.args(&self.hv_params);
         cmd
     }
+}
+
+/// qemu reaches the sockets in the state directory through this descriptor of it (socket paths
+/// are limited to 108 bytes; a deep --root is not).
+const QEMU_DIR_FD: RawFd = 4;
+
+/// A short path for a socket in `dir`: the path itself, or one through /proc/self/fd when it is
+/// too long (the returned descriptor must stay open while the path is used).
+fn sock_path(dir: &Path, name: &str) -> Result<(PathBuf, Option<std::os::fd::OwnedFd>)> {
+    let p = dir.join(name);
+    if p.as_os_str().len() < 100 {
+        return Ok((p, None));
+    }
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_ctx(|| format!("{}", dir.display()))?;
+    Ok((
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", fd.as_raw_fd())),
+        Some(fd),
+    ))
+}
+
+fn connect(dir: &Path, name: &str) -> std::io::Result<UnixStream> {
+    let (p, _fd) = sock_path(dir, name).map_err(|e| std::io::Error::other(e.to_string()))?;
+    UnixStream::connect(p)
 }
 
 /// qemu option values separate with commas: a comma in a path is doubled.
@@ -436,7 +464,7 @@ pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
 /// A control-port conversation: one request, one reply line.
 fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String> {
     let sock = dir.join(CTL_SOCK);
-    let mut s = UnixStream::connect(&sock).with_ctx(|| format!("VM control socket {}", sock.display()))?;
+    let mut s = connect(dir, CTL_SOCK).with_ctx(|| format!("VM control socket {}", sock.display()))?;
     s.write_all(format!("{line}\n").as_bytes())
         .with_ctx(|| format!("VM control socket {}", sock.display()))?;
     read_reply(&mut s, timeout, || None)
@@ -474,10 +502,11 @@ fn read_reply(s: &mut UnixStream, timeout: Duration, mut gone: impl FnMut() -> O
 }
 
 /// Connect to the control socket qemu makes at start-up; None if the monitor (pid) ended first.
-fn connect_new(sock: &Path, pid: i32) -> Result<Option<UnixStream>> {
+fn connect_new(dir: &Path, pid: i32) -> Result<Option<UnixStream>> {
+    let sock = dir.join(CTL_SOCK);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match UnixStream::connect(sock) {
+        match connect(dir, CTL_SOCK) {
             Ok(s) => return Ok(Some(s)),
             Err(e) if Instant::now() > deadline => {
                 return Err(Error::sys(format!("VM control socket {}", sock.display()), e))
@@ -547,8 +576,20 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
         }
     }
     let mut q = plan.command(dir);
+    let dirfd = match nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("berth: VM container: {}: {e}", dir.display());
+            return 255;
+        }
+    };
+    let raw = dirfd.as_raw_fd();
     // SAFETY: async-signal-safe calls between fork and exec.
-    unsafe { q.pre_exec(|| clear_cloexec_to(-1, -1)) };
+    unsafe { q.pre_exec(move || clear_cloexec_to(raw, QEMU_DIR_FD)) };
     let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
     crate::log::debug(&format!("VM container: {q:?}"));
     let status = match q.spawn() {
@@ -623,7 +664,10 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         monitor: 0,
     };
     let fs = match plan.virtiofsd {
-        Some(_) => Some(UnixListener::bind(dir.join(FS_SOCK)).with_ctx(|| format!("{}", dir.join(FS_SOCK).display()))?),
+        Some(_) => {
+            let (p, _fd) = sock_path(&dir, FS_SOCK)?;
+            Some(UnixListener::bind(p).with_ctx(|| format!("{}", dir.join(FS_SOCK).display()))?)
+        }
         None => None,
     };
     std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.join(VM_FILE).display()))?;
@@ -645,7 +689,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     }
     undo.monitor = pid;
     drop(fs);
-    let mut s = connect_new(&dir.join(CTL_SOCK), pid)?;
+    let mut s = connect_new(&dir, pid)?;
     if s.is_none() {
         undo.monitor = 0;
     }
