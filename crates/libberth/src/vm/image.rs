@@ -224,7 +224,7 @@ impl Cpio {
     }
 
     fn pad(&mut self) {
-        while self.out.len() % 4 != 0 {
+        while !self.out.len().is_multiple_of(4) {
             self.out.push(0);
         }
     }
@@ -348,7 +348,7 @@ mod tests {
             ino: 0,
         };
         c.entry("init", 0o100755, b"abc", (0, 0));
-        assert_eq!(c.out.len() % 4, 0);
+        assert!(c.out.len().is_multiple_of(4));
         assert!(c.out.starts_with(b"070701"));
     }
 }
