@@ -178,12 +178,13 @@ fn boot() -> R<i32> {
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, "")?;
     mount("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
     let _ = std::fs::create_dir_all("/run");
+    let exit_port = open_port(proto::PORT_EXIT, libc::O_WRONLY)?;
     if cmdline.split_whitespace().any(|w| w == "berth.probe") {
-        log(proto::PROBE_MARKER);
+        // Written on the exit port: virtio-serial writes are synchronous, the console is not.
+        let _ = writeln!(File::from(exit_port), "{}", proto::PROBE_MARKER);
         return Ok(0);
     }
     let ctl = open_port(proto::PORT_CTL, libc::O_RDWR | libc::O_NONBLOCK)?;
-    let exit_port = open_port(proto::PORT_EXIT, libc::O_WRONLY)?;
     Agent::new(ctl).serve(exit_port)
 }
 

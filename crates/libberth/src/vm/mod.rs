@@ -377,7 +377,7 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> (bool, bool) {
     (forced.as_deref().map_or(kvm, |f| f == "kvm"), sandbox)
 }
 
-/// Boot the guest under KVM in probe mode and look for the agent's marker on the console.
+/// Boot the guest under KVM in probe mode and look for the agent's marker on the exit port.
 fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
     let dir = std::env::temp_dir().join(format!("berth-kvm-probe-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
@@ -388,8 +388,10 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
     cmd.args(["-append", "console=hvc0 quiet panic=-1 rdinit=/init berth.probe"]);
     cmd.args(["-device", "virtio-serial-device"]);
-    cmd.arg("-chardev").arg(format!("file,id=con,path={}", qemu_path(&log)));
-    cmd.args(["-device", "virtconsole,chardev=con"]);
+    cmd.arg("-chardev")
+        .arg(format!("file,id=exit,path={}", qemu_path(&log)));
+    cmd.arg("-device")
+        .arg(format!("virtserialport,chardev=exit,name={}", proto::PORT_EXIT));
     cmd.stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
@@ -604,15 +606,12 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
         let _ = f.wait();
     }
     let text = std::fs::read_to_string(dir.join(EXIT_FILE)).unwrap_or_default();
-    match text
-        .lines()
+    // No status from the guest (it crashed, or qemu failed to start): 255, as for a lost process.
+    let _ = status;
+    text.lines()
         .find_map(|l| l.strip_prefix("exit "))
         .and_then(|c| c.trim().parse().ok())
-    {
-        Some(code) => code,
-        None if status.is_some() => 255,
-        None => 255,
-    }
+        .unwrap_or(255)
 }
 
 /// Undo a half-made VM container.

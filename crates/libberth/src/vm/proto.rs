@@ -22,7 +22,7 @@ pub const GUEST_ROOTFS: &str = "/run/rootfs";
 pub const GUEST_BUNDLE: &str = "/run/bundle";
 /// The container's ID inside the guest (one container per VM).
 pub const GUEST_ID: &str = "ctr";
-/// Printed on the console by the agent in probe mode (`berth.probe` on the kernel command line).
+/// Written on the exit port by the agent in probe mode (`berth.probe` on the kernel command line).
 pub const PROBE_MARKER: &str = "berth-guest-probe-ok";
 
 /// The argument of `create`.
