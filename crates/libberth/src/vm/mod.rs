@@ -595,7 +595,35 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
     let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
     crate::log::debug(&format!("VM container: {q:?}"));
     let status = match q.spawn() {
-        Ok(mut ch) => ch.wait().ok(),
+        Ok(mut ch) => loop {
+            // Wake when qemu exits (pidfd), or every 500 ms to look at the state directory.
+            // SAFETY: pidfd_open on our child's pid; poll on the descriptor; close it.
+            unsafe {
+                let pfd = libc::syscall(libc::SYS_pidfd_open, ch.id() as i32, 0) as i32;
+                if pfd >= 0 {
+                    let mut p = libc::pollfd {
+                        fd: pfd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    libc::poll(&mut p, 1, 500);
+                    libc::close(pfd);
+                } else {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            match ch.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            // A state directory removed under us (its creator killed mid-create, or the
+            // directory deleted by hand): nobody can reach this VM any more, so end it.
+            if !dir.exists() {
+                let _ = ch.kill();
+                break ch.wait().ok();
+            }
+        },
         Err(e) => {
             eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
             None
