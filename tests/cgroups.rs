@@ -638,10 +638,14 @@ fn events_report_oom_kills() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_millis(200)); // events has registered its OOM watch
+    // `events` registers its OOM watch before its first stats line: only then may the OOM come
+    // (a fixed pause was too short on a slow, emulated guest).
+    let mut seen = Vec::new();
+    if let Ok(first) = rx.recv_timeout(Duration::from_secs(20)) {
+        seen.push(first);
+    }
     fs::write(b.rootfs().join("tmp/go"), "").unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    let mut seen = Vec::new();
     let mut oom = false;
     while Instant::now() < deadline && !oom {
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {

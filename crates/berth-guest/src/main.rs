@@ -1,1 +1,404 @@
-fn main() {}
+//! berth-guest: PID 1 inside a Berth VM container.
+//!
+//! It loads the kernel modules the host packed into the initramfs, moves itself onto a tmpfs root
+//! (so containers can pivot_root), mounts /proc, /sys, /dev and cgroup2, finds its virtio-serial
+//! ports, mounts the container's root (virtio-fs or a block device), and then serves the host's
+//! requests (docs/VM.md): `create` makes the container with libberth's Linux backend, exactly as
+//! `berth create` does on a host, `start` and `kill` are libberth's too. When the container's
+//! process ends it writes `exit <code>` on the exit port and powers the VM off.
+
+use libberth::container::{CreateOpts, Runtime};
+use libberth::vm::proto::{self, CreateMsg, LineBuf};
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+fn main() {
+    if std::process::id() != 1 {
+        eprintln!("berth-guest: this is the init of a Berth VM container; it only runs as PID 1 in the guest");
+        std::process::exit(2);
+    }
+    let code = match boot() {
+        Ok(code) => code,
+        Err(e) => {
+            log(&format!("berth-guest: {e}"));
+            255
+        }
+    };
+    power_off(code);
+}
+
+type R<T> = Result<T, String>;
+
+/// To the kernel log (and so the console, hvc0, which the host keeps in console.log).
+fn log(msg: &str) {
+    if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
+        let _ = writeln!(f, "<2>{msg}");
+    }
+}
+
+fn cstr(s: &str) -> CString {
+    CString::new(s).unwrap_or_default()
+}
+
+fn mount(src: &str, dst: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
+    let _ = std::fs::create_dir_all(dst);
+    let (s, d, t, o) = (cstr(src), cstr(dst), cstr(fstype), cstr(data));
+    // SAFETY: NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            d.as_ptr(),
+            t.as_ptr(),
+            flags,
+            if data.is_empty() {
+                std::ptr::null()
+            } else {
+                o.as_ptr().cast()
+            },
+        )
+    };
+    if r != 0 {
+        return Err(format!("mount {fstype} on {dst}: {}", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Load the modules listed (in dependency order) in /etc/berth/modules, with their parameters from
+/// the kernel command line (`name.param=value`, as modprobe does).
+fn load_modules(cmdline: &str) -> R<()> {
+    let Ok(list) = std::fs::read_to_string("/etc/berth/modules") else {
+        return Ok(());
+    };
+    for path in list.lines().filter(|l| !l.is_empty()) {
+        let file = Path::new(path).file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let name = file.split('.').next().unwrap_or("").replace('-', "_");
+        let params: Vec<&str> = cmdline
+            .split_whitespace()
+            .filter_map(|w| w.strip_prefix(&format!("{name}.")))
+            .collect();
+        let params = cstr(&params.join(" "));
+        let f = File::open(path).map_err(|e| format!("module {path}: {e}"))?;
+        let flags = if file.ends_with(".ko") {
+            0
+        } else {
+            4 /* MODULE_INIT_COMPRESSED_FILE */
+        };
+        // SAFETY: finit_module on an open file with a NUL-terminated parameter string.
+        let r = unsafe { libc::syscall(libc::SYS_finit_module, f.as_raw_fd(), params.as_ptr(), flags) };
+        if r != 0 {
+            let e = std::io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(format!("load module {path}: {e}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Move onto a tmpfs root: pivot_root (which containers use) refuses the initramfs root.
+fn switch_to_tmpfs() -> R<()> {
+    mount("tmpfs", "/newroot", "tmpfs", 0, "mode=755")?;
+    let chk = |r: i32, what: &str| {
+        if r != 0 {
+            Err(format!("{what}: {}", std::io::Error::last_os_error()))
+        } else {
+            Ok(())
+        }
+    };
+    let (nr, dot, root) = (cstr("/newroot"), cstr("."), cstr("/"));
+    // SAFETY: plain system calls with NUL-terminated paths.
+    unsafe {
+        chk(libc::chdir(nr.as_ptr()), "chdir /newroot")?;
+        chk(
+            libc::mount(
+                dot.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            ),
+            "move the new root",
+        )?;
+        chk(libc::chroot(dot.as_ptr()), "chroot")?;
+        chk(libc::chdir(root.as_ptr()), "chdir /")?;
+    }
+    Ok(())
+}
+
+/// The virtio-serial ports by name: /sys/class/virtio-ports/vportNpM/name -> /dev/vportNpM.
+fn find_port(name: &str) -> Option<PathBuf> {
+    for _ in 0..200 {
+        if let Ok(rd) = std::fs::read_dir("/sys/class/virtio-ports") {
+            for e in rd.flatten() {
+                let n = std::fs::read_to_string(e.path().join("name")).unwrap_or_default();
+                if n.trim() == name {
+                    let dev = Path::new("/dev").join(e.file_name());
+                    if dev.exists() {
+                        return Some(dev);
+                    }
+                }
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    None
+}
+
+fn open_port(name: &str, flags: i32) -> R<OwnedFd> {
+    let dev = find_port(name).ok_or_else(|| format!("virtio port {name}: not found"))?;
+    let p = cstr(&dev.to_string_lossy());
+    // SAFETY: open with a NUL-terminated path.
+    let fd = unsafe { libc::open(p.as_ptr(), flags | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("open {}: {}", dev.display(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd is fresh and ours.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn boot() -> R<i32> {
+    mount("proc", "/proc", "proc", 0, "")?;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    load_modules(&cmdline)?;
+    // SAFETY: umount with a NUL-terminated path.
+    unsafe { libc::umount2(cstr("/proc").as_ptr(), libc::MNT_DETACH) };
+    switch_to_tmpfs()?;
+    let nosuid = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+    mount("proc", "/proc", "proc", nosuid, "")?;
+    mount("sysfs", "/sys", "sysfs", nosuid, "")?;
+    mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=755")?;
+    // The kernel found no console for us (hvc0 comes with a module): fill 0-2 with /dev/null so
+    // the ports opened below do not land on the standard descriptors.
+    let null = cstr("/dev/null");
+    // SAFETY: open with a NUL-terminated path; the descriptors stay open for the agent's life.
+    while (0..3).contains(&unsafe { libc::open(null.as_ptr(), libc::O_RDWR) }) {}
+    mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, "")?;
+    mount("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
+    let _ = std::fs::create_dir_all("/run");
+    let exit_port = open_port(proto::PORT_EXIT, libc::O_WRONLY)?;
+    if cmdline.split_whitespace().any(|w| w == "berth.probe") {
+        // Written on the exit port: virtio-serial writes are synchronous, the console is not.
+        let _ = writeln!(File::from(exit_port), "{}", proto::PROBE_MARKER);
+        return Ok(0);
+    }
+    let ctl = open_port(proto::PORT_CTL, libc::O_RDWR | libc::O_NONBLOCK)?;
+    Agent::new(ctl).serve(exit_port)
+}
+
+struct Agent {
+    ctl: OwnedFd,
+    buf: LineBuf,
+    rt: Runtime,
+    pid: i32,
+}
+
+fn errno_str() -> String {
+    std::io::Error::last_os_error().to_string()
+}
+
+impl Agent {
+    fn new(ctl: OwnedFd) -> Agent {
+        Agent {
+            ctl,
+            buf: LineBuf::default(),
+            rt: Runtime::new(Path::new("/run/berth"), false),
+            pid: 0,
+        }
+    }
+
+    /// Replies are best effort: a host that went away does not get them.
+    fn reply(&self, line: &str) {
+        let data = format!("{line}\n");
+        let mut off = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while off < data.len() && std::time::Instant::now() < deadline {
+            // SAFETY: writing from a valid buffer.
+            let n = unsafe { libc::write(self.ctl.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off) };
+            if n > 0 {
+                off += n as usize;
+            } else {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+    }
+
+    fn create(&mut self, arg: &str) -> R<i32> {
+        let msg: CreateMsg = serde_json::from_str(arg).map_err(|e| format!("bad create message: {e}"))?;
+        match &msg.root_device {
+            Some(dev) => mount_device(dev, proto::GUEST_ROOTFS)?,
+            None => mount(proto::FS_TAG, proto::GUEST_ROOTFS, "virtiofs", 0, "")?,
+        }
+        std::fs::create_dir_all(proto::GUEST_BUNDLE).map_err(|e| e.to_string())?;
+        let cfg = Path::new(proto::GUEST_BUNDLE).join("config.json");
+        std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        // The container's stdio: the stdio port (stdin and stdout), the stderr port.
+        let io = open_port(proto::PORT_STDIO, libc::O_RDWR)?;
+        let err = open_port(proto::PORT_STDERR, libc::O_WRONLY)?;
+        let null = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/null")
+            .map_err(|e| e.to_string())?;
+        let stdin: RawFd = if msg.stdin { io.as_raw_fd() } else { null.as_raw_fd() };
+        // SAFETY: dup2 onto the standard descriptors.
+        unsafe {
+            libc::dup2(stdin, 0);
+            libc::dup2(io.as_raw_fd(), 1);
+            libc::dup2(err.as_raw_fd(), 2);
+        }
+        let opts = CreateOpts {
+            bundle: Path::new(proto::GUEST_BUNDLE),
+            pid_file: None,
+            console_socket: None,
+            no_pivot: false,
+            no_new_keyring: false,
+            preserve_fds: 0,
+        };
+        self.rt.create(proto::GUEST_ID, &opts).map_err(|e| e.to_string())?;
+        let state = self.rt.state(proto::GUEST_ID).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        Ok(v["pid"].as_i64().unwrap_or(0) as i32)
+    }
+
+    fn handle(&mut self, line: &str) {
+        let (verb, arg) = proto::split(line);
+        let r: R<String> = match verb {
+            "create" if self.pid == 0 => self.create(arg).map(|pid| {
+                self.pid = pid;
+                format!("ready {pid}")
+            }),
+            "create" => Err("the container exists already".into()),
+            "start" => self
+                .rt
+                .start(proto::GUEST_ID)
+                .map(|_| "ok".into())
+                .map_err(|e| e.to_string()),
+            "kill" => {
+                let mut it = arg.split(' ');
+                let sig = it.next().and_then(|s| s.parse().ok()).unwrap_or(libc::SIGTERM);
+                let all = it.next() == Some("1");
+                self.rt
+                    .kill(proto::GUEST_ID, sig, all)
+                    .map(|_| "ok".into())
+                    .map_err(|e| e.to_string())
+            }
+            v => Err(format!("unknown request {v:?}")),
+        };
+        match r {
+            Ok(s) => self.reply(&s),
+            Err(e) => self.reply(&format!("error {}", e.replace('\n', " "))),
+        }
+    }
+
+    /// Serve requests and reap children until the container's process ends; returns its status.
+    fn serve(mut self, exit_port: OwnedFd) -> R<i32> {
+        // SAFETY: signal mask and signalfd setup on local structures.
+        let sfd = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        };
+        if sfd < 0 {
+            return Err(format!("signalfd: {}", errno_str()));
+        }
+        let mut host_gone = false;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: sfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.ctl.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            // While no host is connected the port reports a hang-up: look again every 20 ms.
+            let (n, timeout) = if host_gone { (1, 20) } else { (2, -1) };
+            // SAFETY: fds is a valid array of n pollfds.
+            unsafe { libc::poll(fds.as_mut_ptr(), n, timeout) };
+            host_gone = false;
+            if fds[0].revents != 0 || n == 1 {
+                let mut info = [0u8; 128];
+                // SAFETY: draining the signalfd into a buffer of its record size.
+                while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+                if let Some(code) = self.reap() {
+                    let mut f = File::from(exit_port);
+                    let _ = writeln!(f, "exit {code}");
+                    let _ = f.flush();
+                    return Ok(code);
+                }
+            }
+            if n == 2 && fds[1].revents != 0 {
+                let mut buf = [0u8; 65536];
+                // SAFETY: reading into a valid buffer.
+                let r = unsafe { libc::read(self.ctl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if r > 0 {
+                    self.buf.push(&buf[..r as usize]);
+                    while let Some(line) = self.buf.next_line() {
+                        self.handle(&line);
+                    }
+                } else if r == 0 || fds[1].revents & libc::POLLHUP != 0 {
+                    host_gone = true;
+                }
+            }
+        }
+    }
+
+    /// Reap every exited child; the container's status once its process is among them.
+    fn reap(&mut self) -> Option<i32> {
+        let mut code = None;
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid on any child, non-blocking.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                return code;
+            }
+            if r == self.pid {
+                code = Some(if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else if libc::WIFSIGNALED(st) {
+                    128 + libc::WTERMSIG(st)
+                } else {
+                    255
+                });
+            }
+        }
+    }
+}
+
+/// Mount a block device (vm.image) trying the file systems the guest kernel knows.
+fn mount_device(dev: &str, at: &str) -> R<()> {
+    let types = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let mut last = String::from("no block file system known to the guest kernel");
+    for t in types.lines().filter(|l| !l.starts_with("nodev")).map(|l| l.trim()) {
+        match mount(dev, at, t, 0, "") {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+    }
+    Err(format!("vm.image {dev}: {last}"))
+}
+
+fn power_off(code: i32) -> ! {
+    if code == 255 {
+        // Give the host a moment to read the console before the VM disappears.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // SAFETY: sync and reboot are plain system calls; PID 1 powering the machine off.
+    unsafe {
+        libc::sync();
+        libc::reboot(libc::RB_POWER_OFF);
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}

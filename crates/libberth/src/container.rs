@@ -91,7 +91,7 @@ fn connect_console(path: &Path) -> Result<OwnedFd> {
     Ok(OwnedFd::from(s))
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+pub(crate) fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
     let tmp = path.with_file_name(format!(
         ".{}.tmp",
         path.file_name()
@@ -120,9 +120,7 @@ impl Runtime {
     }
 
     /// `relay_tty`: Berth stays attached and relays a terminal itself when there is no console socket.
-    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool, relay_tty: bool) -> Result<Made> {
-        state::validate_id(id)?;
-        let bundle = spec::load_bundle(opts.bundle)?;
+    fn make(&self, id: &str, opts: &CreateOpts, use_fifo: bool, relay_tty: bool, bundle: spec::Bundle) -> Result<Made> {
         let terminal = bundle
             .spec
             .process()
@@ -271,7 +269,12 @@ impl Runtime {
 
     /// `create`: the container waits in its init for `start`.
     pub fn create(&self, id: &str, opts: &CreateOpts) -> Result<()> {
-        self.make(id, opts, true, false).map(|_| ())
+        state::validate_id(id)?;
+        let bundle = spec::load_bundle(opts.bundle)?;
+        if crate::vm::wanted(&bundle.spec) {
+            return crate::vm::create(self, id, opts, bundle).map(|_| ());
+        }
+        self.make(id, opts, true, false, bundle).map(|_| ())
     }
 
     /// `start`: let a created container's init exec the user's program.
@@ -280,6 +283,9 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        if crate::vm::is_vm(&locked) {
+            return crate::vm::start(&locked, &rec);
+        }
         match locked.status(Some(&rec)) {
             Status::Created => {}
             Status::Stopped => bail!("container {id:?} cannot be started: it is stopped"),
@@ -363,6 +369,9 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        if crate::vm::is_vm(&locked) {
+            return crate::vm::kill(&locked, &rec, sig, all);
+        }
         let status = locked.status(Some(&rec));
         if status == Status::Stopped && !all {
             bail!("container {id:?} is not running (stopped)");
@@ -439,6 +448,9 @@ impl Runtime {
     /// `ignore_paused`); returns its exit status, or 0 when detached.
     pub fn exec(&self, id: &str, opts: &crate::linux::exec::ExecOpts) -> Result<i32> {
         let locked = self.store.peek(id)?;
+        if crate::vm::is_vm(&locked) {
+            bail!("cannot exec in container {id:?}: exec into VM containers is not implemented yet");
+        }
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
@@ -467,13 +479,18 @@ impl Runtime {
 
     /// `run`: create, start, and (unless detached) wait, forwarding signals; returns the exit code.
     pub fn run(&self, id: &str, opts: &CreateOpts, detach: bool, keep: bool) -> Result<i32> {
+        state::validate_id(id)?;
+        let bundle = spec::load_bundle(opts.bundle)?;
+        if crate::vm::wanted(&bundle.spec) {
+            return crate::vm::run(self, id, opts, bundle, detach, keep);
+        }
         let sigs = if detach { None } else { Some(SignalGuard::block()) };
         if !detach {
             // Orphans of the container (and an init forked by an intermediate process) come to us.
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let made = self.make(id, opts, false, !detach)?;
+        let made = self.make(id, opts, false, !detach, bundle)?;
         let Made {
             locked,
             rec,

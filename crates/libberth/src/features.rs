@@ -77,7 +77,11 @@ pub fn document() -> Value {
             "mountExtensions": { "idmap": { "enabled": crate::linux::idmap::supported() } }
         },
         "annotations": {
-            "run.berth.version": env!("CARGO_PKG_VERSION")
+            "run.berth.version": env!("CARGO_PKG_VERSION"),
+            crate::vm::ANN_ISOLATION: "vm: run the bundle in a micro-VM with its own kernel (docs/VM.md)",
+            crate::vm::ANN_CPUS: "vCPUs of a VM container (default: from linux.resources.cpu, else 1)",
+            crate::vm::ANN_MEMORY: "guest RAM of a VM container in MiB, or with M/G (default: linux.resources.memory.limit, else 256)",
+            crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: /boot/vmlinuz-*-cloud-amd64)"
         }
     })
 }

@@ -20,3 +20,4 @@ pub mod state;
 pub mod time;
 
 pub use error::{Error, Result};
+pub mod vm;

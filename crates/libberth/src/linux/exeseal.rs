@@ -34,6 +34,18 @@ struct MountAttr {
     userns_fd: u64,
 }
 
+/// The environment variable in which a sealed re-exec learns the installed binary's path.
+const EXE_VAR: &str = "BERTH_INSTALLED_EXE";
+
+/// Where the running runtime binary is installed (its own path, or, in a sealed re-exec, the path
+/// it was re-executed from): things installed next to it are found from there.
+pub fn installed_exe() -> std::io::Result<std::path::PathBuf> {
+    match std::env::var_os(EXE_VAR) {
+        Some(p) if !p.is_empty() => Ok(p.into()),
+        _ => std::env::current_exe(),
+    }
+}
+
 /// Whether the running binary is on a read-only mount (so it cannot be opened for writing).
 pub fn exe_is_sealed() -> bool {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
@@ -89,7 +101,11 @@ fn try_reexec() -> std::io::Result<()> {
         let args: Vec<CString> = std::env::args_os()
             .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
             .collect();
+        // The sealed image sees itself as "/" of a detached mount: pass on where it was installed.
+        let installed = std::fs::read_link("/proc/self/exe").unwrap_or_default();
         let env: Vec<CString> = std::env::vars_os()
+            .filter(|(k, _)| k != EXE_VAR)
+            .chain(std::iter::once((EXE_VAR.into(), installed.into_os_string())))
             .map(|(k, v)| {
                 let mut kv = k;
                 kv.push("=");

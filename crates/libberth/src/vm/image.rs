@@ -1,0 +1,354 @@
+//! The guest's boot files: finding the hypervisor and the kernel, building (once, cached) the
+//! initramfs that holds the guest agent and the kernel modules it needs, and probing whether KVM
+//! can boot the guest here (cached too).
+
+use crate::error::Context;
+use crate::{bail, err, Error, Result};
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+/// Modules the guest needs (with their dependencies from modules.dep): the virtio-mmio transport,
+/// the serial ports, virtio-fs for the shared rootfs and virtio-blk for `vm.image`.
+pub const GUEST_MODULES: &[&str] = &["virtio_mmio", "virtio_console", "virtiofs", "virtio_blk"];
+
+/// Bump when the initramfs layout changes, so cached images are rebuilt.
+const LAYOUT: u32 = 2;
+
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/local/sbin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+pub fn hypervisor(path: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = path {
+        if !p.is_file() {
+            bail!("vm.hypervisor.path {}: no such file", p.display());
+        }
+        return Ok(p.to_path_buf());
+    }
+    find_in_path("qemu-system-x86_64").ok_or_else(|| {
+        err!("VM container: qemu-system-x86_64 not found in PATH (install the Debian package qemu-system-x86)")
+    })
+}
+
+pub fn virtiofsd() -> Result<PathBuf> {
+    // (Not qemu's old C virtiofsd in /usr/lib/qemu: its options differ.)
+    find_in_path("virtiofsd").or_else(|| Some(PathBuf::from("/usr/libexec/virtiofsd")).filter(|p| p.is_file())).ok_or_else(|| {
+        err!("VM container: virtiofsd not found (needed to share the rootfs; `cargo install virtiofsd` or the Debian package virtiofsd)")
+    })
+}
+
+/// The guest kernel: the given path, else the newest /boot/vmlinuz-*-cloud-amd64.
+pub fn kernel(path: Option<&Path>, field: &str) -> Result<PathBuf> {
+    if let Some(p) = path {
+        if !p.is_file() {
+            bail!("{field} {}: no such file", p.display());
+        }
+        return Ok(p.to_path_buf());
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/boot")
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64"))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().ok_or_else(|| {
+        err!("VM container: no guest kernel /boot/vmlinuz-*-cloud-amd64 (install the Debian package linux-image-cloud-amd64, or set vm.kernel.path or the annotation run.berth.vm.kernel)")
+    })
+}
+
+/// The release string of a bzImage (from its setup header), e.g. "6.1.0-56-cloud-amd64".
+pub fn kernel_release(kernel: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(kernel).with_ctx(|| format!("guest kernel {}", kernel.display()))?;
+    let mut head = vec![0u8; 0x8000];
+    let n = std::io::Read::read(&mut f, &mut head).with_ctx(|| format!("guest kernel {}", kernel.display()))?;
+    head.truncate(n);
+    if head.len() < 0x210 || &head[0x202..0x206] != b"HdrS" {
+        bail!("guest kernel {}: not a bzImage", kernel.display());
+    }
+    let off = u16::from_le_bytes([head[0x20e], head[0x20f]]) as usize + 0x200;
+    let s = head.get(off..).unwrap_or_default();
+    let end = s.iter().position(|&b| b == 0 || b == b' ').unwrap_or(s.len());
+    let rel = String::from_utf8_lossy(&s[..end]).into_owned();
+    if rel.is_empty() {
+        bail!("guest kernel {}: no version string", kernel.display());
+    }
+    Ok(rel)
+}
+
+/// The static guest agent: $BERTH_GUEST, next to the berth binary, or in the cargo target dir.
+pub fn agent() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("BERTH_GUEST") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = crate::linux::exeseal::installed_exe().map_err(|e| Error::sys("current executable", e))?;
+    let dir = exe.parent().unwrap_or(Path::new("/"));
+    let mut cands = vec![dir.join("berth-guest")];
+    // target/<profile>/berth -> target/x86_64-unknown-linux-gnu/{release,debug}/berth-guest
+    if let Some(target) = dir.parent() {
+        for prof in ["release", "debug"] {
+            cands.push(target.join("x86_64-unknown-linux-gnu").join(prof).join("berth-guest"));
+        }
+    }
+    if let Some(target) = dir.parent().and_then(|d| d.parent()) {
+        for prof in ["release", "debug"] {
+            cands.push(target.join("x86_64-unknown-linux-gnu").join(prof).join("berth-guest"));
+        }
+    }
+    cands.into_iter().find(|p| p.is_file() && is_static(p)).ok_or_else(|| {
+        err!("VM container: the static guest agent berth-guest was not found next to {} (build it: LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-guest --target x86_64-unknown-linux-gnu)", exe.display())
+    })
+}
+
+/// A static ELF has no PT_INTERP program header.
+fn is_static(p: &Path) -> bool {
+    let Ok(data) = std::fs::read(p) else { return false };
+    if data.len() < 64 || &data[..4] != b"\x7fELF" {
+        return false;
+    }
+    let u64at = |o: usize| u64::from_le_bytes(data[o..o + 8].try_into().unwrap()) as usize;
+    let u16at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let (phoff, phsz, phn) = (u64at(0x20), u16at(0x36), u16at(0x38));
+    (0..phn).all(|i| {
+        let o = phoff + i * phsz;
+        o + 4 > data.len() || u32::from_le_bytes(data[o..o + 4].try_into().unwrap()) != 3
+    })
+}
+
+/// Where Berth caches built images and probe results.
+pub fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("BERTH_CACHE_DIR") {
+        return PathBuf::from(d);
+    }
+    // SAFETY: geteuid has no failure mode.
+    if unsafe { libc::geteuid() } == 0 {
+        return PathBuf::from("/var/cache/berth");
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+        .join("berth")
+}
+
+fn stamp(h: &mut DefaultHasher, p: &Path) {
+    p.hash(h);
+    if let Ok(m) = std::fs::metadata(p) {
+        (m.len(), m.mtime(), m.mtime_nsec(), m.ino()).hash(h);
+    }
+}
+
+/// Modules to load, dependencies first, as paths relative to /lib/modules/<release>.
+pub fn resolve_modules(dep_text: &str, wanted: &[&str]) -> Vec<String> {
+    let mut deps = std::collections::HashMap::new();
+    let mut by_name = std::collections::HashMap::new();
+    for line in dep_text.lines() {
+        let Some((m, rest)) = line.split_once(':') else {
+            continue;
+        };
+        let name = Path::new(m)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('.').next())
+            .unwrap_or("")
+            .replace('-', "_");
+        by_name.insert(name, m.to_string());
+        deps.insert(
+            m.to_string(),
+            rest.split_whitespace().map(str::to_string).collect::<Vec<_>>(),
+        );
+    }
+    fn visit(m: &str, deps: &std::collections::HashMap<String, Vec<String>>, out: &mut Vec<String>) {
+        if out.iter().any(|o| o == m) {
+            return;
+        }
+        // modules.dep lists every (transitive) dependency; the last ones are needed first.
+        for d in deps.get(m).into_iter().flatten().rev() {
+            visit(d, deps, out);
+        }
+        out.push(m.to_string());
+    }
+    let mut out = Vec::new();
+    for w in wanted {
+        if let Some(m) = by_name.get(*w) {
+            visit(m, &deps, &mut out);
+        }
+    }
+    out
+}
+
+/// A newc cpio archive writer.
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8], rdev: (u32, u32)) {
+        self.ino += 1;
+        let hdr = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            rdev.0,
+            rdev.1,
+            name.len() + 1,
+            0
+        );
+        self.out.extend_from_slice(hdr.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while !self.out.len().is_multiple_of(4) {
+            self.out.push(0);
+        }
+    }
+}
+
+/// The initramfs for this kernel (and the optional `vm.kernel.initrd`, unpacked first): built on
+/// first use and cached, keyed by the agent, the kernel's modules and the extra initrd.
+pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
+    let agent = agent()?;
+    let release = kernel_release(kernel)?;
+    let moddir = Path::new("/lib/modules").join(&release);
+    let dep_path = moddir.join("modules.dep");
+    let mut h = DefaultHasher::new();
+    LAYOUT.hash(&mut h);
+    stamp(&mut h, &agent);
+    stamp(&mut h, &dep_path);
+    release.hash(&mut h);
+    if let Some(x) = extra {
+        stamp(&mut h, x);
+    }
+    let dir = cache_dir();
+    let path = dir.join(format!("initramfs-{release}-{:016x}.cpio", h.finish()));
+    if path.is_file() {
+        return Ok(path);
+    }
+    let dep_text = std::fs::read_to_string(&dep_path).map_err(|e| {
+        Error::sys(
+            format!(
+                "modules of guest kernel {release}: {} (install the modules with the kernel's package)",
+                dep_path.display()
+            ),
+            e,
+        )
+    })?;
+    let mods = resolve_modules(&dep_text, GUEST_MODULES);
+    let mut c = Cpio {
+        out: Vec::new(),
+        ino: 0,
+    };
+    if let Some(x) = extra {
+        c.out = std::fs::read(x).with_ctx(|| format!("vm.kernel.initrd {}", x.display()))?;
+        c.pad();
+    }
+    for d in [
+        "dev",
+        "proc",
+        "sys",
+        "run",
+        "tmp",
+        "newroot",
+        "etc",
+        "etc/berth",
+        "lib",
+        "lib/modules",
+    ] {
+        c.entry(d, 0o040755, &[], (0, 0));
+    }
+    c.entry("dev/console", 0o020600, &[], (5, 1));
+    // Rust's start-up code opens /dev/null for missing standard descriptors (and aborts without it).
+    c.entry("dev/null", 0o020666, &[], (1, 3));
+    let bin = std::fs::read(&agent).with_ctx(|| format!("guest agent {}", agent.display()))?;
+    c.entry("init", 0o100755, &bin, (0, 0));
+    let mut list = String::new();
+    for (i, m) in mods.iter().enumerate() {
+        let data = std::fs::read(moddir.join(m)).with_ctx(|| format!("module {}", moddir.join(m).display()))?;
+        let ext = if m.ends_with(".ko") {
+            "ko".to_string()
+        } else {
+            m.rsplit_once(".ko.").map(|x| format!("ko.{}", x.1)).unwrap_or_default()
+        };
+        let name = format!("lib/modules/{i:02}.{ext}");
+        c.entry(&name, 0o100644, &data, (0, 0));
+        list.push_str(&format!("/{name}\n"));
+    }
+    c.entry("etc/berth/modules", 0o100644, list.as_bytes(), (0, 0));
+    c.entry("TRAILER!!!", 0, &[], (0, 0));
+    std::fs::create_dir_all(&dir).with_ctx(|| format!("cache directory {}", dir.display()))?;
+    let tmp = dir.join(format!(".initramfs.{}.tmp", std::process::id()));
+    let mut f = std::fs::File::create(&tmp).with_ctx(|| format!("{}", tmp.display()))?;
+    f.write_all(&c.out).with_ctx(|| format!("{}", tmp.display()))?;
+    drop(f);
+    std::fs::rename(&tmp, &path).with_ctx(|| format!("{}", path.display()))?;
+    // Images of older agents for this kernel are stale now.
+    let prefix = format!("initramfs-{release}-");
+    for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let n = e.file_name();
+        let n = n.to_string_lossy();
+        if n.starts_with(&prefix) && e.path() != path {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modules_come_after_their_dependencies() {
+        let dep = "kernel/fs/fuse/virtiofs.ko: kernel/fs/fuse/fuse.ko kernel/drivers/virtio/virtio_ring.ko\n\
+                   kernel/fs/fuse/fuse.ko:\n\
+                   kernel/drivers/virtio/virtio_ring.ko:\n\
+                   kernel/drivers/virtio/virtio_mmio.ko: kernel/drivers/virtio/virtio_ring.ko\n";
+        let got = resolve_modules(dep, &["virtio_mmio", "virtiofs", "absent"]);
+        assert_eq!(
+            got,
+            [
+                "kernel/drivers/virtio/virtio_ring.ko",
+                "kernel/drivers/virtio/virtio_mmio.ko",
+                "kernel/fs/fuse/fuse.ko",
+                "kernel/fs/fuse/virtiofs.ko"
+            ]
+        );
+    }
+
+    #[test]
+    fn cpio_entries_are_aligned() {
+        let mut c = Cpio {
+            out: Vec::new(),
+            ino: 0,
+        };
+        c.entry("init", 0o100755, b"abc", (0, 0));
+        assert!(c.out.len().is_multiple_of(4));
+        assert!(c.out.starts_with(b"070701"));
+    }
+}

@@ -1,0 +1,919 @@
+//! VM containers: the same bundle run inside a micro-VM with its own guest kernel (docs/VM.md).
+//!
+//! Selected by the spec's `vm` object or the annotation `run.berth.isolation=vm`. `create` forks a
+//! small monitor (the container's host pid) that starts virtiofsd (sharing the rootfs live) and
+//! qemu, then asks the guest agent (berth-guest, PID 1 in the VM) over the control port to create
+//! the container there with libberth's Linux backend. `start` and `kill` are requests on the same
+//! port. When the container's process ends the guest writes its status to the exit port (a file in
+//! the state directory) and powers off; qemu exits, and the monitor exits with that status.
+
+pub mod image;
+pub mod proto;
+
+use crate::container::{CreateOpts, Runtime};
+use crate::error::Context;
+use crate::spec::Bundle;
+use crate::state::{self, Locked, Record, Status};
+use crate::{bail, err, Error, Result};
+use oci_spec::runtime::Spec;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const ANN_ISOLATION: &str = "run.berth.isolation";
+pub const ANN_CPUS: &str = "run.berth.vm.cpus";
+pub const ANN_MEMORY: &str = "run.berth.vm.memory";
+pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
+
+/// Marker (and record of the hypervisor command line) in a VM container's state directory.
+const VM_FILE: &str = "vm";
+const CTL_SOCK: &str = "ctl.sock";
+const FS_SOCK: &str = "fs.sock";
+const EXIT_FILE: &str = "exit";
+const CONSOLE_LOG: &str = "console.log";
+
+const DEFAULT_MEM_MIB: u64 = 256;
+const MIN_MEM_MIB: u64 = 128;
+/// How long a guest may take to boot and create the container (TCG on a busy host is slow).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
+    spec.annotations().as_ref()?.get(key).map(String::as_str)
+}
+
+/// Whether this bundle asks for a VM.
+pub fn wanted(spec: &Spec) -> bool {
+    spec.vm().is_some() || annotation(spec, ANN_ISOLATION) == Some("vm")
+}
+
+/// Whether the container in this state directory is a VM container.
+pub fn is_vm(locked: &Locked) -> bool {
+    locked.dir.join(VM_FILE).exists()
+}
+
+/// Everything needed to boot the VM, resolved and checked before anything is created.
+pub struct Plan {
+    pub hypervisor: PathBuf,
+    pub hv_params: Vec<String>,
+    pub kernel: PathBuf,
+    pub cmdline: String,
+    pub initrd: PathBuf,
+    pub image: Option<(PathBuf, String)>,
+    pub cpus: u32,
+    pub mem_mib: u64,
+    pub kvm: bool,
+    pub sandbox: bool,
+    pub virtiofsd: Option<PathBuf>,
+}
+
+/// "512", "512M", "2G" -> MiB.
+pub fn parse_mib(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mul) = match s.char_indices().last()? {
+        (i, 'M' | 'm') => (&s[..i], 1),
+        (i, 'G' | 'g') => (&s[..i], 1024),
+        _ => (s, 1),
+    };
+    num.parse::<u64>().ok().filter(|&n| n > 0).map(|n| n * mul)
+}
+
+/// Guest RAM: the annotation, else linux.resources.memory.limit, else the default.
+pub fn memory_mib(spec: &Spec) -> Result<u64> {
+    if let Some(v) = annotation(spec, ANN_MEMORY) {
+        let m = parse_mib(v).ok_or_else(|| err!("annotations.{ANN_MEMORY}: {v:?} is not a size (MiB, or with M/G)"))?;
+        return Ok(m.max(MIN_MEM_MIB));
+    }
+    let limit = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.memory().as_ref())
+        .and_then(|m| m.limit())
+        .filter(|&l| l > 0);
+    Ok(match limit {
+        Some(l) => (l as u64).div_ceil(1 << 20).max(MIN_MEM_MIB),
+        None => DEFAULT_MEM_MIB,
+    })
+}
+
+/// vCPUs: the annotation, else the CPU quota (rounded up) or the cpuset's size, else 1.
+pub fn cpus(spec: &Spec) -> Result<u32> {
+    if let Some(v) = annotation(spec, ANN_CPUS) {
+        return v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|&n| (1..=255).contains(&n))
+            .ok_or_else(|| err!("annotations.{ANN_CPUS}: {v:?} is not a number of vCPUs (1-255)"));
+    }
+    let cpu = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.resources().as_ref())
+        .and_then(|r| r.cpu().as_ref());
+    let Some(cpu) = cpu else { return Ok(1) };
+    if let (Some(q), Some(p)) = (cpu.quota(), cpu.period()) {
+        if q > 0 && p > 0 {
+            return Ok(((q as u64).div_ceil(p) as u32).clamp(1, 255));
+        }
+    }
+    if let Some(set) = cpu.cpus() {
+        let n: u32 = set
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(|r| match r.split_once('-') {
+                Some((a, b)) => {
+                    b.trim()
+                        .parse::<u32>()
+                        .unwrap_or(0)
+                        .saturating_sub(a.trim().parse().unwrap_or(0))
+                        + 1
+                }
+                None => 1,
+            })
+            .sum();
+        return Ok(n.clamp(1, 255));
+    }
+    Ok(1)
+}
+
+impl Plan {
+    pub fn new(bundle: &Bundle) -> Result<Plan> {
+        let spec = &bundle.spec;
+        let vm = spec.vm().as_ref();
+        let hv = vm.and_then(|v| v.hypervisor().as_ref());
+        let hypervisor = image::hypervisor(hv.map(|h| h.path().as_path()).filter(|p| !p.as_os_str().is_empty()))?;
+        let (kpath, field) = match (annotation(spec, ANN_KERNEL), vm.map(|v| v.kernel().path())) {
+            (Some(a), _) => (Some(PathBuf::from(a)), format!("annotations.{ANN_KERNEL}")),
+            (None, Some(p)) if !p.as_os_str().is_empty() => (Some(p.clone()), "vm.kernel.path".to_string()),
+            _ => (None, String::new()),
+        };
+        let kernel = image::kernel(kpath.as_deref(), &field)?;
+        let extra = vm.and_then(|v| v.kernel().initrd().as_ref()).map(PathBuf::from);
+        if let Some(x) = &extra {
+            if !x.is_file() {
+                bail!("vm.kernel.initrd {}: no such file", x.display());
+            }
+        }
+        let image = match vm.and_then(|v| v.image().as_ref()) {
+            Some(img) => {
+                if !img.path().is_file() && !img.path().exists() {
+                    bail!("vm.image.path {}: no such file", img.path().display());
+                }
+                let fmt = img.format().as_str();
+                if !["raw", "qcow2", "vdi", "vmdk", "vhd"].contains(&fmt) {
+                    bail!("vm.image.format: {fmt:?} (expected raw, qcow2, vdi, vmdk or vhd)");
+                }
+                Some((
+                    img.path().clone(),
+                    if fmt == "vhd" { "vpc".into() } else { fmt.to_string() },
+                ))
+            }
+            None => None,
+        };
+        let virtiofsd = if image.is_none() {
+            Some(image::virtiofsd()?)
+        } else {
+            None
+        };
+        let mem_mib = memory_mib(spec)?;
+        let cpus = cpus(spec)?;
+        let initrd = image::initramfs(&kernel, extra.as_deref())?;
+        let (kvm, sandbox) = probe(&hypervisor, &kernel, &initrd);
+        let mut cmdline = String::from("console=hvc0 quiet panic=-1 rdinit=/init");
+        if !kvm {
+            // Without these a share of TCG boots hang calibrating the TSC.
+            cmdline.push_str(" tsc_early_khz=2600000 lpj=10400000");
+        }
+        for p in vm.and_then(|v| v.kernel().parameters().as_ref()).into_iter().flatten() {
+            cmdline.push(' ');
+            cmdline.push_str(p);
+        }
+        Ok(Plan {
+            hypervisor,
+            hv_params: hv.and_then(|h| h.parameters().clone()).unwrap_or_default(),
+            kernel,
+            cmdline,
+            initrd,
+            image,
+            cpus,
+            mem_mib,
+            kvm,
+            sandbox,
+            virtiofsd,
+        })
+    }
+
+    fn common_args(&self, cmd: &mut Command) {
+        cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+        if self.sandbox {
+            cmd.args(["-sandbox", "on"]);
+        }
+        let mem = format!("{}M", self.mem_mib);
+        if self.kvm {
+            cmd.args(["-M", "microvm,memory-backend=mem", "-accel", "kvm", "-cpu", "host"]);
+        } else {
+            cmd.args([
+                "-M",
+                "microvm,pit=off,pic=off,memory-backend=mem",
+                "-accel",
+                "tcg",
+                "-cpu",
+                "max",
+            ]);
+        }
+        cmd.args(["-m", &mem, "-smp", &self.cpus.to_string()]);
+        cmd.arg("-object")
+            .arg(format!("memory-backend-memfd,id=mem,size={mem},share=on"));
+        cmd.arg("-kernel").arg(&self.kernel).arg("-initrd").arg(&self.initrd);
+        cmd.args(["-device", "virtio-serial-device,max_ports=8"]);
+    }
+
+    /// The qemu command line for a container whose state directory is `dir`.
+    fn command(&self, dir: &Path) -> Command {
+        let mut cmd = Command::new(&self.hypervisor);
+        self.common_args(&mut cmd);
+        cmd.arg("-append").arg(&self.cmdline);
+        let port = |cmd: &mut Command, id: &str, chardev: String, name: &str| {
+            cmd.arg("-chardev").arg(format!("{chardev},id={id}"));
+            cmd.arg("-device")
+                .arg(format!("virtserialport,chardev={id},name={name}"));
+        };
+        cmd.arg("-chardev")
+            .arg(format!("file,id=con,path={}", qemu_path(&dir.join(CONSOLE_LOG))));
+        cmd.args(["-device", "virtconsole,chardev=con"]);
+        port(
+            &mut cmd,
+            "ctl",
+            format!("socket,path=/proc/self/fd/{QEMU_DIR_FD}/{CTL_SOCK},server=on,wait=off"),
+            proto::PORT_CTL,
+        );
+        let out = |fd: RawFd| {
+            if fd_usable(fd) {
+                format!("file,path=/proc/self/fd/{fd},append=on")
+            } else {
+                "null".to_string()
+            }
+        };
+        port(&mut cmd, "io", out(1), proto::PORT_STDIO);
+        port(&mut cmd, "err", out(2), proto::PORT_STDERR);
+        port(
+            &mut cmd,
+            "exit",
+            format!("file,path={}", qemu_path(&dir.join(EXIT_FILE))),
+            proto::PORT_EXIT,
+        );
+        match &self.image {
+            Some((path, fmt)) => {
+                cmd.arg("-drive")
+                    .arg(format!("file={},format={fmt},if=none,id=root", qemu_path(path)));
+                cmd.args(["-device", "virtio-blk-device,drive=root"]);
+            }
+            None => {
+                cmd.arg("-chardev")
+                    .arg(format!("socket,id=fs,path=/proc/self/fd/{QEMU_DIR_FD}/{FS_SOCK}"));
+                cmd.arg("-device")
+                    .arg(format!("vhost-user-fs-device,chardev=fs,tag={}", proto::FS_TAG));
+            }
+        }
+        cmd.args(&self.hv_params);
+        cmd
+    }
+}
+
+/// qemu reaches the sockets in the state directory through this descriptor of it (socket paths
+/// are limited to 108 bytes; a deep --root is not).
+const QEMU_DIR_FD: RawFd = 4;
+
+/// A short path for a socket in `dir`: the path itself, or one through /proc/self/fd when it is
+/// too long (the returned descriptor must stay open while the path is used).
+fn sock_path(dir: &Path, name: &str) -> Result<(PathBuf, Option<std::os::fd::OwnedFd>)> {
+    let p = dir.join(name);
+    if p.as_os_str().len() < 100 {
+        return Ok((p, None));
+    }
+    let fd = nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .with_ctx(|| format!("{}", dir.display()))?;
+    Ok((
+        PathBuf::from(format!("/proc/self/fd/{}/{name}", fd.as_raw_fd())),
+        Some(fd),
+    ))
+}
+
+fn connect(dir: &Path, name: &str) -> std::io::Result<UnixStream> {
+    let (p, _fd) = sock_path(dir, name).map_err(|e| std::io::Error::other(e.to_string()))?;
+    UnixStream::connect(p)
+}
+
+/// qemu option values separate with commas: a comma in a path is doubled.
+fn qemu_path(p: &Path) -> String {
+    p.to_string_lossy().replace(',', ",,")
+}
+
+/// Whether a standard descriptor is open on something a file chardev can reopen.
+fn fd_usable(fd: RawFd) -> bool {
+    // SAFETY: fstat into a local struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd, &mut st) } != 0 {
+        return false;
+    }
+    matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFIFO | libc::S_IFCHR)
+}
+
+/// (KVM boots the guest, qemu has `-sandbox`), probed once per hypervisor and kernel and cached.
+/// `BERTH_VM_ACCEL=kvm|tcg` decides without probing.
+fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> (bool, bool) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for p in [qemu, kernel, Path::new("/dev/kvm")] {
+        p.hash(&mut h);
+        if let Ok(m) = std::fs::metadata(p) {
+            use std::os::unix::fs::MetadataExt;
+            (m.len(), m.mtime()).hash(&mut h);
+        }
+    }
+    let cache = image::cache_dir().join(format!("probe-{:016x}", h.finish()));
+    let forced = std::env::var("BERTH_VM_ACCEL").ok();
+    if let Ok(s) = std::fs::read_to_string(&cache) {
+        let mut w = s.split_whitespace();
+        let kvm = w.next() == Some("kvm");
+        let sandbox = w.next() == Some("sandbox");
+        return (forced.as_deref().map_or(kvm, |f| f == "kvm"), sandbox);
+    }
+    let sandbox = Command::new(qemu)
+        .arg("-help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("-sandbox"));
+    let kvm_dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    let kvm = kvm_dev && probe_kvm(qemu, kernel, initrd);
+    if !kvm {
+        crate::log::warn(if kvm_dev {
+            "VM containers: KVM cannot boot the guest kernel on this host; using software emulation (TCG)"
+        } else {
+            "VM containers: /dev/kvm is not available; using software emulation (TCG)"
+        });
+    }
+    let _ = std::fs::create_dir_all(image::cache_dir());
+    let _ = std::fs::write(
+        &cache,
+        format!(
+            "{} {}\n",
+            if kvm { "kvm" } else { "tcg" },
+            if sandbox { "sandbox" } else { "-" }
+        ),
+    );
+    (forced.as_deref().map_or(kvm, |f| f == "kvm"), sandbox)
+}
+
+/// Boot the guest under KVM in probe mode and look for the agent's marker on the exit port.
+fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
+    let dir = std::env::temp_dir().join(format!("berth-kvm-probe-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let log = dir.join("console");
+    let mut cmd = Command::new(qemu);
+    cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
+    cmd.args(["-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128M"]);
+    cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
+    cmd.args(["-append", "console=hvc0 quiet panic=-1 rdinit=/init berth.probe"]);
+    cmd.args(["-device", "virtio-serial-device"]);
+    cmd.arg("-chardev")
+        .arg(format!("file,id=exit,path={}", qemu_path(&log)));
+    cmd.arg("-device")
+        .arg(format!("virtserialport,chardev=exit,name={}", proto::PORT_EXIT));
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let ok = match cmd.spawn() {
+        Ok(mut child) => {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let mut ok = false;
+            while Instant::now() < deadline {
+                if std::fs::read_to_string(&log).is_ok_and(|s| s.contains(proto::PROBE_MARKER)) {
+                    ok = true;
+                    break;
+                }
+                if let Ok(Some(_)) = child.try_wait() {
+                    ok = std::fs::read_to_string(&log).is_ok_and(|s| s.contains(proto::PROBE_MARKER));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            ok
+        }
+        Err(_) => false,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    ok
+}
+
+/// The config.json the guest sees: the root where the agent mounts it, no hooks (they run on the
+/// host), no host namespace paths, no host bind mounts (not shared into the VM).
+pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
+    let mut v = serde_json::to_value(spec).map_err(|e| err!("config.json: {e}"))?;
+    v["root"]["path"] = proto::GUEST_ROOTFS.into();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("hooks");
+        o.remove("vm");
+        // Inside the guest the container is a Linux container.
+        if let Some(a) = o.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            a.remove(ANN_ISOLATION);
+        }
+    }
+    if let Some(ns) = v.pointer_mut("/linux/namespaces").and_then(|n| n.as_array_mut()) {
+        ns.retain(|n| {
+            let keep = n.get("path").is_none();
+            if !keep {
+                crate::log::warn(&format!(
+                    "linux.namespaces: {} namespace path ignored in a VM container (a host namespace)",
+                    n["type"].as_str().unwrap_or("?")
+                ));
+            }
+            keep
+        });
+    }
+    if let Some(ms) = v.get_mut("mounts").and_then(|m| m.as_array_mut()) {
+        ms.retain(|m| {
+            let bind = m["type"] == "bind"
+                || m["options"]
+                    .as_array()
+                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
+            if bind {
+                crate::log::warn(&format!(
+                    "mounts: bind mount at {} not shared into the VM; skipped",
+                    m["destination"].as_str().unwrap_or("?")
+                ));
+            }
+            !bind
+        });
+    }
+    Ok(v)
+}
+
+/// A control-port conversation: one request, one reply line.
+fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String> {
+    let sock = dir.join(CTL_SOCK);
+    let mut s = connect(dir, CTL_SOCK).with_ctx(|| format!("VM control socket {}", sock.display()))?;
+    s.write_all(format!("{line}\n").as_bytes())
+        .with_ctx(|| format!("VM control socket {}", sock.display()))?;
+    read_reply(&mut s, timeout, || None)
+}
+
+/// Read one reply line; `gone` is asked periodically whether the VM ended (with why).
+fn read_reply(s: &mut UnixStream, timeout: Duration, mut gone: impl FnMut() -> Option<String>) -> Result<String> {
+    let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+    let deadline = Instant::now() + timeout;
+    let mut buf = proto::LineBuf::default();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(line) = buf.next_line() {
+            return match proto::split(&line) {
+                ("error", msg) => Err(Error::new(msg.to_string())),
+                _ => Ok(line),
+            };
+        }
+        match s.read(&mut chunk) {
+            Ok(0) => bail!(
+                "the VM went away{}",
+                gone().map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+            Ok(n) => buf.push(&chunk[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            // qemu closed the port: the VM is gone, say why.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => bail!(
+                "the VM went away{}",
+                gone().map(|w| format!(": {w}")).unwrap_or_default()
+            ),
+            Err(e) => return Err(Error::sys("VM control socket", e)),
+        }
+        if let Some(why) = gone() {
+            bail!("the VM ended before the container was ready: {why}");
+        }
+        if Instant::now() > deadline {
+            bail!("the VM did not answer within {} s", timeout.as_secs());
+        }
+    }
+}
+
+/// Connect to the control socket qemu makes at start-up; None if the monitor (pid) ended first.
+fn connect_new(dir: &Path, pid: i32) -> Result<Option<UnixStream>> {
+    let sock = dir.join(CTL_SOCK);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match connect(dir, CTL_SOCK) {
+            Ok(s) => return Ok(Some(s)),
+            Err(e) if Instant::now() > deadline => {
+                return Err(Error::sys(format!("VM control socket {}", sock.display()), e))
+            }
+            Err(_) => {}
+        }
+        let mut st = 0;
+        // SAFETY: non-blocking wait for our own child.
+        if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
+            return Ok(None);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The last lines of the guest console, for error messages.
+fn console_tail(dir: &Path) -> String {
+    let text = std::fs::read_to_string(dir.join(CONSOLE_LOG)).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" | ");
+    if tail.is_empty() {
+        "no guest console output".into()
+    } else {
+        format!("guest console: {tail}")
+    }
+}
+
+fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
+    // SAFETY: dup2/fcntl on descriptors we own, between fork and exec.
+    unsafe {
+        if fd < 0 {
+        } else if fd == target {
+            let fl = libc::fcntl(fd, libc::F_GETFD);
+            libc::fcntl(fd, libc::F_SETFD, fl & !libc::FD_CLOEXEC);
+        } else if libc::dup2(fd, target) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+    }
+    Ok(())
+}
+
+/// The monitor: the container's host process. Starts virtiofsd and qemu as its children (they die
+/// with it), waits for qemu, and exits with the container's status from the exit port.
+fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) -> i32 {
+    // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu.
+    unsafe { libc::setsid() };
+    let mut fsd = None;
+    if let (Some(bin), Some(l)) = (&plan.virtiofsd, fs) {
+        let fd = l.as_raw_fd();
+        let mut c = Command::new(bin);
+        c.arg("--fd=3").arg("--shared-dir").arg(rootfs).args([
+            "--cache=auto",
+            "--sandbox=none",
+            "--log-level=error",
+            "--xattr",
+        ]);
+        c.stdin(std::process::Stdio::null());
+        // SAFETY: async-signal-safe calls between fork and exec.
+        unsafe { c.pre_exec(move || clear_cloexec_to(fd, 3)) };
+        match c.spawn() {
+            Ok(ch) => fsd = Some(ch),
+            Err(e) => {
+                eprintln!("berth: VM container: start {}: {e}", bin.display());
+                return 255;
+            }
+        }
+    }
+    let mut q = plan.command(dir);
+    let dirfd = match nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("berth: VM container: {}: {e}", dir.display());
+            return 255;
+        }
+    };
+    let raw = dirfd.as_raw_fd();
+    // SAFETY: async-signal-safe calls between fork and exec.
+    unsafe { q.pre_exec(move || clear_cloexec_to(raw, QEMU_DIR_FD)) };
+    let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
+    crate::log::debug(&format!("VM container: {q:?}"));
+    let status = match q.spawn() {
+        Ok(mut ch) => loop {
+            // Wake when qemu exits (pidfd), or every 500 ms to look at the state directory.
+            // SAFETY: pidfd_open on our child's pid; poll on the descriptor; close it.
+            unsafe {
+                let pfd = libc::syscall(libc::SYS_pidfd_open, ch.id() as i32, 0) as i32;
+                if pfd >= 0 {
+                    let mut p = libc::pollfd {
+                        fd: pfd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    };
+                    libc::poll(&mut p, 1, 500);
+                    libc::close(pfd);
+                } else {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            match ch.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                Ok(None) => {}
+                Err(_) => break None,
+            }
+            // A state directory removed under us (its creator killed mid-create, or the
+            // directory deleted by hand): nobody can reach this VM any more, so end it.
+            if !dir.exists() {
+                let _ = ch.kill();
+                break ch.wait().ok();
+            }
+        },
+        Err(e) => {
+            eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
+            None
+        }
+    };
+    if let Some(mut f) = fsd {
+        let _ = f.kill();
+        let _ = f.wait();
+    }
+    let text = std::fs::read_to_string(dir.join(EXIT_FILE)).unwrap_or_default();
+    // No status from the guest (it crashed, or qemu failed to start): 255, as for a lost process.
+    let _ = status;
+    text.lines()
+        .find_map(|l| l.strip_prefix("exit "))
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(255)
+}
+
+/// Undo a half-made VM container.
+struct Undo {
+    dir: Option<Locked>,
+    monitor: i32,
+}
+
+impl Drop for Undo {
+    fn drop(&mut self) {
+        if self.monitor > 0 {
+            // SAFETY: kill and reap our own child (its children die with it).
+            unsafe {
+                libc::kill(self.monitor, libc::SIGKILL);
+                libc::waitpid(self.monitor, std::ptr::null_mut(), 0);
+            }
+        }
+        if let Some(d) = self.dir.take() {
+            let _ = d.destroy();
+        }
+    }
+}
+
+/// `create` of a VM container: boot it and have the guest create the container, waiting to start.
+/// Returns the record (pid = the monitor, our child).
+pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Result<Record> {
+    let process = bundle.spec.process().as_ref();
+    if opts.console_socket.is_some() || process.is_some_and(|p| p.terminal().unwrap_or(false)) {
+        bail!("process.terminal: not supported in VM containers yet");
+    }
+    if opts.preserve_fds > 0 {
+        bail!("--preserve-fds: not supported in VM containers");
+    }
+    let plan = Plan::new(&bundle)?;
+    let msg = proto::CreateMsg {
+        config: guest_config(&bundle.spec)?,
+        stdin: false,
+        root_device: plan.image.as_ref().map(|_| "/dev/vda".to_string()),
+    };
+    let line = format!(
+        "create {}",
+        serde_json::to_string(&msg).map_err(|e| err!("config.json: {e}"))?
+    );
+    let locked = rt.store.create(id)?;
+    let dir = locked.dir.clone();
+    let lock_fd = locked.lock_fd();
+    let mut undo = Undo {
+        dir: Some(locked),
+        monitor: 0,
+    };
+    let fs = match plan.virtiofsd {
+        Some(_) => {
+            let (p, _fd) = sock_path(&dir, FS_SOCK)?;
+            Some(UnixListener::bind(p).with_ctx(|| format!("{}", dir.join(FS_SOCK).display()))?)
+        }
+        None => None,
+    };
+    std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.join(VM_FILE).display()))?;
+    // The status marker `created` is read from (a plain file here; there is no fifo in a VM).
+    std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
+    // SAFETY: Berth is single-threaded; the child only runs the monitor and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::sys("fork the VM monitor", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        if let Some(fd) = lock_fd {
+            // SAFETY: the monitor must not hold the state directory's lock.
+            unsafe { libc::close(fd) };
+        }
+        let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref());
+        // SAFETY: leave without the parent's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    undo.monitor = pid;
+    drop(fs);
+    let mut s = connect_new(&dir, pid)?;
+    if s.is_none() {
+        undo.monitor = 0;
+    }
+    let Some(mut s) = s.take() else {
+        bail!(
+            "VM container {id:?}: the hypervisor did not start: {}",
+            console_tail(&dir)
+        );
+    };
+    s.write_all(format!("{line}\n").as_bytes())
+        .with_ctx(|| "VM control socket".to_string())?;
+    let mut reaped = false;
+    let reply = read_reply(&mut s, READY_TIMEOUT, || {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for our own child.
+        reaped = reaped || unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid;
+        reaped.then(|| console_tail(&dir))
+    });
+    if reaped {
+        undo.monitor = 0;
+    }
+    let reply = reply.map_err(|e| e.context(format!("VM container {id:?}")))?;
+    if proto::split(&reply).0 != "ready" {
+        bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
+    }
+    let rec = Record {
+        oci_version: bundle.spec.version().clone(),
+        id: id.to_string(),
+        pid,
+        pid_start: state::proc_stat(pid)
+            .map(|s| s.1)
+            .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?,
+        bundle: bundle.dir.clone(),
+        rootfs: bundle.rootfs.clone(),
+        created: crate::time::now_rfc3339(),
+        owner: String::new(),
+        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+        cgroup_path: String::new(),
+        cgroup_owned: false,
+        own_pid_ns: true,
+        poststop: bundle
+            .spec
+            .hooks()
+            .as_ref()
+            .and_then(|h| h.poststop().clone())
+            .unwrap_or_default(),
+        process: bundle.spec.process().clone(),
+    };
+    let locked = undo.dir.as_ref().expect("state dir");
+    locked.save(&rec)?;
+    if let Some(p) = opts.pid_file {
+        crate::container::write_pid_file(p, pid)?;
+    }
+    undo.monitor = 0;
+    let _ = undo.dir.take();
+    Ok(rec)
+}
+
+/// `start`: ask the guest to run the process.
+pub fn start(locked: &Locked, rec: &Record) -> Result<()> {
+    let id = &rec.id;
+    match locked.status(Some(rec)) {
+        Status::Created => {}
+        Status::Stopped => bail!("container {id:?} cannot be started: it is stopped"),
+        s => bail!("container {id:?} cannot be started: it is already {}", s.as_str()),
+    }
+    request(&locked.dir, "start", READY_TIMEOUT).map_err(|e| e.context(format!("start container {id:?}")))?;
+    let marker = locked.fifo_path();
+    std::fs::remove_file(&marker).with_ctx(|| format!("remove {}", marker.display()))
+}
+
+/// `kill`: deliver the signal to the guest's process (or every process of the container).
+pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
+    let id = &rec.id;
+    if locked.status(Some(rec)) == Status::Stopped {
+        if all {
+            return Ok(());
+        }
+        bail!("container {id:?} is not running (stopped)");
+    }
+    request(
+        &locked.dir,
+        &format!("kill {sig} {}", all as u8),
+        Duration::from_secs(30),
+    )
+    .map(|_| ())
+    .map_err(|e| e.context(format!("kill container {id:?}")))
+}
+
+/// Signals `run` forwards to the guest's process.
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+];
+
+/// `run` of a VM container: create, start, and unless detached wait for the monitor (our child),
+/// forwarding signals to the guest. Returns the container's exit status.
+pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bool, keep: bool) -> Result<i32> {
+    // SAFETY: sigset manipulation on a local set.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        if !detach {
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        }
+        set
+    };
+    let rec = create(rt, id, opts, bundle)?;
+    let dir = rt.store.root().join(id);
+    if let Err(e) = request(&dir, "start", READY_TIMEOUT) {
+        if !keep {
+            let _ = rt.delete(id, true);
+        }
+        return Err(e);
+    }
+    let _ = std::fs::remove_file(dir.join(state::EXEC_FIFO));
+    if detach {
+        return Ok(0);
+    }
+    let code = loop {
+        let mut st = 0;
+        // SAFETY: non-blocking wait for the monitor, our child.
+        let r = unsafe { libc::waitpid(rec.pid, &mut st, libc::WNOHANG) };
+        if r == rec.pid {
+            break if libc::WIFEXITED(st) {
+                libc::WEXITSTATUS(st)
+            } else {
+                255
+            };
+        }
+        let mut sig = 0;
+        // SAFETY: sigwait on the blocked set.
+        if unsafe { libc::sigwait(&set, &mut sig) } != 0 || sig == libc::SIGCHLD {
+            continue;
+        }
+        let _ = request(&dir, &format!("kill {sig} 0"), Duration::from_secs(5));
+    };
+    if !keep {
+        rt.delete(id, true)?;
+    }
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> Spec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn sizes_and_vcpus() {
+        assert_eq!(parse_mib("512"), Some(512));
+        assert_eq!(parse_mib("2G"), Some(2048));
+        assert_eq!(parse_mib("x"), None);
+        let s = spec(serde_json::json!({"ociVersion": "1.2.0",
+            "annotations": {"run.berth.isolation": "vm"},
+            "linux": {"resources": {"memory": {"limit": 300 * 1024 * 1024 + 1}, "cpu": {"quota": 150000, "period": 100000}}}}));
+        assert!(wanted(&s));
+        assert_eq!(memory_mib(&s).unwrap(), 301);
+        assert_eq!(cpus(&s).unwrap(), 2);
+        let s = spec(serde_json::json!({"ociVersion": "1.2.0", "linux": {"resources": {"cpu": {"cpus": "0-2,5"}}}}));
+        assert!(!wanted(&s));
+        assert_eq!(cpus(&s).unwrap(), 4);
+        assert_eq!(memory_mib(&s).unwrap(), DEFAULT_MEM_MIB);
+        let s = spec(serde_json::json!({"ociVersion": "1.2.0", "annotations": {"run.berth.vm.cpus": "0"}}));
+        assert!(cpus(&s).unwrap_err().to_string().contains(ANN_CPUS));
+    }
+
+    #[test]
+    fn guest_config_drops_host_things() {
+        let s = spec(serde_json::json!({"ociVersion": "1.2.0", "root": {"path": "rootfs"},
+            "hooks": {"poststop": [{"path": "/bin/true"}]},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
+                       {"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind"]}],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}]}}));
+        let g = guest_config(&s).unwrap();
+        assert_eq!(g["root"]["path"], proto::GUEST_ROOTFS);
+        assert!(g.get("hooks").is_none());
+        assert_eq!(g["mounts"].as_array().unwrap().len(), 1);
+        assert_eq!(g["linux"]["namespaces"].as_array().unwrap().len(), 1);
+    }
+}
