@@ -25,6 +25,8 @@ fn soak_count() -> usize {
 /// What the host looks like, for before/after comparisons.
 #[derive(Debug, PartialEq)]
 struct HostSnapshot {
+    /// Host mounts below /tmp and /run, where bundles and state live: a mount that leaked out of a
+    /// container would show there (the whole table also changes with unrelated host activity).
     mounts: usize,
     fds: usize,
     zombie_children: usize,
@@ -42,7 +44,14 @@ fn snapshot() -> HostSnapshot {
         })
         .count();
     HostSnapshot {
-        mounts: std::fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count(),
+        mounts: std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| {
+                let point = l.split(' ').nth(4).unwrap_or("");
+                point.starts_with("/tmp/") || point.starts_with("/run/berth")
+            })
+            .count(),
         fds: std::fs::read_dir("/proc/self/fd").unwrap().count(),
         zombie_children,
     }
