@@ -73,6 +73,7 @@ f_update_memory() {
 }
 f_oom_137() { R --rm --memory 64m --memory-swap 64m "$IMG" sh -c 'tail /dev/zero'; [ $? = 137 ]; }
 f_pids_limit() {
+  # the value in the container's own cgroup, then the limit at work
   R --rm --pids-limit 10 "$IMG" sh -c 'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max' | has '^10$' || return 1
   R --rm --pids-limit 10 "$IMG" sh -c 'for i in $(seq 20); do sleep 2 & done 2>&1; wait' 2>&1 | has -i "fork\|resource"
 }

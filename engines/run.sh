@@ -65,6 +65,7 @@ source "$HERE/features.sh"
 cell() {
   local engine=$1 rt=$2 f=$3 rc
   W=$T/w/$engine-$rt-$f; mkdir -p "$W"
+  cd "$W" || return 0
   export W ENGINE=$engine IMG CS RUNOPT=${RUNOPT:-}
   timeout 120 bash -c "source '$HERE/features.sh'; $(declare -f "f_$f"); R() { \$CS run \$RUNOPT \"\$@\"; }; C() { \$CS \"\$@\"; }; f_$f" > "$W/log" 2>&1 < /dev/null
   rc=$?

@@ -755,3 +755,21 @@ fn kernel_memory_limits_are_accepted_with_a_warning_where_ignored() {
     }
     assert_eq!(cg_read("memory", &id, "memory.kmem.tcp.limit_in_bytes"), "16777216");
 }
+
+/// podman on v1 shares the host's cgroup namespace: /sys/fs/cgroup/<controller> inside must still be
+/// the container's own cgroup (its limits), not the hierarchy's root (found with `podman run --cpus`).
+#[test]
+fn without_a_cgroup_namespace_the_cgroup_mount_shows_the_containers_own_limits() {
+    if !require_root() {
+        return;
+    }
+    let file = if pure_v2() {
+        "memory.max"
+    } else {
+        "memory/memory.limit_in_bytes"
+    };
+    let mut b = Bundle::sh(&format!("cat /sys/fs/cgroup/{file}"));
+    b.remove_namespace("cgroup");
+    b.config["linux"]["resources"] = json!({"memory": {"limit": 33554432}});
+    assert_eq!(run_ok(&b).trim(), "33554432");
+}

@@ -264,7 +264,7 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
 }
 
 /// A `cgroup` mount on a v1 or hybrid host: a tmpfs holding a bind of the container's own cgroup of
-/// every hierarchy (so the container sees its cgroup as in a cgroup namespace). On a pure v2 host the
+/// every hierarchy (so the container sees its cgroup as in a cgroup namespace, even without one). On a pure v2 host the
 /// cgroup2 filesystem itself is mounted.
 fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -> Result<()> {
     let (layout, _) = crate::cgroups::hierarchies();
@@ -296,11 +296,10 @@ fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -
             h.name.trim_start_matches("name=").to_string()
         };
         let sub = fs::mkpath_in_root(root, &dest.join(&name), Make::Dir)?;
-        let src = if plan.new_cgroupns {
-            dir.clone()
-        } else {
-            h.mount.clone()
-        };
+        // The container's own cgroup, with or without a cgroup namespace (as runc does): engines
+        // such as podman share the host's cgroup namespace on v1 and expect /sys/fs/cgroup/<ctrl>
+        // inside to show the container's limits, not the host's root.
+        let src = dir.clone();
         sys_mount(
             Some(&*src.to_string_lossy()),
             &fs::fd_path(&sub),
