@@ -15,14 +15,14 @@ shm_size sysctl net_none net_bridge net_host restart cp"
 pty() { script -qfec "$*" /dev/null; }
 has() { grep -q -- "$1"; }
 long() { R -d "$@" "$IMG" sh -c 'trap "exit 7" TERM; echo started; while :; do sleep 0.1; done'; }
-rmf() { C rm -f "$@" >/dev/null 2>&1 || true; }
+rmf() { if [ "$ENGINE" = podman ]; then C rm -f -t 0 "$@"; else C rm -f "$@"; fi >/dev/null 2>&1 || true; }
 # the engine's view of a container's exit code
 exitcode() { C inspect -f '{{.State.ExitCode}}' "$1"; }
 
 f_run_rm_exit() { [ "$(R --rm "$IMG" sh -c 'echo out; exit 3')" = out ] || return 1; R --rm "$IMG" sh -c 'exit 3'; [ $? = 3 ]; }
 f_interactive() { [ "$(echo hello | R --rm -i "$IMG" cat)" = hello ]; }
-f_tty() { pty "$CS run --rm -t $IMG sh -c 'tty; stty size'" | has /dev/pts/; }
-f_it() { (sleep 2; echo 'echo out-$((6*7))'; sleep 1; echo 'exit 5') | pty "$CS run --rm -it $IMG sh" | has out-42; }
+f_tty() { pty "$CS run $RUNOPT --rm -t $IMG sh -c 'tty; stty size'" | has /dev/pts/; }
+f_it() { (sleep 2; echo 'echo out-$((6*7))'; sleep 1; echo 'exit 5') | pty "$CS run $RUNOPT --rm -it $IMG sh" | has out-42; }
 f_detach_ps_logs_stop() {
   local id; id=$(long) || return 1
   C ps | has "${id:0:12}" || { rmf "$id"; return 1; }

@@ -1,6 +1,7 @@
 # podman: every path (storage, run dir, volumes, networks, events) goes under $T/podman.
-engine_podman() {
+podman_env() {
   local P=$T/podman
+  [ -f "$P/containers.conf" ] && return 0
   mkdir -p "$P"
   cat > "$P/containers.conf" <<C
 [containers]
@@ -19,8 +20,16 @@ C
   echo 'unqualified-search-registries = []' > "$P/registries.conf"
   export CONTAINERS_CONF=$P/containers.conf CONTAINERS_STORAGE_CONF=$P/storage.conf CONTAINERS_REGISTRIES_CONF=$P/registries.conf
   CLEANUPS+=("podman rm -af -t 0; podman volume prune -f; podman system reset -f; umount -R $P/run/netns 2>/dev/null")
-  podman import --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' "$T/rootfs.tar" "$IMG" >/dev/null || return 1
-  podman save --format docker-archive -o "$T/image.tar" "$IMG" >/dev/null 2>&1 || true
+  podman import --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' "$T/rootfs.tar" "$IMG" >/dev/null
+}
+# The image as a docker-archive tar, for docker load and ctr image import.
+ensure_image_tar() {
+  [ -f "$T/image.tar" ] && return 0
+  command -v podman >/dev/null || { apt-get install -y -qq podman >/dev/null || return 1; }
+  podman_env && podman save --format docker-archive -o "$T/image.tar" "$IMG" >/dev/null 2>&1
+}
+engine_podman() {
+  podman_env || return 1
   matrix podman
   # podman passes --log-format=json --log FILE only to runtimes it knows by name (runc, crun...):
   # berth run under the name "runc" gets them, and must work that way too.
@@ -29,4 +38,4 @@ C
   CS="podman --runtime $T/as-runc/runc"; cell podman berth json_log
 }
 f_json_log() { f_run_rm_exit && f_exec && f_detach_ps_logs_stop; }
-select_runtime_podman() { local path=$RUNC; [ "$1" = berth ] && path=$BERTH; CS="podman --runtime $path"; }
+select_runtime_podman() { local path=$RUNC; [ "$1" = berth ] && path=$BERTH; CS="podman --runtime $path"; RUNOPT=; }

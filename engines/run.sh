@@ -41,8 +41,15 @@ cleanup() {
   for l in $(ls /sys/class/net); do grep -qx "$l" "$T/links.before" || ip link del "$l" 2>/dev/null || true; done
   [ -s "$T/iptables.before" ] && iptables-restore < "$T/iptables.before" 2>/dev/null
   # cgroups the engines created (deepest first; only empty ones can go)
-  find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d 2>/dev/null | sort | comm -13 "$T/cgroups.before" - |
-    while read -r d; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+  # (a monitor such as conmon may take a moment to leave its cgroup)
+  local i new
+  for i in $(seq 20); do
+    new=$(find /sys/fs/cgroup -mindepth 1 -maxdepth 3 -type d 2>/dev/null | sort | comm -13 "$T/cgroups.before" -)
+    [ -z "$new" ] && break
+    for d in $new; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done
+    sleep 0.5
+  done
+  [ -n "$new" ] && echo "engines: cgroups left behind: $new" >&2
   grep " $T" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   rm -rf "$T"
 }
@@ -67,7 +74,7 @@ cell() {
   W=$T/w/$engine-$rt-$f; mkdir -p "$W"
   cd "$W" || return 0
   export W ENGINE=$engine IMG CS RUNOPT=${RUNOPT:-}
-  timeout 120 bash -c "source '$HERE/features.sh'; $(declare -f "f_$f"); R() { \$CS run \$RUNOPT \"\$@\"; }; C() { \$CS \"\$@\"; }; f_$f" > "$W/log" 2>&1 < /dev/null
+  timeout 120 bash -c "for s in features podman containerd docker; do source '$HERE/\$s.sh'; done; R() { \$CS run \$RUNOPT \"\$@\"; }; C() { \$CS \"\$@\"; }; f_$f" > "$W/log" 2>&1 < /dev/null
   rc=$?
   case $rc in 0) r=pass ;; 2) r=skip ;; *) r=fail ;; esac
   echo "$engine $f $rt $r" >> "$RESULTS"
