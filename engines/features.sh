@@ -75,7 +75,7 @@ f_oom_137() { R --rm --memory 64m --memory-swap 64m "$IMG" sh -c 'tail /dev/zero
 f_pids_limit() {
   # the value in the container's own cgroup, then the limit at work
   R --rm --pids-limit 10 "$IMG" sh -c 'cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max' | has '^10$' || return 1
-  R --rm --pids-limit 10 "$IMG" sh -c 'for i in $(seq 20); do sleep 2 & done 2>&1; wait' 2>&1 | has -i "fork\|resource"
+  R --rm --pids-limit 10 "$IMG" sh -c 'for i in $(seq 20); do sleep 2 & done 2>&1; wait' 2>&1 | grep -qi "fork\|resource"
 }
 f_cpus() { R --rm --cpus 0.5 "$IMG" sh -c 'cat /sys/fs/cgroup/cpu,cpuacct/cpu.cfs_quota_us 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us 2>/dev/null || cut -d" " -f1 /sys/fs/cgroup/cpu.max' | has '^50000$'; }
 f_cpuset() { R --rm --cpuset-cpus 0 "$IMG" grep Cpus_allowed_list /proc/self/status | has '[[:space:]]0$'; }

@@ -74,7 +74,7 @@ cell() {
   W=$T/w/$engine-$rt-$f; mkdir -p "$W"
   cd "$W" || return 0
   export W ENGINE=$engine IMG CS RUNOPT=${RUNOPT:-}
-  timeout 120 bash -c "for s in features podman containerd docker; do source '$HERE/\$s.sh'; done; R() { \$CS run \$RUNOPT \"\$@\"; }; C() { \$CS \"\$@\"; }; f_$f" > "$W/log" 2>&1 < /dev/null
+  timeout 120 bash -c "for s in features podman containerd docker; do source \"$HERE/\$s.sh\"; done; R() { \$CS run \$RUNOPT \"\$@\"; }; C() { \$CS \"\$@\"; }; f_$f" > "$W/log" 2>&1 < /dev/null
   rc=$?
   case $rc in 0) r=pass ;; 2) r=skip ;; *) r=fail ;; esac
   echo "$engine $f $rt $r" >> "$RESULTS"
