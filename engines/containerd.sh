@@ -26,7 +26,7 @@ C
   $CTR image import --base-name localhost/bb "$T/image.tar" >/dev/null || return 1
   $CTR image ls -q | grep -q . || return 1
   export CTR
-  for f in ${ONLY_CTR:-ctr_run_exit ctr_tty ctr_env_user ctr_exec ctr_exec_tty ctr_kill ctr_tasks_ps ctr_pause_resume ctr_memory_limit}; do
+  for f in ${ONLY_CTR:-ctr_run_exit ctr_tty ctr_env ctr_mount_ro ctr_exec ctr_exec_tty ctr_kill ctr_tasks_ps ctr_pause_resume ctr_memory_limit}; do
     for rt in runc berth; do
       local bin=$RUNC; [ $rt = berth ] && bin=$BERTH
       CS="$CTR"; RUNOPT="--runc-binary $bin --runc-root $D/$rt-root"
@@ -37,7 +37,11 @@ C
 # ctr flavours of R: "R ID args..." runs IMG as container ID with the runtime under test.
 f_ctr_run_exit() { $CS run --rm $RUNOPT "$IMG" c$RANDOM sh -c 'echo out; exit 3' > out; [ $? = 3 ] && [ "$(cat out)" = out ]; }
 f_ctr_tty() { pty "$CS run --rm -t $RUNOPT $IMG c$RANDOM sh -c 'tty'" | has /dev/pts/; }
-f_ctr_env_user() { [ "$($CS run --rm $RUNOPT --env FOO=bar --user 1000 "$IMG" c$RANDOM sh -c 'echo $FOO $(id -u)')" = "bar 1000" ]; }
+f_ctr_env() { [ "$($CS run --rm $RUNOPT --env FOO=bar "$IMG" c$RANDOM sh -c 'echo $FOO')" = bar ]; }
+f_ctr_mount_ro() {
+  mkdir -p "$W/b"; echo inside > "$W/b/f"
+  [ "$($CS run --rm $RUNOPT --mount "type=bind,src=$W/b,dst=/data,options=rbind:ro" "$IMG" c$RANDOM sh -c 'cat /data/f; touch /data/g 2>/dev/null && echo writable')" = inside ]
+}
 ctr_bg() { $CS run -d $RUNOPT "$IMG" "$1" sleep 1000 > /dev/null; }
 ctr_rm() { $CS task kill -s SIGKILL "$1" >/dev/null 2>&1; sleep 0.3; $CS task rm -f "$1" >/dev/null 2>&1; $CS container rm "$1" >/dev/null 2>&1; true; }
 f_ctr_exec() {
@@ -49,7 +53,7 @@ f_ctr_exec() {
 f_ctr_exec_tty() { local id=c$RANDOM ok=0; ctr_bg $id || return 1; pty "$CS task exec -t --exec-id e1 $id tty" | has /dev/pts/ || ok=1; ctr_rm $id; return $ok; }
 f_ctr_kill() {
   local id=c$RANDOM ok=1 i; ctr_bg $id || return 1
-  $CS task kill -s SIGTERM $id || { ctr_rm $id; return 1; }
+  $CS task kill -s SIGKILL $id || { ctr_rm $id; return 1; }
   for i in $(seq 50); do $CS task ls | grep -q "^$id .*STOPPED" && { ok=0; break; }; sleep 0.2; done
   ctr_rm $id; return $ok
 }
@@ -60,4 +64,9 @@ f_ctr_pause_resume() {
   $CS task resume $id && $CS task ls | grep -q "^$id .*RUNNING" || ok=1
   ctr_rm $id; return $ok
 }
-f_ctr_memory_limit() { $CS run --rm $RUNOPT --memory-limit 67108864 "$IMG" c$RANDOM cat /sys/fs/cgroup/memory/memory.limit_in_bytes | has '^67108864$'; }
+f_ctr_memory_limit() {
+  local id=c$RANDOM ok=0; $CS run -d $RUNOPT --memory-limit 67108864 "$IMG" $id sleep 1000 >/dev/null || return 1
+  local cg; cg=$($CS task exec --exec-id e1 $id cat /proc/self/cgroup | grep ':memory:' | cut -d: -f3)
+  [ "$(cat /sys/fs/cgroup/memory$cg/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup$cg/memory.max)" = 67108864 ] || ok=1
+  ctr_rm $id; return $ok
+}
