@@ -773,3 +773,15 @@ fn without_a_cgroup_namespace_the_cgroup_mount_shows_the_containers_own_limits()
     b.config["linux"]["resources"] = json!({"memory": {"limit": 33554432}});
     assert_eq!(run_ok(&b).trim(), "33554432");
 }
+
+/// dockerd writes `"blockIO": {"weight": 0}` into every spec: 0 means unset, as runc reads it, and
+/// the container must run (found with `docker run --runtime=berth`).
+#[test]
+fn a_zero_blkio_weight_is_unset_as_docker_sends_it() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::sh("echo ran");
+    b.config["linux"]["resources"] = json!({"blockIO": {"weight": 0}});
+    assert_eq!(run_ok(&b).trim(), "ran");
+}
