@@ -785,3 +785,34 @@ fn a_zero_blkio_weight_is_unset_as_docker_sends_it() {
     b.config["linux"]["resources"] = json!({"blockIO": {"weight": 0}});
     assert_eq!(run_ok(&b).trim(), "ran");
 }
+
+/// `docker update --memory` hands the runtime its whole LinuxResources, zeros for everything it does
+/// not set (cpu.period 0 cannot even be written): those are left alone, as runc does.
+#[test]
+fn update_with_dockers_zero_filled_resources_changes_only_what_is_set() {
+    if !require_root() {
+        return;
+    }
+    let mem = if pure_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let rt = Runtime::new();
+    let id = unique_id();
+    rt.create_and_start(&sleeper(json!({"memory": {"limit": 67108864}})), &id);
+    let dir = TempDir::new("res");
+    let file = dir.join("r.json");
+    std::fs::write(
+        &file,
+        r#"{"memory": {"limit": 134217728, "reservation": 0, "swap": 0, "kernel": 0},
+            "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0, "cpus": "", "mems": ""},
+            "pids": {"limit": 0}, "blockIO": {"weight": 0}}"#,
+    )
+    .unwrap();
+    let out = rt.cmd(&["update", "--resources", file.to_str().unwrap(), &id]);
+    let limit = cg_read("memory", &id, mem);
+    rt.delete_force(&id).ok("delete --force");
+    out.ok("update with zeros");
+    assert_eq!(limit, "134217728");
+}
