@@ -123,7 +123,18 @@ pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxRes
 fn drop_unset(v: &mut Value) {
     const UNSET_WHEN_ZERO: &[(&str, &[&str])] = &[
         ("memory", &["limit", "reservation", "swap", "kernel", "kernelTCP"]),
-        ("cpu", &["shares", "quota", "period", "realtimeRuntime", "realtimePeriod", "cpus", "mems"]),
+        (
+            "cpu",
+            &[
+                "shares",
+                "quota",
+                "period",
+                "realtimeRuntime",
+                "realtimePeriod",
+                "cpus",
+                "mems",
+            ],
+        ),
         ("pids", &["limit"]),
         ("blockIO", &["weight", "leafWeight"]),
     ];
