@@ -270,6 +270,27 @@ fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -
     let (layout, _) = crate::cgroups::hierarchies();
     let target = fs::mkpath_in_root(root, dest, Make::Dir)?;
     let flags = opts.set & !(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC);
+    if layout == crate::cgroups::Layout::V2 && !plan.new_cgroupns {
+        // Without a cgroup namespace a fresh cgroup2 mount would show the host's root: bind the
+        // container's own cgroup instead, as runc does.
+        let cg = crate::cgroups::Cgroup::open(plan.cgroup_path);
+        let (_, dir) = cg.dirs.first().ok_or_else(|| crate::err!("no cgroup2 hierarchy"))?;
+        let tpath = fs::fd_path(&target);
+        sys_mount(
+            Some(&*dir.to_string_lossy()),
+            &tpath,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .with_ctx(|| format!("bind cgroup {}", dir.display()))?;
+        return remount_bind(
+            &fs::fd_path(&fs::open_in_root(root, dest).ctx("reopen")?),
+            flags | (opts.set & MsFlags::MS_RDONLY),
+            MsFlags::empty(),
+        )
+        .ctx("remount cgroup");
+    }
     if layout == crate::cgroups::Layout::V2 {
         return sys_mount(
             Some("cgroup2"),
