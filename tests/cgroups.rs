@@ -759,3 +759,64 @@ fn kernel_memory_limits_are_accepted_with_a_warning_where_ignored() {
     }
     assert_eq!(cg_read("memory", &id, "memory.kmem.tcp.limit_in_bytes"), "16777216");
 }
+
+/// podman on v1 shares the host's cgroup namespace: /sys/fs/cgroup/<controller> inside must still be
+/// the container's own cgroup (its limits), not the hierarchy's root (found with `podman run --cpus`).
+#[test]
+fn without_a_cgroup_namespace_the_cgroup_mount_shows_the_containers_own_limits() {
+    if !require_root() {
+        return;
+    }
+    let file = if pure_v2() {
+        "memory.max"
+    } else {
+        "memory/memory.limit_in_bytes"
+    };
+    let mut b = Bundle::sh(&format!("cat /sys/fs/cgroup/{file}"));
+    b.remove_namespace("cgroup");
+    b.config["linux"]["resources"] = json!({"memory": {"limit": 33554432}});
+    assert_eq!(run_ok(&b).trim(), "33554432");
+}
+
+/// dockerd writes `"blockIO": {"weight": 0}` into every spec: 0 means unset, as runc reads it, and
+/// the container must run (found with `docker run --runtime=berth`).
+#[test]
+fn a_zero_blkio_weight_is_unset_as_docker_sends_it() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::sh("echo ran");
+    b.config["linux"]["resources"] = json!({"blockIO": {"weight": 0}});
+    assert_eq!(run_ok(&b).trim(), "ran");
+}
+
+/// `docker update --memory` hands the runtime its whole LinuxResources, zeros for everything it does
+/// not set (cpu.period 0 cannot even be written): those are left alone, as runc does.
+#[test]
+fn update_with_dockers_zero_filled_resources_changes_only_what_is_set() {
+    if !require_root() {
+        return;
+    }
+    let mem = if pure_v2() {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
+    let rt = Runtime::new();
+    let id = unique_id();
+    rt.create_and_start(&sleeper(json!({"memory": {"limit": 67108864}})), &id);
+    let dir = TempDir::new("res");
+    let file = dir.join("r.json");
+    std::fs::write(
+        &file,
+        r#"{"memory": {"limit": 134217728, "reservation": 0, "swap": 0, "kernel": 0},
+            "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0, "cpus": "", "mems": ""},
+            "pids": {"limit": 0}, "blockIO": {"weight": 0}}"#,
+    )
+    .unwrap();
+    let out = rt.cmd(&["update", "--resources", file.to_str().unwrap(), &id]);
+    let limit = cg_read("memory", &id, mem);
+    rt.delete_force(&id).ok("delete --force");
+    out.ok("update with zeros");
+    assert_eq!(limit, "134217728");
+}

@@ -60,6 +60,7 @@ pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxRes
     if !v.is_object() {
         bail!("--resources: must be a JSON object (LinuxResources)");
     }
+    drop_unset(&mut v);
     let mut set = |flag: &str, path: &[&str], val: &Option<String>, kind: char| -> Result<()> {
         let Some(raw) = val else { return Ok(()) };
         let parsed: Value = match kind {
@@ -114,6 +115,38 @@ pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxRes
         let path = e.path().to_string();
         err!("linux.resources.{path}: {}", e.into_inner())
     })
+}
+
+/// Engines send a whole LinuxResources to `update` with zeros (and empty strings) for what they do not
+/// set, e.g. docker's `"cpu": {"period": 0, "quota": 0, "cpus": ""}`; runc leaves those alone, and so
+/// do we (a zero cpu period cannot even be written).
+fn drop_unset(v: &mut Value) {
+    const UNSET_WHEN_ZERO: &[(&str, &[&str])] = &[
+        ("memory", &["limit", "reservation", "swap", "kernel", "kernelTCP"]),
+        (
+            "cpu",
+            &[
+                "shares",
+                "quota",
+                "period",
+                "realtimeRuntime",
+                "realtimePeriod",
+                "cpus",
+                "mems",
+            ],
+        ),
+        ("pids", &["limit"]),
+        ("blockIO", &["weight", "leafWeight"]),
+    ];
+    for (section, keys) in UNSET_WHEN_ZERO {
+        if let Some(obj) = v.get_mut(*section).and_then(Value::as_object_mut) {
+            obj.retain(|k, val| !(keys.contains(&k.as_str()) && (val == &Value::from(0) || val == &Value::from(""))));
+            // (pids.limit is required in the spec: an emptied section goes as a whole)
+            if obj.is_empty() {
+                v.as_object_mut().map(|o| o.remove(*section));
+            }
+        }
+    }
 }
 
 impl Runtime {
@@ -282,6 +315,26 @@ mod tests {
         assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
         assert_eq!(parse_duration("0"), None);
+    }
+
+    #[test]
+    fn zeros_an_engine_sends_to_update_are_left_unset() {
+        // docker update --memory: the whole LinuxResources, zeros for everything else
+        let r = update_resources(
+            Some(
+                br#"{"memory": {"limit": 134217728, "reservation": 0, "swap": 0, "kernel": 0},
+                     "cpu": {"shares": 0, "quota": 0, "period": 0, "realtimeRuntime": 0, "realtimePeriod": 0,
+                             "cpus": "", "mems": ""},
+                     "pids": {"limit": 0}, "blockIO": {"weight": 0}}"#,
+            ),
+            &UpdateFlags::default(),
+        )
+        .unwrap();
+        let m = r.memory().as_ref().unwrap();
+        assert_eq!((m.limit(), m.reservation(), m.swap()), (Some(134217728), None, None));
+        let c = r.cpu().as_ref();
+        assert!(c.is_none_or(|c| c.period().is_none() && c.quota().is_none() && c.cpus().is_none()));
+        assert!(r.pids().is_none());
     }
 
     #[test]

@@ -199,8 +199,8 @@ fn plan_resources(p: &mut Planner, r: &LinuxResources, mode: Mode) -> Result<()>
         p.push(&dir, is2.then_some("pids"), vec![w]);
     }
     if let Some(b) = r.block_io() {
-        let any = b.weight().is_some()
-            || b.leaf_weight().is_some()
+        let any = b.weight().is_some_and(|v| v != 0)
+            || b.leaf_weight().is_some_and(|v| v != 0)
             || b.weight_device().as_ref().is_some_and(|l| !l.is_empty())
             || b.throttle_read_bps_device().as_ref().is_some_and(|l| !l.is_empty())
             || b.throttle_write_bps_device().as_ref().is_some_and(|l| !l.is_empty())

@@ -97,11 +97,12 @@ pub fn pids_value(limit: i64) -> String {
 /// (blkio.bfq.weight), whichever exists.
 pub fn blkio(b: &LinuxBlockIo) -> Result<Vec<W>> {
     let mut w = Vec::new();
-    if let Some(v) = b.weight() {
+    // 0 means unset, as runc reads it (docker sends "weight": 0 by default).
+    if let Some(v) = b.weight().filter(|&v| v != 0) {
         check_weight(v, "weight")?;
         w.push(W::new("blkio.weight", v, format!("{F}.blockIO.weight")).alt("blkio.bfq.weight", v));
     }
-    if let Some(v) = b.leaf_weight() {
+    if let Some(v) = b.leaf_weight().filter(|&v| v != 0) {
         check_weight(v, "leafWeight")?;
         w.push(W::new("blkio.leaf_weight", v, format!("{F}.blockIO.leafWeight")));
     }
@@ -333,6 +334,9 @@ mod tests {
         );
         let b: LinuxBlockIo = serde_json::from_str(r#"{"weight": 5}"#).unwrap();
         assert!(blkio(&b).unwrap_err().to_string().contains("blockIO.weight"));
+        // docker's default: weight 0 is "unset", as in runc.
+        let b: LinuxBlockIo = serde_json::from_str(r#"{"weight": 0, "leafWeight": 0}"#).unwrap();
+        assert!(blkio(&b).unwrap().is_empty());
         let rules: Vec<LinuxDeviceCgroup> = serde_json::from_str(
             r#"[{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}]"#,
         )

@@ -111,13 +111,14 @@ pub fn cpu(c: &LinuxCpu) -> Result<Vec<W>> {
 /// io.weight (converted).
 pub fn io(b: &LinuxBlockIo) -> Result<Vec<W>> {
     let mut w = Vec::new();
-    if let Some(v) = b.weight() {
+    // 0 means unset, as runc reads it (docker sends "weight": 0 by default).
+    if let Some(v) = b.weight().filter(|&v| v != 0) {
         if !(10..=1000).contains(&v) {
             bail!("{F}.blockIO.weight: {v} is out of range (10-1000)");
         }
         w.push(W::new("io.bfq.weight", v, format!("{F}.blockIO.weight")).alt("io.weight", blkio_to_io_weight(v)));
     }
-    if b.leaf_weight().is_some() {
+    if b.leaf_weight().is_some_and(|v| v != 0) {
         bail!("{F}.blockIO.leafWeight: not supported on cgroup v2");
     }
     for (i, d) in b.weight_device().iter().flatten().enumerate() {

@@ -264,12 +264,33 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
 }
 
 /// A `cgroup` mount on a v1 or hybrid host: a tmpfs holding a bind of the container's own cgroup of
-/// every hierarchy (so the container sees its cgroup as in a cgroup namespace). On a pure v2 host the
+/// every hierarchy (so the container sees its cgroup as in a cgroup namespace, even without one). On a pure v2 host the
 /// cgroup2 filesystem itself is mounted.
 fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -> Result<()> {
     let (layout, _) = crate::cgroups::hierarchies();
     let target = fs::mkpath_in_root(root, dest, Make::Dir)?;
     let flags = opts.set & !(MsFlags::MS_RDONLY | MsFlags::MS_BIND | MsFlags::MS_REC);
+    if layout == crate::cgroups::Layout::V2 && !plan.new_cgroupns {
+        // Without a cgroup namespace a fresh cgroup2 mount would show the host's root: bind the
+        // container's own cgroup instead, as runc does.
+        let cg = crate::cgroups::Cgroup::open(plan.cgroup_path);
+        let (_, dir) = cg.dirs.first().ok_or_else(|| crate::err!("no cgroup2 hierarchy"))?;
+        let tpath = fs::fd_path(&target);
+        sys_mount(
+            Some(&*dir.to_string_lossy()),
+            &tpath,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )
+        .with_ctx(|| format!("bind cgroup {}", dir.display()))?;
+        return remount_bind(
+            &fs::fd_path(&fs::open_in_root(root, dest).ctx("reopen")?),
+            flags | (opts.set & MsFlags::MS_RDONLY),
+            MsFlags::empty(),
+        )
+        .ctx("remount cgroup");
+    }
     if layout == crate::cgroups::Layout::V2 {
         return sys_mount(
             Some("cgroup2"),
@@ -296,11 +317,10 @@ fn mount_cgroup_v1(plan: &Plan, root: RawFd, dest: &Path, opts: &MountOptions) -
             h.name.trim_start_matches("name=").to_string()
         };
         let sub = fs::mkpath_in_root(root, &dest.join(&name), Make::Dir)?;
-        let src = if plan.new_cgroupns {
-            dir.clone()
-        } else {
-            h.mount.clone()
-        };
+        // The container's own cgroup, with or without a cgroup namespace (as runc does): engines
+        // such as podman share the host's cgroup namespace on v1 and expect /sys/fs/cgroup/<ctrl>
+        // inside to show the container's limits, not the host's root.
+        let src = dir.clone();
         sys_mount(
             Some(&*src.to_string_lossy()),
             &fs::fd_path(&sub),
