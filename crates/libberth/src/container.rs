@@ -60,11 +60,12 @@ impl process::Parent for HookRunner<'_> {
     }
 }
 
-/// Undoes a half-made container unless disarmed.
-struct Undo {
-    dir: Option<Locked>,
-    cgroup: Option<Cgroup>,
-    pid: i32,
+/// Undoes a half-made container (Linux or VM) unless disarmed: kills and reaps the process it
+/// made (init, or a VM's monitor), removes the cgroup it made, removes the state directory.
+pub(crate) struct Undo {
+    pub(crate) dir: Option<Locked>,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) pid: i32,
 }
 
 impl Drop for Undo {

@@ -333,17 +333,6 @@ fn join_cgroups(targets: &[PathBuf], pid: i32) -> Result<()> {
     Ok(())
 }
 
-fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    ));
-    std::fs::write(&tmp, pid.to_string()).with_ctx(|| format!("--pid-file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_ctx(|| format!("--pid-file {}", path.display()))
-}
-
 /// What the child needs, fixed before the clone.
 struct ChildPlan<'a> {
     process: &'a Process,
@@ -464,7 +453,7 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -
         }
     };
     if let Some(p) = &o.pid_file {
-        write_pid_file(p, pid)?;
+        crate::container::write_pid_file(p, pid)?;
     }
     if o.detach {
         return Ok(0);

@@ -10,7 +10,7 @@
 pub mod image;
 pub mod proto;
 
-use crate::container::{CreateOpts, Runtime};
+use crate::container::{CreateOpts, Runtime, Undo};
 use crate::error::Context;
 use crate::spec::Bundle;
 use crate::state::{self, Locked, Record, Status};
@@ -647,27 +647,6 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
         .unwrap_or(255)
 }
 
-/// Undo a half-made VM container.
-struct Undo {
-    dir: Option<Locked>,
-    monitor: i32,
-}
-
-impl Drop for Undo {
-    fn drop(&mut self) {
-        if self.monitor > 0 {
-            // SAFETY: kill and reap our own child (its children die with it).
-            unsafe {
-                libc::kill(self.monitor, libc::SIGKILL);
-                libc::waitpid(self.monitor, std::ptr::null_mut(), 0);
-            }
-        }
-        if let Some(d) = self.dir.take() {
-            let _ = d.destroy();
-        }
-    }
-}
-
 /// `create` of a VM container: boot it and have the guest create the container, waiting to start.
 /// Returns the record (pid = the monitor, our child).
 pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Result<Record> {
@@ -693,7 +672,8 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     let lock_fd = locked.lock_fd();
     let mut undo = Undo {
         dir: Some(locked),
-        monitor: 0,
+        cgroup: None,
+        pid: 0,
     };
     let fs = match plan.virtiofsd {
         Some(_) => {
@@ -719,11 +699,11 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
-    undo.monitor = pid;
+    undo.pid = pid;
     drop(fs);
     let mut s = connect_new(&dir, pid)?;
     if s.is_none() {
-        undo.monitor = 0;
+        undo.pid = 0;
     }
     let Some(mut s) = s.take() else {
         bail!(
@@ -741,7 +721,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         reaped.then(|| console_tail(&dir))
     });
     if reaped {
-        undo.monitor = 0;
+        undo.pid = 0;
     }
     let reply = reply.map_err(|e| e.context(format!("VM container {id:?}")))?;
     if proto::split(&reply).0 != "ready" {
@@ -775,7 +755,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     if let Some(p) = opts.pid_file {
         crate::container::write_pid_file(p, pid)?;
     }
-    undo.monitor = 0;
+    undo.pid = 0;
     let _ = undo.dir.take();
     Ok(rec)
 }
