@@ -160,25 +160,10 @@ impl Runtime {
         // step knows the cgroup (and whether it is ours to remove).
         let owned = !cgroup.exists();
         let mut rec = Record {
-            oci_version: bundle.spec.version().clone(),
-            id: id.to_string(),
-            pid: 0,
-            pid_start: 0,
-            bundle: bundle.dir.clone(),
-            rootfs: bundle.rootfs.clone(),
-            created: crate::time::now_rfc3339(),
-            owner: String::new(),
-            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
             cgroup_path: cg_path.clone(),
             cgroup_owned: owned,
             own_pid_ns: plan.pid_ns(),
-            poststop: bundle
-                .spec
-                .hooks()
-                .as_ref()
-                .and_then(|h| h.poststop().clone())
-                .unwrap_or_default(),
-            process: bundle.spec.process().clone(),
+            ..Record::from_bundle(id, &bundle)
         };
         locked.save(&rec)?;
         // Exec'd processes get the container's seccomp profile: keep it beside the state (only when

@@ -70,6 +70,29 @@ pub struct Record {
     pub process: Option<oci_spec::runtime::Process>,
 }
 
+impl Record {
+    /// The record of a container about to be made from `bundle`: no process and no cgroup yet
+    /// (the backend fills those in).
+    pub fn from_bundle(id: &str, bundle: &crate::spec::Bundle) -> Record {
+        Record {
+            oci_version: bundle.spec.version().clone(),
+            id: id.to_string(),
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: crate::time::now_rfc3339(),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            poststop: bundle
+                .spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststop().clone())
+                .unwrap_or_default(),
+            process: bundle.spec.process().clone(),
+            ..Record::default()
+        }
+    }
+}
+
 /// The OCI state document, as `berth state` prints it (runc's fields and order).
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -728,27 +728,12 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
     }
     let rec = Record {
-        oci_version: bundle.spec.version().clone(),
-        id: id.to_string(),
         pid,
         pid_start: state::proc_stat(pid)
             .map(|s| s.1)
             .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?,
-        bundle: bundle.dir.clone(),
-        rootfs: bundle.rootfs.clone(),
-        created: crate::time::now_rfc3339(),
-        owner: String::new(),
-        annotations: bundle.spec.annotations().clone().unwrap_or_default(),
-        cgroup_path: String::new(),
-        cgroup_owned: false,
         own_pid_ns: true,
-        poststop: bundle
-            .spec
-            .hooks()
-            .as_ref()
-            .and_then(|h| h.poststop().clone())
-            .unwrap_or_default(),
-        process: bundle.spec.process().clone(),
+        ..Record::from_bundle(id, &bundle)
     };
     let locked = undo.dir.as_ref().expect("state dir");
     locked.save(&rec)?;
