@@ -20,10 +20,6 @@ const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
-const RESOLVE_NO_XDEV: u64 = 0x01;
-const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
-const RESOLVE_NO_SYMLINKS: u64 = 0x04;
-const RESOLVE_BENEATH: u64 = 0x08;
 
 fn is_procfs(fd: RawFd) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -98,13 +94,6 @@ fn handle() -> Result<RawFd> {
     Ok(H.get_or_init(|| fd).as_raw_fd())
 }
 
-#[repr(C)]
-struct OpenHow {
-    flags: u64,
-    mode: u64,
-    resolve: u64,
-}
-
 /// Write `data` to the procfs file `rel` (relative to the procfs root, e.g. "sys/net/ipv4/ip_forward"
 /// or "self/oom_score_adj", where "self" is replaced by this process's pid since symlinks are not
 /// followed).
@@ -115,26 +104,12 @@ pub fn write(rel: &str, data: &[u8]) -> Result<()> {
         None => rel.to_string(),
     };
     let path = std::ffi::CString::new(rel.as_str()).map_err(|_| crate::err!("{rel:?}: NUL byte"))?;
-    let how = OpenHow {
-        flags: (libc::O_WRONLY | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV,
-    };
-    // SAFETY: how and path are valid for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
-    if fd < 0 {
-        return Err(Error::sys(format!("/proc/{rel}"), std::io::Error::last_os_error()));
-    }
-    // SAFETY: just opened, ours.
-    let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    use super::fs::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV};
+    let resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
+    let file = std::fs::File::from(
+        openat2(root, &path, libc::O_WRONLY | libc::O_CLOEXEC, resolve)
+            .map_err(|e| Error::sys(format!("/proc/{rel}"), e))?,
+    );
     if !is_procfs(file.as_raw_fd()) {
         bail!("/proc/{rel}: not a procfs file");
     }
