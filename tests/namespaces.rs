@@ -253,3 +253,28 @@ fn new_user_namespace_while_joining_another_namespace() {
         [ns_link(&pid, "uts"), "1".into(), "0".into(), "0 100000 65536".into()]
     );
 }
+
+#[test]
+fn joining_pid_and_ipc_namespaces_by_path_like_a_kubernetes_pod() {
+    if !require_root() {
+        return;
+    }
+    // A pod container that shares the sandbox's pid namespace (shareProcessNamespace) and ipc
+    // namespace: joining more than pid takes the runtime's general path, where init joins the
+    // pid namespace itself and must then fork to be in it (found by containerd's CRI).
+    let rt = Runtime::new();
+    let sandbox = Bundle::new(&["sleep", "30"]);
+    let pid = rt.create_and_start(&sandbox, &unique_id()).to_string();
+    let mut b = Bundle::default();
+    b.set_namespace("pid", Some(&format!("/proc/{pid}/ns/pid")));
+    b.set_namespace("ipc", Some(&format!("/proc/{pid}/ns/ipc")));
+    let out = run_script(
+        &mut b,
+        "readlink /proc/self/ns/pid; readlink /proc/self/ns/ipc; echo $$; cat /proc/1/cmdline | tr '\\0' ' '",
+    );
+    let got = lines(&out);
+    assert_eq!(got[0], ns_link(&pid, "pid"));
+    assert_eq!(got[1], ns_link(&pid, "ipc"));
+    assert_ne!(got[2], "1", "the joining process must not be pid 1");
+    assert_eq!(got[3].trim(), "sleep 30", "pid 1 must be the sandbox's process");
+}

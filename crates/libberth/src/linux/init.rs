@@ -69,7 +69,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
             }
         }
     }
-    if !fast && (plan.has(libc::CLONE_NEWPID) || plan.has(libc::CLONE_NEWTIME)) {
+    if !fast && plan.forks_init() {
         fork_real_init(spec, plan, chan)?;
     }
     if plan.has(libc::CLONE_NEWCGROUP) {
@@ -163,8 +163,8 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
 }
 
-/// With a pid or time namespace in the general path: unshare it and fork the real init; this
-/// intermediate process reports the init's pid and leaves.
+/// With a pid or time namespace in the general path: unshare it (a joined one was entered with
+/// setns above) and fork the real init; this intermediate process reports the init's pid and leaves.
 fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel) -> Result<()> {
     let mut f = 0;
     if plan.has(libc::CLONE_NEWPID) {

@@ -95,6 +95,14 @@ impl NsPlan {
             .all(|(t, _)| matches!(t, LinuxNamespaceType::Pid | LinuxNamespaceType::Time))
     }
 
+    /// Whether init must fork to be in its pid or time namespace (new or joined: both apply to
+    /// children only), when it makes or joins them itself (the general path).
+    pub fn forks_init(&self) -> bool {
+        self.has(libc::CLONE_NEWPID | libc::CLONE_NEWTIME)
+            || self.joins(LinuxNamespaceType::Pid)
+            || self.joins(LinuxNamespaceType::Time)
+    }
+
     /// Whether the init process ends up in a pid namespace of its own (or a joined one).
     pub fn pid_ns(&self) -> bool {
         self.has(libc::CLONE_NEWPID)
