@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # The engines suite: real engines (podman, containerd's ctr, dockerd) drive Berth and runc through the
-# same feature matrix in the same run. Usage: engines/run.sh [podman|containerd|docker ...]
+# same feature matrix in the same run, and containerd's CRI plugin runs a Kubernetes pod on each
+# (engines/cri.sh). Usage: engines/run.sh [podman|containerd|docker|cri ...]
 # Env: BERTH=<path to berth> (default: target/release/berth, built if missing), ONLY=<feature ...>.
 # All engine state lives in a temp dir that is removed afterwards, with any bridge, iptables chain,
 # cgroup or mount the engines left. Exit status: non-zero when Berth fails a feature runc passes.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
-ENGINES=${*:-podman containerd docker}
+ENGINES=${*:-podman containerd docker cri}
 
 need=()
 for e in $ENGINES; do
   case $e in
     podman) command -v podman >/dev/null || need+=(podman) ;;
     containerd) command -v ctr >/dev/null || need+=(containerd) ;;
+    cri) command -v ctr >/dev/null || need+=(containerd); command -v protoc >/dev/null || need+=(protobuf-compiler) ;;
     docker) command -v dockerd >/dev/null || need+=(docker.io) ;;
   esac
 done
@@ -95,6 +97,7 @@ matrix() {
 source "$HERE/podman.sh"
 source "$HERE/containerd.sh"
 source "$HERE/docker.sh"
+source "$HERE/cri.sh"
 for e in $ENGINES; do
   echo "== $e"
   "engine_$e" || echo "$e setup-failed runc fail" >> "$RESULTS"

@@ -1,0 +1,104 @@
+# The Kubernetes CRI path (sourced by engines/run.sh): containerd with its CRI plugin on, runtime
+# handlers `runc` and `berth` (both the runc shim, io.containerd.runc.v2, with BinaryName and Root),
+# and engines/cri-client driving one pod per handler the way the kubelet does: a sandbox (pause)
+# container plus a workload container, through Version, RunPodSandbox, ImageStatus, CreateContainer,
+# StartContainer, ContainerStatus, ExecSync, ContainerStats, UpdateContainerResources,
+# StopContainer, RemoveContainer, StopPodSandbox and RemovePodSandbox. Each step is a row
+# (cri_<step>) of the matrix. No registry, no CNI: local images, and pods on the host network.
+
+# Builds the CRI client (its own cargo project; needs protoc for the k8s-cri bindings).
+cri_client() {
+  command -v protoc >/dev/null || apt-get install -y -qq protobuf-compiler >/dev/null || return 1
+  local t0=$SECONDS
+  cargo build -q --manifest-path "$HERE/cri-client/Cargo.toml" --target-dir "$REPO/target/cri-client" || return 1
+  echo "  (cri-client built in $((SECONDS - t0)) s)"
+  CRI_CLIENT=$REPO/target/cri-client/debug/cri-client
+}
+
+# Stops what the pods left (tasks, containers), the daemon and its shims; unmounts the sandboxes'
+# /dev/shm; removes the pods' cgroups.
+cri_cleanup() {
+  local D=$1 pid=$2 ctr="ctr -a $1/sock -n k8s.io" c p
+  if [ -S "$D/sock" ]; then
+    for c in $($ctr t ls -q 2>/dev/null); do $ctr t kill -s SIGKILL "$c"; done
+    sleep 0.5
+    for c in $($ctr c ls -q 2>/dev/null); do $ctr t rm -f "$c"; $ctr c rm "$c"; done
+  fi
+  kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+  # shims of this daemon only (their command line names its socket)
+  for p in $(grep -l -- "-address $D/sock" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do kill -9 "$p"; done
+  grep " $D" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
+  find /sys/fs/cgroup -maxdepth 2 -type d -name "$CRI_CGROUP" -exec find {} -depth -type d -exec rmdir {} + \; 2>/dev/null
+  true
+}
+
+engine_cri() {
+  local D=$T/cri
+  mkdir -p "$D/logs"
+  cri_client || return 1
+  # The images: the busybox image, and a pause image (the same rootfs, sleeping forever).
+  ensure_image_tar || return 1
+  if [ ! -f "$T/pause.tar" ]; then
+    podman import --change 'ENTRYPOINT ["/bin/sleep","infinity"]' "$T/rootfs.tar" localhost/pause:latest >/dev/null 2>&1 &&
+      podman save --format docker-archive -o "$T/pause.tar" localhost/pause:latest >/dev/null 2>&1 || return 1
+  fi
+  CRI_CGROUP=berth-cri-$$
+  local h handlers=""
+  for h in runc berth; do
+    local bin=$RUNC; [ $h = berth ] && bin=$BERTH
+    handlers+="
+[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$h]
+  runtime_type = \"io.containerd.runc.v2\"
+  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$h.options]
+    BinaryName = \"$bin\"
+    Root = \"$D/$h-root\"
+    SystemdCgroup = false"
+  done
+  cat > "$D/config.toml" <<C
+version = 2
+root = "$D/root"
+state = "$D/state"
+[grpc]
+  address = "$D/sock"
+[ttrpc]
+  address = "$D/sock.ttrpc"
+[debug]
+  address = "$D/debug.sock"
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "localhost/pause:latest"
+  restrict_oom_score_adj = true
+  systemd_cgroup = false
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  netns_mounts_under_state_dir = true
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "$D/cni/bin"
+  conf_dir = "$D/cni/conf"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+$handlers
+C
+  containerd --config "$D/config.toml" > "$D/log" 2>&1 &
+  local pid=$!
+  CLEANUPS+=("cri_cleanup $D $pid")
+  local i; for i in $(seq 50); do [ -S "$D/sock" ] && break; sleep 0.2; done
+  local ctr="ctr -a $D/sock -n k8s.io"
+  $ctr image import "$T/image.tar" >/dev/null && $ctr image import "$T/pause.tar" >/dev/null || return 1
+  for h in runc berth; do
+    local t0=$SECONDS
+    mkdir -p "$D/logs/$h"
+    timeout 180 "$CRI_CLIENT" --socket "$D/sock" --handler $h --image "$IMG" --cgroup-parent "/$CRI_CGROUP" \
+      --log-dir "$D/logs/$h" --runtime-root "$D/$h-root" > "$D/$h.out" 2> "$D/$h.err"
+    [ -s "$D/$h.out" ] || echo "cri_version fail no output: $(tail -3 "$D/$h.err")" > "$D/$h.out"
+    local step r detail
+    while read -r step r detail; do
+      echo "cri $step $h $r" >> "$RESULTS"
+      printf '  %-10s %-22s %-6s %-4s %s\n' cri "$step" "$h" "$r" "$detail"
+    done < "$D/$h.out"
+    echo "  (cri/$h: $((SECONDS - t0)) s)"
+  done
+  [ -n "${VERBOSE:-}" ] && grep -i "level=error" "$D/log" | tail -20
+  return 0
+}
