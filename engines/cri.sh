@@ -3,8 +3,10 @@
 # and engines/cri-client driving one pod per handler the way the kubelet does: a sandbox (pause)
 # container plus a workload container, through Version, RunPodSandbox, ImageStatus, CreateContainer,
 # StartContainer, ContainerStatus, ExecSync, ContainerStats, UpdateContainerResources,
-# StopContainer, RemoveContainer, StopPodSandbox and RemovePodSandbox. Each step is a row
-# (cri_<step>) of the matrix. No registry, no CNI: local images, and pods on the host network.
+# StopContainer, RemoveContainer, StopPodSandbox and RemovePodSandbox (and a second container).
+# Each step is a row (cri_<step>) of the matrix. No registry: local images, the pause image built
+# here. Pod network: a CNI bridge (Debian's containernetworking-plugins) with host-local addresses,
+# all state in the temp dir; without the plugins, pods use the host network.
 
 # Builds the CRI client (its own cargo project; needs protoc for the k8s-cri bindings).
 cri_client() {
@@ -26,9 +28,13 @@ cri_cleanup() {
   fi
   kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
   # shims of this daemon only (their command line names its socket)
-  for p in $(grep -l -- "-address $D/sock" /proc/[0-9]*/cmdline 2>/dev/null | cut -d/ -f3); do kill -9 "$p"; done
+  for p in /proc/[0-9]*; do
+    case "$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null)" in *" -address $D/sock "*) kill -9 "${p#/proc/}" ;; esac
+  done
   grep " $D" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m"; done
   find /sys/fs/cgroup -maxdepth 2 -type d -name "$CRI_CGROUP" -exec find {} -depth -type d -exec rmdir {} + \; 2>/dev/null
+  # libcni's cache of this network's results (its dirs go only if empty)
+  rm -f /var/lib/cni/results/berth-cri-*; rmdir /var/lib/cni/results /var/lib/cni 2>/dev/null
   true
 }
 
@@ -43,6 +49,19 @@ engine_cri() {
       podman save --format docker-archive -o "$T/pause.tar" localhost/pause:latest >/dev/null 2>&1 || return 1
   fi
   CRI_CGROUP=berth-cri-$$
+  # The pod network: a bridge of its own, addresses from a /24 no one here uses, no masquerading.
+  local CNI_BIN=/usr/lib/cni net=()
+  mkdir -p "$D/cni/conf"
+  if [ -x $CNI_BIN/bridge ] && [ -x $CNI_BIN/host-local ] && [ -x $CNI_BIN/loopback ]; then
+    cat > "$D/cni/conf/10-berth-cri.conflist" <<J
+{"cniVersion": "1.0.0", "name": "berth-cri", "plugins": [
+  {"type": "bridge", "bridge": "berthcri0", "isGateway": true, "ipMasq": false,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.213.77.0/24"}]], "dataDir": "$D/cni/ipam"}}]}
+J
+    net=(--pod-gateway 10.213.77.1)
+  else
+    echo "  (no CNI plugins in $CNI_BIN: pods use the host network)"
+  fi
   local h handlers=""
   for h in runc berth; do
     local bin=$RUNC; [ $h = berth ] && bin=$BERTH
@@ -74,7 +93,7 @@ state = "$D/state"
   stream_server_port = "0"
   netns_mounts_under_state_dir = true
 [plugins."io.containerd.grpc.v1.cri".cni]
-  bin_dir = "$D/cni/bin"
+  bin_dir = "$CNI_BIN"
   conf_dir = "$D/cni/conf"
 [plugins."io.containerd.grpc.v1.cri".containerd]
   default_runtime_name = "runc"
@@ -90,7 +109,7 @@ C
     local t0=$SECONDS
     mkdir -p "$D/logs/$h"
     timeout 180 "$CRI_CLIENT" --socket "$D/sock" --handler $h --image "$IMG" --cgroup-parent "/$CRI_CGROUP" \
-      --log-dir "$D/logs/$h" --runtime-root "$D/$h-root" > "$D/$h.out" 2> "$D/$h.err"
+      --log-dir "$D/logs/$h" --runtime-root "$D/$h-root" "${net[@]}" > "$D/$h.out" 2> "$D/$h.err"
     [ -s "$D/$h.out" ] || echo "cri_version fail no output: $(tail -3 "$D/$h.err")" > "$D/$h.out"
     local step r detail
     while read -r step r detail; do

@@ -1,14 +1,16 @@
 //! A small Kubernetes CRI client for engines/run.sh: it does to containerd's CRI plugin what the
-//! kubelet does for one pod (a sandbox plus one workload container) on the runtime handler it is
-//! given, and prints one line per step: `<step> pass|fail <detail>`. Exit status 0 when every
-//! step passed.
+//! kubelet does for one pod (a pause sandbox, a workload container, a second container) on the
+//! runtime handler it is given, and prints one line per step (see STEPS), in that order:
+//! `<step> pass|fail <detail>`. Exit status 0 when every step passed.
 //!
 //! Usage: cri-client --socket PATH --handler NAME --image REF --cgroup-parent /PATH --log-dir DIR
-//!                   [--runtime-root DIR]
+//!                   [--runtime-root DIR] [--pod-gateway IP]
 //!
-//! `--runtime-root` is the handler's `Root` option: the client then also checks that the sandbox
-//! and the container really are run by that handler's binary (its state dir is there) and that
-//! nothing is left there after the pod is removed.
+//! `--runtime-root` is the handler's `Root` option: the client then also checks that the pod's
+//! containers really are run by that handler's binary (their state dirs are there) and that nothing
+//! is left there once the pod is removed. `--pod-gateway` gives the pod a network of its own (the
+//! CNI network containerd is configured with; IP is its gateway); without it the pod uses the
+//! host's network.
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
@@ -17,6 +19,26 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tonic::transport::{Channel, Endpoint};
+
+/// The steps, as the matrix rows `cri_<step>`.
+const STEPS: &[&str] = &[
+    "version",
+    "run_pod_sandbox",
+    "image_status",
+    "create_container",
+    "start_container",
+    "container_status",
+    "network",
+    "container_logs",
+    "exec_sync",
+    "container_stats",
+    "update_resources",
+    "second_container",
+    "stop_container",
+    "remove_container",
+    "stop_pod_sandbox",
+    "remove_pod_sandbox",
+];
 
 type Res = Result<String, String>;
 
@@ -27,6 +49,7 @@ struct Args {
     cgroup_parent: String,
     log_dir: PathBuf,
     runtime_root: Option<PathBuf>,
+    pod_gateway: Option<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -37,36 +60,57 @@ fn parse_args() -> Result<Args, String> {
         m.insert(k, v);
     }
     let mut take = |k: &str| m.remove(k).ok_or(format!("{k} is required"));
-    Ok(Args {
+    let a = Args {
         socket: take("--socket")?,
         handler: take("--handler")?,
         image: take("--image")?,
         cgroup_parent: take("--cgroup-parent")?,
         log_dir: take("--log-dir")?.into(),
         runtime_root: take("--runtime-root").ok().map(PathBuf::from),
-    })
+        pod_gateway: take("--pod-gateway").ok(),
+    };
+    match m.keys().next() {
+        Some(k) => Err(format!("{k}: unknown option")),
+        None => Ok(a),
+    }
 }
 
-/// Prints each step's result; remembers whether all passed.
+/// Each step's result; printed in STEPS order at the end, steps never reached as failed.
+#[derive(Default)]
 struct Report {
-    all_ok: bool,
+    results: HashMap<&'static str, Res>,
+    first_failure: Option<&'static str>,
 }
 
 impl Report {
-    fn step(&mut self, name: &str, r: Res) -> bool {
-        match r {
-            Ok(detail) => println!("cri_{name} pass {detail}"),
-            Err(why) => {
-                self.all_ok = false;
-                println!("cri_{name} fail {}", why.replace('\n', " | "));
+    fn step(&mut self, name: &'static str, r: Res) -> bool {
+        debug_assert!(STEPS.contains(&name));
+        let ok = r.is_ok();
+        if !ok && self.first_failure.is_none() {
+            self.first_failure = Some(name);
+        }
+        self.results.insert(name, r);
+        ok
+    }
+    fn print(&self) -> bool {
+        let mut all_ok = true;
+        for s in STEPS {
+            match self.results.get(s) {
+                Some(Ok(detail)) => println!("cri_{s} pass {detail}"),
+                Some(Err(why)) => {
+                    all_ok = false;
+                    println!("cri_{s} fail {}", why.replace('\n', " | "));
+                }
+                None => {
+                    all_ok = false;
+                    println!(
+                        "cri_{s} fail not reached ({} failed)",
+                        self.first_failure.unwrap_or("?")
+                    );
+                }
             }
         }
-        self.all_ok
-    }
-    fn not_reached(&mut self, names: &[&str], after: &str) {
-        for n in names {
-            self.step(n, Err(format!("not reached ({after} failed)")));
-        }
+        all_ok
     }
 }
 
@@ -83,7 +127,7 @@ fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
 }
 
 /// A value from a v1 cgroup file of the container, read on the host: `ctrl` is the controller's
-/// mount dir name, `cg` the container's /proc/self/cgroup line for that controller.
+/// mount dir name, `cg` the container's /proc/self/cgroup path for that controller.
 fn host_cgroup_value(cg: &str, ctrl: &str, file: &str) -> Result<String, String> {
     let path = format!("/sys/fs/cgroup/{ctrl}{cg}/{file}");
     std::fs::read_to_string(&path)
@@ -109,7 +153,7 @@ impl Cri {
             .map(|r| r.into_inner())
             .map_err(grpc("ExecSync"))
     }
-    /// stdout of a command that must exit 0
+    /// stdout of a command that must exit 0, trimmed
     async fn exec_out(&mut self, id: &str, cmd: &[&str]) -> Result<String, String> {
         let r = self.exec(id, cmd).await?;
         check(r.exit_code == 0, || {
@@ -129,7 +173,7 @@ impl Cri {
         let r = self.rt.container_status(req).await.map_err(grpc("ContainerStatus"))?;
         r.into_inner().status.ok_or_else(|| "ContainerStatus: no status".into())
     }
-    async fn sandbox_state(&mut self, id: &str) -> Result<PodSandboxState, String> {
+    async fn sandbox_status(&mut self, id: &str) -> Result<PodSandboxStatus, String> {
         let req = PodSandboxStatusRequest {
             pod_sandbox_id: id.into(),
             verbose: false,
@@ -139,9 +183,51 @@ impl Cri {
             .pod_sandbox_status(req)
             .await
             .map_err(grpc("PodSandboxStatus"))?;
-        let st = r.into_inner().status.ok_or("PodSandboxStatus: no status")?;
-        Ok(st.state())
+        r.into_inner()
+            .status
+            .ok_or_else(|| "PodSandboxStatus: no status".into())
     }
+    /// CreateContainer then StartContainer; the id once created.
+    async fn create_start(&mut self, sandbox: &Sandbox, config: ContainerConfig) -> (Option<String>, Res) {
+        let req = CreateContainerRequest {
+            pod_sandbox_id: sandbox.id.clone(),
+            config: Some(config),
+            sandbox_config: Some(sandbox.config.clone()),
+        };
+        let id = match self.rt.create_container(req).await.map_err(grpc("CreateContainer")) {
+            Ok(r) => r.into_inner().container_id,
+            Err(e) => return (None, Err(e)),
+        };
+        let r = self
+            .rt
+            .start_container(StartContainerRequest {
+                container_id: id.clone(),
+            })
+            .await
+            .map(|_| "started".to_string())
+            .map_err(grpc("StartContainer"));
+        (Some(id), r)
+    }
+    /// StopContainer (timeout 0: SIGKILL at once), RemoveContainer.
+    async fn stop_remove(&mut self, id: &str, timeout: i64) -> Result<ContainerStatus, String> {
+        let req = StopContainerRequest {
+            container_id: id.into(),
+            timeout,
+        };
+        self.rt.stop_container(req).await.map_err(grpc("StopContainer"))?;
+        let st = self.container_status(id).await?;
+        let req = RemoveContainerRequest {
+            container_id: id.into(),
+        };
+        self.rt.remove_container(req).await.map_err(grpc("RemoveContainer"))?;
+        Ok(st)
+    }
+}
+
+/// The pod sandbox: its id and the config the kubelet passes along with each container.
+struct Sandbox {
+    id: String,
+    config: PodSandboxConfig,
 }
 
 /// The handler's state dir for a container (the runc shim adds the namespace to `Root`).
@@ -178,61 +264,53 @@ async fn wait_for<F: FnMut() -> bool>(mut f: F, secs: u64) -> bool {
 
 const MIB: i64 = 1 << 20;
 
+/// The namespaces of a container in the pod: the pod's network and ipc; pid of the pod's or of its
+/// own (the kubelet's default unless shareProcessNamespace).
+fn container_namespaces(a: &Args, pid: NamespaceMode) -> NamespaceOption {
+    NamespaceOption {
+        network: if a.pod_gateway.is_some() {
+            NamespaceMode::Pod
+        } else {
+            NamespaceMode::Node
+        } as i32,
+        pid: pid as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
-    // Version
-    let r =
-        c.rt.version(VersionRequest { version: "v1".into() })
-            .await
-            .map_err(grpc("Version"));
-    let ok = rep.step(
-        "version",
-        r.map(|v| {
-            let v = v.into_inner();
-            format!("{} {} ({})", v.runtime_name, v.runtime_version, v.runtime_api_version)
-        }),
-    );
-    let after_sandbox = [
-        "image_status",
-        "create_container",
-        "start_container",
-        "container_status",
-        "container_logs",
-        "exec_sync",
-        "container_stats",
-        "update_resources",
-        "stop_container",
-        "remove_container",
-        "stop_pod_sandbox",
-        "remove_pod_sandbox",
-    ];
-    if !ok {
-        rep.not_reached(&["run_pod_sandbox"], "version");
-        rep.not_reached(&after_sandbox, "version");
+    let r = c.rt.version(VersionRequest { version: "v1".into() }).await;
+    let r = r.map_err(grpc("Version")).map(|v| {
+        let v = v.into_inner();
+        format!("{} {} ({})", v.runtime_name, v.runtime_version, v.runtime_api_version)
+    });
+    if !rep.step("version", r) {
         return;
     }
 
-    // RunPodSandbox: host network (no CNI; so, as the kubelet does, no hostname: the node's UTS
-    // namespace is shared), pid and ipc namespaces of the pod that its containers join (as with
+    // RunPodSandbox: pid and ipc namespaces of the pod that its first container joins (as with
     // shareProcessNamespace: true), a cgroup parent as the kubelet's cgroupfs driver gives one
-    // (/kubepods/<qos>/pod<uid>).
+    // (/kubepods/<qos>/pod<uid>). A network of its own from CNI with a hostname, or the host's
+    // network and so (as the kubelet does) no hostname: the node's UTS namespace is shared.
     let uid = format!("{}-{}", a.handler, std::process::id());
-    let sandbox_config = PodSandboxConfig {
+    let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: format!("pod-{}", a.handler),
             uid: uid.clone(),
             namespace: "berth-engines".into(),
             attempt: 0,
         }),
+        hostname: if a.pod_gateway.is_some() {
+            "berthpod".into()
+        } else {
+            String::new()
+        },
         log_directory: a.log_dir.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: format!("{}/pod{uid}", a.cgroup_parent),
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Pod as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(container_namespaces(a, NamespaceMode::Pod)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -240,44 +318,39 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
         ..Default::default()
     };
     let req = RunPodSandboxRequest {
-        config: Some(sandbox_config.clone()),
+        config: Some(config.clone()),
         runtime_handler: a.handler.clone(),
     };
-    let sandbox = match c.rt.run_pod_sandbox(req).await.map_err(grpc("RunPodSandbox")) {
+    let id = match c.rt.run_pod_sandbox(req).await.map_err(grpc("RunPodSandbox")) {
         Ok(r) => r.into_inner().pod_sandbox_id,
         Err(e) => {
             rep.step("run_pod_sandbox", Err(e));
-            rep.not_reached(&after_sandbox, "run_pod_sandbox");
             return;
         }
     };
+    let sandbox = Sandbox { id, config };
     let r = async {
-        let st = c.sandbox_state(&sandbox).await?;
-        check(st == PodSandboxState::SandboxReady, || format!("sandbox state {st:?}"))?;
-        run_by_handler(a, &sandbox)?;
-        Ok(format!("{} ready", &sandbox[..12]))
+        let st = c.sandbox_status(&sandbox.id).await?;
+        check(st.state() == PodSandboxState::SandboxReady, || {
+            format!("sandbox state {:?}", st.state())
+        })?;
+        run_by_handler(a, &sandbox.id)?;
+        Ok(format!("{} ready", &sandbox.id[..12]))
     }
     .await;
-    let sandbox_ok = rep.step("run_pod_sandbox", r);
-
-    let ctr = if sandbox_ok {
-        workload(a, c, rep, &sandbox, &sandbox_config).await
-    } else {
-        None
-    };
-    if !sandbox_ok {
-        rep.not_reached(&after_sandbox[..after_sandbox.len() - 2], "run_pod_sandbox");
+    if rep.step("run_pod_sandbox", r) {
+        workload(a, c, rep, &sandbox).await;
     }
 
     // StopPodSandbox stops whatever is left in the pod; RemovePodSandbox removes it all.
     let r = async {
         let req = StopPodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
+            pod_sandbox_id: sandbox.id.clone(),
         };
         c.rt.stop_pod_sandbox(req).await.map_err(grpc("StopPodSandbox"))?;
-        let st = c.sandbox_state(&sandbox).await?;
-        check(st == PodSandboxState::SandboxNotready, || {
-            format!("sandbox state {st:?} after stop")
+        let st = c.sandbox_status(&sandbox.id).await?;
+        check(st.state() == PodSandboxState::SandboxNotready, || {
+            format!("sandbox state {:?} after stop", st.state())
         })?;
         Ok("not ready".to_string())
     }
@@ -285,44 +358,20 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
     rep.step("stop_pod_sandbox", r);
     let r = async {
         let req = RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox.clone(),
+            pod_sandbox_id: sandbox.id.clone(),
         };
         c.rt.remove_pod_sandbox(req).await.map_err(grpc("RemovePodSandbox"))?;
-        let req = PodSandboxStatusRequest {
-            pod_sandbox_id: sandbox.clone(),
-            verbose: false,
-        };
-        let gone = matches!(c.rt.pod_sandbox_status(req).await, Err(s) if s.code() == tonic::Code::NotFound);
+        let gone = matches!(c.sandbox_status(&sandbox.id).await, Err(e) if e.contains("NotFound"));
         check(gone, || "the sandbox is still listed".into())?;
-        gone_from_handler(a, &sandbox)?;
-        if let Some(id) = &ctr {
-            gone_from_handler(a, id)?;
-        }
+        gone_from_handler(a, &sandbox.id)?;
         Ok("gone".to_string())
     }
     .await;
     rep.step("remove_pod_sandbox", r);
 }
 
-/// The workload container's steps, up to RemoveContainer. Returns its id once created.
-async fn workload(
-    a: &Args,
-    c: &mut Cri,
-    rep: &mut Report,
-    sandbox: &str,
-    sandbox_config: &PodSandboxConfig,
-) -> Option<String> {
-    let later = [
-        "create_container",
-        "start_container",
-        "container_status",
-        "container_logs",
-        "exec_sync",
-        "container_stats",
-        "update_resources",
-        "stop_container",
-        "remove_container",
-    ];
+/// The workload container's steps, from ImageStatus to RemoveContainer.
+async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
     // ImageStatus: the image was imported into the k8s.io namespace; pulling is a fallback that
     // only works with a registry.
     let r = async {
@@ -330,33 +379,32 @@ async fn workload(
             image: a.image.clone(),
             ..Default::default()
         };
-        let st =
-            c.im.image_status(ImageStatusRequest {
-                image: Some(spec.clone()),
-                verbose: false,
-            })
-            .await
-            .map_err(grpc("ImageStatus"))?;
+        let req = ImageStatusRequest {
+            image: Some(spec.clone()),
+            verbose: false,
+        };
+        let st = c.im.image_status(req).await.map_err(grpc("ImageStatus"))?;
         if let Some(img) = st.into_inner().image {
             return Ok(format!("{} present", img.id.get(..19).unwrap_or(&img.id)));
         }
         let req = PullImageRequest {
             image: Some(spec),
             auth: None,
-            sandbox_config: Some(sandbox_config.clone()),
+            sandbox_config: Some(sandbox.config.clone()),
         };
         let r = c.im.pull_image(req).await.map_err(grpc("PullImage"))?;
         Ok(format!("pulled {}", r.into_inner().image_ref))
     }
     .await;
     if !rep.step("image_status", r) {
-        rep.not_reached(&later, "image_status");
-        return None;
+        return;
     }
 
-    // CreateContainer: a long-running shell that says it started, burns a little CPU, and exits 0 on
-    // SIGTERM (so StopContainer shows the signal got there); a 256 MiB memory limit.
-    let script = "echo started; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; trap 'echo stopping; exit 0' TERM; while :; do sleep 0.1; done";
+    // CreateContainer: a long-running shell that says it started, burns a little CPU, and exits 0
+    // on SIGTERM (so StopContainer shows the signal got there); a 256 MiB memory limit, the
+    // runtime's default seccomp profile, no new privileges (allowPrivilegeEscalation: false).
+    let script = "echo started; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+                  trap 'echo stopping; exit 0' TERM; while :; do sleep 0.1; done";
     let config = ContainerConfig {
         metadata: Some(ContainerMetadata {
             name: "work".into(),
@@ -378,15 +426,8 @@ async fn workload(
                 cpu_shares: 512,
                 ..Default::default()
             }),
-            // The pod's namespaces, the runtime's default seccomp profile, no new privileges
-            // (allowPrivilegeEscalation: false).
             security_context: Some(LinuxContainerSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Pod as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(container_namespaces(a, NamespaceMode::Pod)),
                 seccomp: Some(SecurityProfile {
                     profile_type: security_profile::ProfileType::RuntimeDefault as i32,
                     localhost_ref: String::new(),
@@ -398,16 +439,15 @@ async fn workload(
         ..Default::default()
     };
     let req = CreateContainerRequest {
-        pod_sandbox_id: sandbox.into(),
+        pod_sandbox_id: sandbox.id.clone(),
         config: Some(config),
-        sandbox_config: Some(sandbox_config.clone()),
+        sandbox_config: Some(sandbox.config.clone()),
     };
     let id = match c.rt.create_container(req).await.map_err(grpc("CreateContainer")) {
         Ok(r) => r.into_inner().container_id,
         Err(e) => {
             rep.step("create_container", Err(e));
-            rep.not_reached(&later[1..], "create_container");
-            return None;
+            return;
         }
     };
     let r = async {
@@ -418,59 +458,50 @@ async fn workload(
         Ok(format!("{} created", &id[..12]))
     }
     .await;
-    let created = rep.step("create_container", r);
-
-    let r = async {
-        check(created, || "not created".into())?;
-        // (containerd creates the runtime's container, the task, only now)
-        c.rt.start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .map_err(grpc("StartContainer"))?;
-        run_by_handler(a, &id)?;
-        Ok("started".to_string())
-    }
-    .await;
-    let started = rep.step("start_container", r);
-    if !started {
-        rep.not_reached(&later[2..7], "start_container");
-    } else {
-        running_steps(a, c, rep, &id).await;
+    if rep.step("create_container", r) {
+        let r = async {
+            // (containerd has the runtime create the container, its task, only now)
+            let req = StartContainerRequest {
+                container_id: id.clone(),
+            };
+            c.rt.start_container(req).await.map_err(grpc("StartContainer"))?;
+            run_by_handler(a, &id)?;
+            Ok("started".to_string())
+        }
+        .await;
+        if rep.step("start_container", r) {
+            running_steps(a, c, rep, sandbox, &id).await;
+        }
     }
 
     // StopContainer: SIGTERM, the shell's trap exits 0 well inside the grace period.
     let r = async {
         let t0 = Instant::now();
-        c.rt.stop_container(StopContainerRequest {
+        let req = StopContainerRequest {
             container_id: id.clone(),
             timeout: 10,
-        })
-        .await
-        .map_err(grpc("StopContainer"))?;
+        };
+        c.rt.stop_container(req).await.map_err(grpc("StopContainer"))?;
         let st = c.container_status(&id).await?;
-        if started {
-            check(st.state() == ContainerState::ContainerExited, || {
-                format!("state {:?} after stop", st.state())
-            })?;
-            check(st.exit_code == 0, || {
-                format!(
-                    "exit code {} (want 0: SIGTERM trapped), reason {}",
-                    st.exit_code, st.reason
-                )
-            })?;
-        }
+        check(st.state() == ContainerState::ContainerExited, || {
+            format!("state {:?} after stop", st.state())
+        })?;
+        check(st.exit_code == 0, || {
+            format!(
+                "exit code {} (want 0: SIGTERM trapped), reason {}",
+                st.exit_code, st.reason
+            )
+        })?;
         Ok(format!("exited {} in {:.1}s", st.exit_code, t0.elapsed().as_secs_f64()))
     }
     .await;
     rep.step("stop_container", r);
 
     let r = async {
-        c.rt.remove_container(RemoveContainerRequest {
+        let req = RemoveContainerRequest {
             container_id: id.clone(),
-        })
-        .await
-        .map_err(grpc("RemoveContainer"))?;
+        };
+        c.rt.remove_container(req).await.map_err(grpc("RemoveContainer"))?;
         let gone = matches!(c.container_status(&id).await, Err(e) if e.contains("NotFound"));
         check(gone, || "the container is still listed".into())?;
         gone_from_handler(a, &id)?;
@@ -478,11 +509,10 @@ async fn workload(
     }
     .await;
     rep.step("remove_container", r);
-    Some(id)
 }
 
-/// The steps that need the workload running: status, logs, exec, stats, update.
-async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
+/// The steps that need the workload running.
+async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox, id: &str) {
     let r = async {
         let st = c.container_status(id).await?;
         check(st.state() == ContainerState::ContainerRunning, || {
@@ -493,6 +523,31 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
     }
     .await;
     rep.step("container_status", r);
+
+    // The network: the pod's own (its IP on eth0, the hostname, the gateway answers), or the host's.
+    let r = async {
+        let Some(gw) = &a.pod_gateway else {
+            let inside = c.exec_out(id, &["readlink", "/proc/self/ns/net"]).await?;
+            let host = std::fs::read_link("/proc/self/ns/net").map_err(|e| e.to_string())?;
+            check(inside == host.to_string_lossy(), || {
+                format!("net namespace {inside}, host's {host:?}")
+            })?;
+            return Ok("host network".to_string());
+        };
+        let st = c.sandbox_status(&sandbox.id).await?;
+        let ip = st.network.map(|n| n.ip).unwrap_or_default();
+        check(!ip.is_empty(), || "PodSandboxStatus: no pod IP".into())?;
+        let addr = c.exec_out(id, &["ip", "-4", "-o", "addr", "show", "eth0"]).await?;
+        check(addr.contains(&format!("inet {ip}/")), || {
+            format!("pod IP {ip}, eth0: {addr}")
+        })?;
+        let host = c.exec_out(id, &["hostname"]).await?;
+        check(host == "berthpod", || format!("hostname {host:?}"))?;
+        c.exec_out(id, &["ping", "-c", "1", "-W", "3", gw]).await?;
+        Ok(format!("pod IP {ip}, hostname, gateway {gw} answers"))
+    }
+    .await;
+    rep.step("network", r);
 
     // The container's stdout reaches the CRI log file (kubectl logs reads it).
     let log = a.log_dir.join("work.log");
@@ -505,7 +560,8 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
         .map(|_| "stdout in the CRI log".to_string());
     rep.step("container_logs", r);
 
-    // ExecSync: stdout, stderr and the exit code come back; the process sees the container's env.
+    // ExecSync: stdout, stderr and the exit code come back; the process sees the container's env,
+    // the pod's pid and ipc namespaces (pid 1 is the pause process) and the container's security.
     let r = async {
         let r = c
             .exec(id, &["sh", "-c", "echo out-$((6*7)) $GREETING; echo err >&2; exit 3"])
@@ -515,18 +571,9 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
             out == "out-42 hello-cri\n" && err == "err\n" && r.exit_code == 3,
             || format!("stdout {out:?} stderr {err:?} exit {}", r.exit_code),
         )?;
-        // In the pod's pid and ipc namespaces: pid 1 is the sandbox's pause process.
-        let pid1 = c
-            .exec_out(
-                id,
-                &[
-                    "sh",
-                    "-c",
-                    "tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/1/ns/ipc; readlink /proc/self/ns/ipc",
-                ],
-            )
-            .await?;
-        let l: Vec<&str> = pid1.lines().map(str::trim).collect();
+        let script = "tr '\\0' ' ' < /proc/1/cmdline; echo; readlink /proc/1/ns/ipc; readlink /proc/self/ns/ipc";
+        let ns = c.exec_out(id, &["sh", "-c", script]).await?;
+        let l: Vec<&str> = ns.lines().map(str::trim).collect();
         check(l.len() == 3 && l[0] == "/bin/sleep infinity" && l[1] == l[2], || {
             format!("pid 1 and ipc namespaces: {l:?}")
         })?;
@@ -546,12 +593,10 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
     let r = async {
         let mut last = String::new();
         for _ in 0..30 {
-            let r =
-                c.rt.container_stats(ContainerStatsRequest {
-                    container_id: id.into(),
-                })
-                .await
-                .map_err(grpc("ContainerStats"))?;
+            let req = ContainerStatsRequest {
+                container_id: id.into(),
+            };
+            let r = c.rt.container_stats(req).await.map_err(grpc("ContainerStats"))?;
             let s = r.into_inner().stats.ok_or("no stats")?;
             let cpu = s.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
             let mem = s.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
@@ -577,10 +622,8 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
                 ctrls.split(',').any(|c| c == ctrl).then(|| p.to_string())
             })
         };
-        let (mem_cg, cpu_cg) = (
-            path("memory").ok_or("no memory cgroup")?,
-            path("cpu").ok_or("no cpu cgroup")?,
-        );
+        let mem_cg = path("memory").ok_or("no memory cgroup")?;
+        let cpu_cg = path("cpu").ok_or("no cpu cgroup")?;
         let before = host_cgroup_value(&mem_cg, "memory", "memory.limit_in_bytes")?;
         check(before == (256 * MIB).to_string(), || {
             format!("memory limit before the update: {before}, want 256 MiB")
@@ -597,9 +640,8 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
             linux: Some(res),
             ..Default::default()
         };
-        c.rt.update_container_resources(req)
-            .await
-            .map_err(grpc("UpdateContainerResources"))?;
+        let r = c.rt.update_container_resources(req).await;
+        r.map_err(grpc("UpdateContainerResources"))?;
         let inside = c
             .exec_out(id, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
             .await?;
@@ -614,18 +656,67 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, id: &str) {
         check(quota == "50000", || {
             format!("cpu.cfs_quota_us after the update: {quota}")
         })?;
-        let st = c.container_status(id).await?;
-        let reported = st
-            .resources
-            .and_then(|r| r.linux)
-            .map_or(0, |l| l.memory_limit_in_bytes);
-        check(reported == 0 || reported == 128 * MIB, || {
-            format!("ContainerStatus reports memory limit {reported}")
-        })?;
         Ok("memory 256->128 MiB, cpu quota 50000 (inside and host)".to_string())
     }
     .await;
     rep.step("update_resources", r);
+
+    // A second container as the kubelet makes it by default: a pid namespace of its own (its
+    // command is pid 1), the pod's network; stopped with timeout 0 (SIGKILL) and removed.
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "second".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: a.image.clone(),
+            ..Default::default()
+        }),
+        command: vec!["sleep".into(), "1000".into()],
+        log_path: "second.log".into(),
+        linux: Some(LinuxContainerConfig {
+            resources: None,
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(container_namespaces(a, NamespaceMode::Container)),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    let (second, r) = c.create_start(sandbox, config).await;
+    let r = async {
+        let second = second.as_deref().ok_or("not created")?;
+        r?;
+        run_by_handler(a, second)?;
+        let pid1 = c
+            .exec_out(second, &["sh", "-c", "tr '\\0' ' ' < /proc/1/cmdline"])
+            .await?;
+        check(pid1.trim() == "sleep 1000", || {
+            format!("pid 1 is {pid1:?}, want its own sleep")
+        })?;
+        let net = c.exec_out(second, &["readlink", "/proc/self/ns/net"]).await?;
+        let first = c.exec_out(id, &["readlink", "/proc/self/ns/net"]).await?;
+        check(net == first, || {
+            format!("net namespace {net}, the first container's {first}")
+        })?;
+        Ok("own pid namespace, the pod's network".to_string())
+    }
+    .await;
+    let r = match &second {
+        Some(s) => {
+            let stopped = c.stop_remove(s, 0).await;
+            r.and_then(|d| {
+                let st = stopped?;
+                check(st.exit_code == 137, || {
+                    format!("exit code {} after SIGKILL", st.exit_code)
+                })?;
+                gone_from_handler(a, s)?;
+                Ok(format!("{d}; killed (137), removed"))
+            })
+        }
+        None => r,
+    };
+    rep.step("second_container", r);
 }
 
 fn main() {
@@ -640,8 +731,8 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let ok = rt.block_on(async {
-        let mut rep = Report { all_ok: true };
+    let mut rep = Report::default();
+    rt.block_on(async {
         let ep = Endpoint::from_shared(format!("unix://{}", a.socket))
             .expect("socket uri")
             .timeout(Duration::from_secs(60));
@@ -657,7 +748,6 @@ fn main() {
                 rep.step("version", Err(format!("connect {}: {e}", a.socket)));
             }
         }
-        rep.all_ok
     });
-    std::process::exit(if ok { 0 } else { 1 });
+    std::process::exit(if rep.print() { 0 } else { 1 });
 }
