@@ -15,7 +15,8 @@ for e in $ENGINES; do
   case $e in
     podman) command -v podman >/dev/null || need+=(podman) ;;
     containerd) command -v ctr >/dev/null || need+=(containerd) ;;
-    cri) command -v ctr >/dev/null || need+=(containerd); command -v protoc >/dev/null || need+=(protobuf-compiler) ;;
+    cri) command -v ctr >/dev/null || need+=(containerd); command -v protoc >/dev/null || need+=(protobuf-compiler)
+      [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins) ;;
     docker) command -v dockerd >/dev/null || need+=(docker.io) ;;
   esac
 done
