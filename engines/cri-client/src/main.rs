@@ -224,10 +224,12 @@ impl Cri {
     }
 }
 
-/// The pod sandbox: its id and the config the kubelet passes along with each container.
+/// The pod sandbox: its id, the config the kubelet passes along with each container, and its
+/// cgroup (containerd puts a container's at <cgroup_parent>/<id> with the cgroupfs driver).
 struct Sandbox {
     id: String,
     config: PodSandboxConfig,
+    cgroup_parent: String,
 }
 
 /// The handler's state dir for a container (the runc shim adds the namespace to `Root`).
@@ -294,6 +296,7 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
     // (/kubepods/<qos>/pod<uid>). A network of its own from CNI with a hostname, or the host's
     // network and so (as the kubelet does) no hostname: the node's UTS namespace is shared.
     let uid = format!("{}-{}", a.handler, std::process::id());
+    let cgroup_parent = format!("{}/pod{uid}", a.cgroup_parent);
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: format!("pod-{}", a.handler),
@@ -308,7 +311,7 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
         },
         log_directory: a.log_dir.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: format!("{}/pod{uid}", a.cgroup_parent),
+            cgroup_parent: cgroup_parent.clone(),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(container_namespaces(a, NamespaceMode::Pod)),
                 ..Default::default()
@@ -328,7 +331,11 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
             return;
         }
     };
-    let sandbox = Sandbox { id, config };
+    let sandbox = Sandbox {
+        id,
+        config,
+        cgroup_parent,
+    };
     let r = async {
         let st = c.sandbox_status(&sandbox.id).await?;
         check(st.state() == PodSandboxState::SandboxReady, || {
@@ -400,10 +407,11 @@ async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
         return;
     }
 
-    // CreateContainer: a long-running shell that says it started, burns a little CPU, and exits 0
-    // on SIGTERM (so StopContainer shows the signal got there); a 256 MiB memory limit, the
-    // runtime's default seccomp profile, no new privileges (allowPrivilegeEscalation: false).
-    let script = "echo started; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; \
+    // CreateContainer: a long-running shell that says it started, burns a little CPU, leaves a
+    // process in the background, and exits 0 on SIGTERM (so StopContainer shows the signal got
+    // there); a 256 MiB memory limit, the runtime's default seccomp profile, no new privileges
+    // (allowPrivilegeEscalation: false).
+    let script = "echo started; i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done; sleep 999 & \
                   trap 'echo stopping; exit 0' TERM; while :; do sleep 0.1; done";
     let config = ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -474,7 +482,9 @@ async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
         }
     }
 
-    // StopContainer: SIGTERM, the shell's trap exits 0 well inside the grace period.
+    // StopContainer: SIGTERM, the shell's trap exits 0 well inside the grace period. In the pod's
+    // pid namespace the background sleep outlives it; the shim then has the runtime kill every
+    // process left in the container's cgroup (`kill --all`): none may be left.
     let r = async {
         let t0 = Instant::now();
         let req = StopContainerRequest {
@@ -492,7 +502,14 @@ async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
                 st.exit_code, st.reason
             )
         })?;
-        Ok(format!("exited {} in {:.1}s", st.exit_code, t0.elapsed().as_secs_f64()))
+        let procs = format!("/sys/fs/cgroup/memory{}/{id}/cgroup.procs", sandbox.cgroup_parent);
+        let empty = || std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty());
+        check(wait_for(empty, 5).await, || format!("processes left in {procs}"))?;
+        Ok(format!(
+            "exited {} in {:.1}s, nothing left in its cgroup",
+            st.exit_code,
+            t0.elapsed().as_secs_f64()
+        ))
     }
     .await;
     rep.step("stop_container", r);
