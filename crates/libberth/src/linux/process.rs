@@ -103,7 +103,7 @@ impl NsPlan {
             || self.joins(LinuxNamespaceType::Time)
     }
 
-    /// Whether the init process ends up in a pid namespace of its own (or a joined one).
+    /// Whether the container gets a new pid namespace of its own (not a joined one).
     pub fn pid_ns(&self) -> bool {
         self.has(libc::CLONE_NEWPID)
     }
