@@ -155,7 +155,7 @@ def bench_split(rts, bundle, sleeper, runs):
         rt.run("delete", "--force", c, check=False)
         rt.run("create", "--bundle", sleeper, c)
         rt.run("start", c)
-        state = hyperfine([("state", rt.cmd("state", c))], runs)
+        state = hyperfine([("state", rt.cmd("state", c))], runs, shell=False)  # no shell: its start-up would be subtracted
         rt.run("delete", "--force", c, check=False)
         wait = f"while {rt.cmd('state', c)} 2>/dev/null | grep -q running; do :; done"
         delete = hyperfine([("delete", rt.cmd("delete", c))], runs,
