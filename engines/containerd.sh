@@ -1,22 +1,29 @@
 # containerd: its own root, state dir and socket under $T/containerd (the runc shim still puts its
 # sockets in /run/containerd/s, and removes them when it exits). Driven with ctr --runc-binary.
-engine_containerd() {
-  local D=$T/containerd
-  mkdir -p "$D"
-  cat > "$D/config.toml" <<C
+
+# The part of a private containerd's config.toml that keeps everything under directory $1;
+# $2: more top-level keys. engines/cri.sh appends its CRI plugin tables.
+containerd_base_config() {
+  cat <<C
 version = 2
-root = "$D/root"
-state = "$D/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+root = "$1/root"
+state = "$1/state"
+$2
 [grpc]
-  address = "$D/sock"
+  address = "$1/sock"
 [ttrpc]
-  address = "$D/sock.ttrpc"
+  address = "$1/sock.ttrpc"
 [debug]
-  address = "$D/debug.sock"
+  address = "$1/debug.sock"
 [metrics]
   address = ""
 C
+}
+
+engine_containerd() {
+  local D=$T/containerd
+  mkdir -p "$D"
+  containerd_base_config "$D" 'disabled_plugins = ["io.containerd.grpc.v1.cri"]' > "$D/config.toml"
   containerd --config "$D/config.toml" > "$D/log" 2>&1 &
   local pid=$!
   CLEANUPS+=("ctr -a $D/sock -n berth-engines t ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t kill -s SIGKILL; sleep 1; ctr -a $D/sock -n berth-engines c ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t rm -f; ctr -a $D/sock -n berth-engines c ls -q | xargs -r ctr -a $D/sock -n berth-engines c rm; kill $pid; wait $pid")

@@ -73,18 +73,8 @@ J
     Root = \"$D/$h-root\"
     SystemdCgroup = false"
   done
-  cat > "$D/config.toml" <<C
-version = 2
-root = "$D/root"
-state = "$D/state"
-[grpc]
-  address = "$D/sock"
-[ttrpc]
-  address = "$D/sock.ttrpc"
-[debug]
-  address = "$D/debug.sock"
-[metrics]
-  address = ""
+  containerd_base_config "$D" "" > "$D/config.toml"
+  cat >> "$D/config.toml" <<C
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "localhost/pause:latest"
   restrict_oom_score_adj = true
