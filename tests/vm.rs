@@ -141,3 +141,205 @@ fn vm_with_a_missing_kernel_says_so() {
     assert_err_mentions(&out, "run.berth.vm.kernel", "the annotation at fault");
     rt.assert_no_state(&id);
 }
+
+/// Every process whose command line mentions `needle` (the container's state directory is in
+/// qemu's and virtiofsd's).
+fn procs_mentioning(needle: &str) -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| p != me)
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// The host cgroup directories of a container, in every hierarchy.
+fn cgroup_dirs(path: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path().join(path.trim_start_matches('/')))
+        .filter(|d| d.is_dir())
+        .collect()
+}
+
+fn status_line(pid: i32, key: &str) -> String {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status_field(&s, key).to_string()
+}
+
+#[test]
+fn vm_host_side_is_confined_and_hooks_run_in_order() {
+    if skip("vm_host_side_is_confined_and_hooks_run_in_order") {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let cg_path = format!("/berth-test-vm/{id}");
+    let hooks = TempDir::new("vmhooks");
+    let mut b = Bundle::sh("cat /sys/fs/cgroup/pids.max > /pids-max; nproc > /nproc; exec sleep 600");
+    vm(&mut b).writable_root();
+    b.config["linux"]["cgroupsPath"] = json!(cg_path);
+    b.config["linux"]["resources"] = json!({
+        "memory": {"limit": 200 << 20},
+        "cpu": {"quota": 150000, "period": 100000, "cpus": "0"},
+        "pids": {"limit": 42}
+    });
+    // Host hooks log their name and stdin to the rootfs; the container's hooks run in the guest,
+    // where createContainer (before pivot_root) sees the rootfs at /run/rootfs.
+    let log = b.rootfs().join("hooks.log");
+    let mut all = serde_json::Map::new();
+    for name in ["prestart", "createRuntime", "poststart", "poststop"] {
+        let path = hooks.join(format!("{name}.sh"));
+        write_script(
+            &path,
+            &format!("printf '%s %s\\n' {name} \"$(cat)\" >> {}", log.display()),
+        );
+        all.insert(name.into(), json!([{ "path": path }]));
+    }
+    all.insert(
+        "createContainer".into(),
+        json!([{ "path": "/bin/sh", "args": ["sh", "-c", "printf 'createContainer %s\\n' \"$(cat)\" >> /run/rootfs/hooks.log"] }]),
+    );
+    all.insert(
+        "startContainer".into(),
+        json!([{ "path": "/bin/sh", "args": ["sh", "-c", "printf 'startContainer %s\\n' \"$(cat)\" >> /hooks.log"] }]),
+    );
+    b.config["hooks"] = Value::Object(all);
+    let names = || -> Vec<(String, Value)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let (n, st) = l.split_once(' ').unwrap_or((l, "{}"));
+                (n.to_string(), serde_json::from_str(st).unwrap_or(Value::Null))
+            })
+            .collect()
+    };
+
+    rt.create(&b, &id).ok("create");
+    let st = rt.state(&id);
+    let pid = st["pid"].as_i64().unwrap() as i32;
+    let at_create = names();
+    let n: Vec<&str> = at_create.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(n, ["prestart", "createRuntime", "createContainer"], "hooks at create");
+    for (name, st) in &at_create[..2] {
+        assert_eq!(st["id"], id.as_str(), "{name}: {st}");
+        assert_eq!(st["status"], "creating", "{name}: {st}");
+        assert_eq!(st["pid"], pid, "{name}: the host pid berth reports: {st}");
+    }
+    assert!(
+        at_create[2].1["pid"].as_i64().unwrap_or(0) > 0,
+        "createContainer: {:?}",
+        at_create[2]
+    );
+
+    // The monitor, qemu and virtiofsd are in the container's host cgroup, with the CPU limits and
+    // guest RAM + the allowance; `ps` lists them.
+    let dirs = cgroup_dirs(&cg_path);
+    assert!(!dirs.is_empty(), "no host cgroup {cg_path}");
+    let procs_dir = dirs
+        .iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids"))
+        .unwrap_or(&dirs[0]);
+    let procs: Vec<i32> = lines(&std::fs::read_to_string(procs_dir.join("cgroup.procs")).unwrap())
+        .iter()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(procs.contains(&pid), "monitor {pid} not in {procs:?}");
+    let comm = |p: &i32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+    let qemu = *procs
+        .iter()
+        .find(|p| comm(p).starts_with("qemu"))
+        .unwrap_or_else(|| panic!("no qemu in the cgroup: {procs:?}"));
+    assert!(
+        procs.iter().any(|p| comm(p).starts_with("virtiofsd")),
+        "no virtiofsd in {procs:?}"
+    );
+    let ps = rt.cmd(&["ps", "--format", "json", &id]).ok("ps").out();
+    assert!(ps.contains(&qemu.to_string()), "ps: {ps}");
+    let read = |ctrl: &str, file: &str| {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{ctrl}{cg_path}/{file}")).map(|s| s.trim().to_string())
+    };
+    if let Ok(q) = read("cpu", "cpu.cfs_quota_us") {
+        assert_eq!(q, "150000");
+        assert_eq!(read("cpuset", "cpuset.cpus").unwrap(), "0");
+        let mem: u64 = read("memory", "memory.limit_in_bytes").unwrap().parse().unwrap();
+        assert!(mem > 200 << 20 && mem <= (200 + 256) << 20, "host memory limit {mem}");
+    } else {
+        assert_eq!(read("", "cpu.max").unwrap(), "150000 100000");
+    }
+    // qemu: seccomp sandbox, no_new_privs, no capabilities, a root of its own without /etc/passwd
+    // or /root, but with what it needs.
+    assert_eq!(status_line(qemu, "Seccomp"), "2", "qemu's seccomp sandbox");
+    assert_eq!(status_line(qemu, "NoNewPrivs"), "1");
+    assert_eq!(status_line(qemu, "CapEff"), "0000000000000000");
+    assert_eq!(status_line(qemu, "CapBnd"), "0000000000000000");
+    let root = format!("/proc/{qemu}/root");
+    assert!(Path::new(&root).join("usr/bin").is_dir(), "qemu's root has /usr");
+    for hidden in ["etc/passwd", "root", "home", "var/lib"] {
+        assert!(!Path::new(&root).join(hidden).exists(), "qemu sees /{hidden}");
+    }
+    assert!(
+        !Path::new(&root).join(b.rootfs().strip_prefix("/").unwrap()).exists(),
+        "qemu sees the rootfs (only virtiofsd should)"
+    );
+
+    rt.start(&id).ok("start");
+    let n: Vec<String> = names().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        n[3..],
+        ["startContainer", "poststart"],
+        "poststart must have run when start returns"
+    );
+    // pids apply in the guest; vCPUs follow the quota.
+    poll("the container to write /nproc", || {
+        std::fs::read_to_string(b.rootfs().join("nproc")).is_ok_and(|s| s.ends_with('\n'))
+    });
+    assert_eq!(
+        std::fs::read_to_string(b.rootfs().join("pids-max")).unwrap().trim(),
+        "42"
+    );
+    assert_eq!(std::fs::read_to_string(b.rootfs().join("nproc")).unwrap().trim(), "2");
+
+    rt.kill(&id, "KILL").ok("kill");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while rt.state(&id)["status"] != "stopped" {
+        assert!(std::time::Instant::now() < deadline, "the VM did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    rt.delete(&id).ok("delete");
+    let n: Vec<String> = names().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(n.len(), 6, "{n:?}");
+    assert_eq!(n[5], "poststop");
+    assert!(cgroup_dirs(&cg_path).is_empty(), "host cgroup left after delete");
+    assert!(
+        procs_mentioning(&format!("/{id}/")).is_empty(),
+        "VM processes left after delete"
+    );
+
+    // A create that fails (a createRuntime hook, after the VM is up) leaves nothing: no state,
+    // cgroup or process.
+    let id2 = unique_id();
+    let cg2 = format!("/berth-test-vm/{id2}");
+    let fail = hooks.join("fail.sh");
+    write_script(&fail, "cat >/dev/null; echo no >&2; exit 3");
+    b.config["linux"]["cgroupsPath"] = json!(cg2);
+    b.config["hooks"] = json!({ "createRuntime": [{ "path": fail }] });
+    let out = rt.create(&b, &id2).fails("create with a failing createRuntime hook");
+    assert_err_mentions(&out, "createRuntime", "the failing hook");
+    rt.assert_no_state(&id2);
+    assert!(cgroup_dirs(&cg2).is_empty(), "host cgroup left after a failed create");
+    poll("the VM of the failed create to be gone", || {
+        procs_mentioning(&format!("/{id2}/")).is_empty()
+    });
+    for d in cgroup_dirs("/berth-test-vm") {
+        let _ = std::fs::remove_dir(d);
+    }
+}
