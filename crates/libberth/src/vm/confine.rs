@@ -269,6 +269,10 @@ impl Jail {
                 Ok(())
             }
         }
+        if self.entries.is_empty() {
+            // Without root (no mount namespace to make): capabilities and no_new_privs only.
+            return drop_privileges();
+        }
         let none = std::ptr::null::<libc::c_char>();
         // SAFETY: system calls with NUL-terminated strings prepared before the fork.
         unsafe {
@@ -385,6 +389,13 @@ pub const JAIL_DIR: &str = "qemu-root";
 /// Prepare qemu's jail for a container whose state directory is `dir` (made here).
 pub fn qemu_jail(dir: &Path, kernel: &Path, initrd: &Path, image: Option<&Path>, kvm: bool) -> Result<Jail> {
     let root = dir.join(JAIL_DIR);
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return Ok(Jail {
+            root: cs(&root),
+            entries: Vec::new(),
+        });
+    }
     std::fs::create_dir_all(&root).map_err(|e| Error::sys(root.display(), e))?;
     let mut paths: Vec<(&Path, bool)> = vec![(dir, false), (kernel, true), (initrd, true)];
     if let Some(i) = image {
