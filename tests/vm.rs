@@ -432,8 +432,9 @@ fn podman_runs_a_vm_container_with_the_annotation() {
     }
     // podman with all its state in a temp dir (as engines/podman.sh sets it up) and a local image
     // made from the busybox rootfs.
-    // (A short directory: under a ~60-character one, podman 4.3 waited 20 s for conmon to report
-    // the VM container's exit; `berth run` under the same --root is not slower. Not understood yet.)
+    // (A short directory: under a ~60-character one, podman 4.3 waits ~20 s for conmon to report
+    // a VM container's exit, with Berth as it was before the host-side confinement too; `berth
+    // run` under the same --root is not slower. Not understood yet.)
     let t = TempDir(std::path::PathBuf::from(format!("/tmp/bvp-{}", std::process::id())));
     std::fs::create_dir_all(t.path()).unwrap();
     let b = Bundle::default();
