@@ -317,8 +317,13 @@ impl Jail {
                     Entry::Bind { src, dst, ro, dir } => {
                         if !dir {
                             let fd = libc::open(dst.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o600);
-                            chk(fd)?;
-                            libc::close(fd);
+                            // (It may exist already in a read-only bind: a kernel under /usr.)
+                            if fd < 0 && libc::access(dst.as_ptr(), libc::F_OK) != 0 {
+                                return Err(std::io::Error::last_os_error());
+                            }
+                            if fd >= 0 {
+                                libc::close(fd);
+                            }
                         }
                         chk(libc::mount(
                             src.as_ptr(),
