@@ -308,6 +308,17 @@ fn vm_host_side_is_confined_and_hooks_run_in_order() {
     );
     assert_eq!(std::fs::read_to_string(b.rootfs().join("nproc")).unwrap().trim(), "2");
 
+    // update: the host cgroup takes CPU changes; guest RAM cannot change.
+    rt.cmd(&["update", "--cpu-quota", "100000", &id])
+        .ok("update --cpu-quota");
+    if let Ok(q) = read("cpu", "cpu.cfs_quota_us") {
+        assert_eq!(q, "100000");
+    }
+    let out = rt
+        .cmd(&["update", "--memory", "100M", &id])
+        .fails("update --memory of a VM");
+    assert_err_mentions(&out, "linux.resources.memory", "the field that cannot change");
+
     rt.kill(&id, "KILL").ok("kill");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while rt.state(&id)["status"] != "stopped" {

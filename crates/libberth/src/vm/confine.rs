@@ -95,6 +95,38 @@ impl HostCgroup {
     }
 }
 
+/// `update` of a VM container: what its host cgroup can take (CPU, block I/O). Guest RAM is fixed
+/// when the VM boots, and pids and the other limits live in the guest: asking to change them is an
+/// error naming the field (rather than a host memory limit below guest RAM, which would kill qemu).
+pub fn host_update(state_dir: &Path, r: LinuxResources) -> Result<LinuxResources> {
+    if !state_dir.join(super::VM_FILE).exists() {
+        return Ok(r);
+    }
+    const F: &str = "linux.resources";
+    let m = r.memory().as_ref();
+    if m.is_some_and(|m| {
+        [m.limit(), m.reservation(), m.swap(), m.kernel(), m.kernel_tcp()]
+            .iter()
+            .any(|v| v.is_some_and(|v| v != 0))
+    }) {
+        return Err(err!(
+            "{F}.memory: the memory of a VM container is its guest RAM, fixed when it boots"
+        ));
+    }
+    if r.pids().is_some_and(|p| p.limit() > 0) {
+        return Err(err!("{F}.pids: applies inside the VM; cannot be updated yet"));
+    }
+    if r.unified().as_ref().is_some_and(|u| !u.is_empty())
+        || r.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty())
+    {
+        return Err(err!("{F}: only cpu and blockIO can be updated in a VM container"));
+    }
+    let mut out = LinuxResources::default();
+    out.set_cpu(r.cpu().clone());
+    out.set_block_io(r.block_io().clone());
+    Ok(out)
+}
+
 /// Holds the monitor (forked by create) until it is in the host cgroup: it reads one byte.
 pub struct Gate {
     r: OwnedFd,

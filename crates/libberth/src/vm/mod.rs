@@ -32,7 +32,7 @@ pub const ANN_MEMORY: &str = "run.berth.vm.memory";
 pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
-const VM_FILE: &str = "vm";
+pub(crate) const VM_FILE: &str = "vm";
 const CTL_SOCK: &str = "ctl.sock";
 const FS_SOCK: &str = "fs.sock";
 const EXIT_FILE: &str = "exit";
