@@ -20,6 +20,9 @@ command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 command -v cpio >/dev/null || need+=(cpio)
 ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1 || need+=(linux-image-cloud-amd64)
 dpkg -s libcap-ng-dev >/dev/null 2>&1 || need+=(libcap-ng-dev)
+# vm.image tests: an ext4 image from a rootfs (mkfs.ext4 -d, debugfs) converted to qcow2 (qemu-img).
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v debugfs >/dev/null || need+=(e2fsprogs)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

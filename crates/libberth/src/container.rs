@@ -78,6 +78,11 @@ impl Drop for Undo {
             }
         }
         if let Some(cg) = self.cgroup.take() {
+            // Whatever else the container started (a VM's hypervisor) goes too.
+            for pid in cg.procs() {
+                // SAFETY: signal processes of the cgroup this create made.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
             let _ = cg.remove();
         }
         if let Some(d) = self.dir.take() {

@@ -165,6 +165,7 @@ impl Runtime {
         if st == Status::Stopped {
             bail!("container {id:?} is not running (stopped)");
         }
+        let r = crate::vm::confine::host_update(&self.store.root().join(id), r)?;
         let cg = Cgroup::open(&rec.cgroup_path);
         let mut linux = Linux::default();
         linux.set_resources(Some(r));

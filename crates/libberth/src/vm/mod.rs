@@ -7,6 +7,8 @@
 //! port. When the container's process ends the guest writes its status to the exit port (a file in
 //! the state directory) and powers off; qemu exits, and the monitor exits with that status.
 
+pub mod confine;
+pub mod hooks;
 pub mod image;
 pub mod proto;
 
@@ -30,7 +32,7 @@ pub const ANN_MEMORY: &str = "run.berth.vm.memory";
 pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
-const VM_FILE: &str = "vm";
+pub(crate) const VM_FILE: &str = "vm";
 const CTL_SOCK: &str = "ctl.sock";
 const FS_SOCK: &str = "fs.sock";
 const EXIT_FILE: &str = "exit";
@@ -211,7 +213,7 @@ impl Plan {
     fn common_args(&self, cmd: &mut Command) {
         cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
         if self.sandbox {
-            cmd.args(["-sandbox", "on"]);
+            cmd.args(["-sandbox", confine::SANDBOX]);
         }
         let mem = format!("{}M", self.mem_mib);
         if self.kvm {
@@ -221,7 +223,9 @@ impl Plan {
                 "-M",
                 "microvm,pit=off,pic=off,memory-backend=mem",
                 "-accel",
-                "tcg",
+                // A bounded translation cache (qemu's default grows to 1 GiB), so the host
+                // cgroup's allowance beyond guest RAM holds (confine::HOST_OVERHEAD_MIB).
+                "tcg,tb-size=64",
                 "-cpu",
                 "max",
             ]);
@@ -420,13 +424,14 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
     ok
 }
 
-/// The config.json the guest sees: the root where the agent mounts it, no hooks (they run on the
-/// host), no host namespace paths, no host bind mounts (not shared into the VM).
+/// The config.json the guest sees: the root where the agent mounts it, only the hooks that run in
+/// the container (hooks.rs), no host CPU/device limits (confine.rs), no host namespace paths, no host bind mounts (not shared into the VM).
 pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(spec).map_err(|e| err!("config.json: {e}"))?;
     v["root"]["path"] = proto::GUEST_ROOTFS.into();
+    hooks::adapt_guest_hooks(&mut v);
+    confine::adapt_guest_resources(&mut v);
     if let Some(o) = v.as_object_mut() {
-        o.remove("hooks");
         o.remove("vm");
         // Inside the guest the container is a Linux container.
         if let Some(a) = o.get_mut("annotations").and_then(|a| a.as_object_mut()) {
@@ -567,13 +572,13 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
         let mut c = Command::new(bin);
         c.arg("--fd=3").arg("--shared-dir").arg(rootfs).args([
             "--cache=auto",
-            "--sandbox=none",
+            "--sandbox=namespace",
             "--log-level=error",
             "--xattr",
         ]);
         c.stdin(std::process::Stdio::null());
         // SAFETY: async-signal-safe calls between fork and exec.
-        unsafe { c.pre_exec(move || clear_cloexec_to(fd, 3)) };
+        unsafe { c.pre_exec(move || clear_cloexec_to(fd, 3).and_then(|_| confine::no_new_privs())) };
         match c.spawn() {
             Ok(ch) => fsd = Some(ch),
             Err(e) => {
@@ -595,8 +600,16 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
         }
     };
     let raw = dirfd.as_raw_fd();
+    let image = plan.image.as_ref().map(|(p, _)| p.as_path());
+    let jail = match confine::qemu_jail(dir, &plan.kernel, &plan.initrd, image, plan.kvm) {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("berth: {e}");
+            return 255;
+        }
+    };
     // SAFETY: async-signal-safe calls between fork and exec.
-    unsafe { q.pre_exec(move || clear_cloexec_to(raw, QEMU_DIR_FD)) };
+    unsafe { q.pre_exec(move || clear_cloexec_to(raw, QEMU_DIR_FD).and_then(|_| jail.enter())) };
     let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
     crate::log::debug(&format!("VM container: {q:?}"));
     let status = match q.spawn() {
@@ -658,6 +671,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         bail!("--preserve-fds: not supported in VM containers");
     }
     let plan = Plan::new(&bundle)?;
+    let host_cg = confine::HostCgroup::plan(id, &bundle.spec, rt.systemd_cgroup, plan.mem_mib)?;
     let msg = proto::CreateMsg {
         config: guest_config(&bundle.spec)?,
         stdin: false,
@@ -670,11 +684,23 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     let locked = rt.store.create(id)?;
     let dir = locked.dir.clone();
     let lock_fd = locked.lock_fd();
+    // Recorded first, so that `delete --force` after a crash finds the cgroup.
+    let mut rec = Record {
+        cgroup_path: host_cg.path.clone(),
+        cgroup_owned: host_cg.owned,
+        own_pid_ns: true,
+        ..Record::from_bundle(id, &bundle)
+    };
     let mut undo = Undo {
         dir: Some(locked),
         cgroup: None,
         pid: 0,
     };
+    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    let cg = host_cg.create()?;
+    if host_cg.owned {
+        undo.cgroup = Some(crate::cgroups::Cgroup::open(&host_cg.path));
+    }
     let fs = match plan.virtiofsd {
         Some(_) => {
             let (p, _fd) = sock_path(&dir, FS_SOCK)?;
@@ -685,6 +711,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.join(VM_FILE).display()))?;
     // The status marker `created` is read from (a plain file here; there is no fifo in a VM).
     std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
+    let gate = confine::Gate::new()?;
     // SAFETY: Berth is single-threaded; the child only runs the monitor and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -695,11 +722,17 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
             // SAFETY: the monitor must not hold the state directory's lock.
             unsafe { libc::close(fd) };
         }
+        // Nothing starts before the monitor is in the container's cgroup.
+        if !gate.wait() {
+            // SAFETY: leave without the parent's destructors.
+            unsafe { libc::_exit(255) }
+        }
         let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref());
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
     undo.pid = pid;
+    gate.release(&cg, pid)?;
     drop(fs);
     let mut s = connect_new(&dir, pid)?;
     if s.is_none() {
@@ -711,6 +744,7 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
             console_tail(&dir)
         );
     };
+    hooks::create_runtime(&bundle.spec, &rec, pid)?;
     s.write_all(format!("{line}\n").as_bytes())
         .with_ctx(|| "VM control socket".to_string())?;
     let mut reaped = false;
@@ -727,20 +761,17 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     if proto::split(&reply).0 != "ready" {
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
     }
-    let rec = Record {
-        pid,
-        pid_start: state::proc_stat(pid)
-            .map(|s| s.1)
-            .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?,
-        own_pid_ns: true,
-        ..Record::from_bundle(id, &bundle)
-    };
+    rec.pid = pid;
+    rec.pid_start = state::proc_stat(pid)
+        .map(|s| s.1)
+        .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?;
     let locked = undo.dir.as_ref().expect("state dir");
     locked.save(&rec)?;
     if let Some(p) = opts.pid_file {
         crate::container::write_pid_file(p, pid)?;
     }
     undo.pid = 0;
+    undo.cgroup = None;
     let _ = undo.dir.take();
     Ok(rec)
 }
@@ -755,7 +786,9 @@ pub fn start(locked: &Locked, rec: &Record) -> Result<()> {
     }
     request(&locked.dir, "start", READY_TIMEOUT).map_err(|e| e.context(format!("start container {id:?}")))?;
     let marker = locked.fifo_path();
-    std::fs::remove_file(&marker).with_ctx(|| format!("remove {}", marker.display()))
+    std::fs::remove_file(&marker).with_ctx(|| format!("remove {}", marker.display()))?;
+    hooks::poststart_from_bundle(rec);
+    Ok(())
 }
 
 /// `kill`: deliver the signal to the guest's process (or every process of the container).
@@ -805,6 +838,7 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
         }
         set
     };
+    let poststart = hooks::poststart_list(&bundle.spec);
     let rec = create(rt, id, opts, bundle)?;
     let dir = rt.store.root().join(id);
     if let Err(e) = request(&dir, "start", READY_TIMEOUT) {
@@ -814,6 +848,7 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
         return Err(e);
     }
     let _ = std::fs::remove_file(dir.join(state::EXEC_FIFO));
+    hooks::poststart(&poststart, &rec);
     if detach {
         return Ok(0);
     }
@@ -877,7 +912,7 @@ mod tests {
             "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}]}}));
         let g = guest_config(&s).unwrap();
         assert_eq!(g["root"]["path"], proto::GUEST_ROOTFS);
-        assert!(g.get("hooks").is_none());
+        assert!(g.get("hooks").is_none(), "poststop runs on the host");
         assert_eq!(g["mounts"].as_array().unwrap().len(), 1);
         assert_eq!(g["linux"]["namespaces"].as_array().unwrap().len(), 1);
     }
