@@ -505,7 +505,7 @@ impl Agent {
                     loop {
                         match self.rx.next_frame() {
                             Ok(Some(f)) => {
-                                if f.kind == kind::BYE {
+                                if f.kind == kind::BYE && f.stream == 0 {
                                     bye = true;
                                 } else {
                                     self.frame(f);
