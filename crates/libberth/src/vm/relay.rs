@@ -317,3 +317,79 @@ pub const RELAYED: &[i32] = &[
     libc::SIGTERM,
     libc::SIGCONT,
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut p = [0; 2];
+        // SAFETY: pipe2 fills two descriptors, owned below.
+        assert_eq!(unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        // SAFETY: fresh descriptors.
+        unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) }
+    }
+
+    /// One poll round over the local side's descriptors; the frames it sends.
+    fn round(l: &mut Local) -> Vec<Frame> {
+        let mut fds = Vec::new();
+        let slots = l.register(&mut fds);
+        // SAFETY: fds is a valid array of pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 100) };
+        let mut out = Vec::new();
+        l.handle(&fds, slots, &mut |f| out.push(f));
+        out
+    }
+
+    #[test]
+    fn stdin_within_the_window_output_acknowledged() {
+        let (in_r, in_w) = pipe();
+        let (out_r, out_w) = pipe();
+        // SAFETY: fcntl flag change on our pipe (a full pipe must not block the test).
+        unsafe { libc::fcntl(in_w.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+        let mut l = Local::pipes(3, Some(in_r.as_raw_fd()), Some(out_w.as_raw_fd()), None);
+        // Stdin becomes frames, until the window is used up.
+        let chunk = vec![b'x'; 40 * 1024];
+        let mut sent = 0;
+        for _ in 0..8 {
+            // SAFETY: writing a valid buffer to our pipe.
+            unsafe { libc::write(in_w.as_raw_fd(), chunk.as_ptr().cast(), chunk.len()) };
+            for f in round(&mut l) {
+                assert_eq!((f.stream, f.kind), (3, kind::STDIN));
+                sent += f.data.len();
+            }
+        }
+        assert_eq!(sent, WINDOW, "no more than the window before an ack");
+        let mut noop = |_: Frame| {};
+        l.deliver(Frame::new(3, kind::ACK, "1000"), &mut noop);
+        let more: usize = round(&mut l).iter().map(|f| f.data.len()).sum();
+        assert_eq!(more, 1000);
+        // Output is written out and acknowledged; stderr without a descriptor goes to stdout.
+        let mut acks = Vec::new();
+        l.deliver(Frame::new(3, kind::STDOUT, "hello "), &mut |f| acks.push(f));
+        l.deliver(Frame::new(3, kind::STDERR, "world"), &mut |f| acks.push(f));
+        assert!(acks.is_empty(), "acknowledged only once written");
+        let acked: i64 = round(&mut l)
+            .iter()
+            .filter(|f| f.kind == kind::ACK)
+            .map(|f| f.number().unwrap())
+            .sum();
+        assert_eq!(acked, 11);
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a valid buffer.
+        let n = unsafe { libc::read(out_r.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert_eq!(&buf[..n as usize], b"hello world");
+        // The end of stdin is passed on; the exit status ends the stream.
+        drop(in_w);
+        let mut rest = Vec::new();
+        for _ in 0..20 {
+            rest.extend(round(&mut l));
+            l.deliver(Frame::new(3, kind::ACK, WINDOW.to_string()), &mut noop);
+            if rest.iter().any(|f| f.kind == kind::STDIN_END) {
+                break;
+            }
+        }
+        assert!(rest.iter().any(|f| f.kind == kind::STDIN_END), "EOF sent");
+        assert_eq!(l.deliver(Frame::new(3, kind::EXIT, "137"), &mut noop), Some(137));
+    }
+}
