@@ -306,7 +306,10 @@ pub fn take_signals(sfd: RawFd) -> Vec<i32> {
 }
 
 /// Signals relayed to the guest's process by the host process that stands for it (the monitor for
-/// the container's process, the exec helper for an exec'd one), as a Linux process would get them.
+/// the container's process, the exec helper for an exec'd one), as a Linux process would get them
+/// (so a stop signal never stops the stand-in itself; in the guest the kernel drops it for a
+/// process of an orphaned process group, as exec'd processes are). Not SIGPIPE: a stand-in writing
+/// to a reader that went away would raise it itself.
 pub const RELAYED: &[i32] = &[
     libc::SIGHUP,
     libc::SIGINT,
@@ -316,6 +319,9 @@ pub const RELAYED: &[i32] = &[
     libc::SIGALRM,
     libc::SIGTERM,
     libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
 ];
 
 #[cfg(test)]
