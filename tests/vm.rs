@@ -1,5 +1,7 @@
 //! VM containers: the same bundle run as a Linux container and inside a micro-VM (annotation
-//! `run.berth.isolation=vm`), compared; the VM lifecycle; a clear error for a missing kernel.
+//! `run.berth.isolation=vm`), compared; the VM lifecycle; exec (flags, stdin, signals, several at
+//! once, a kill meanwhile) and stdin compared with a Linux container; terminals through console
+//! sockets and through Berth's own relay under tmux; a clear error for a missing kernel.
 //! Each boot takes a few seconds under TCG, so the stories are few and each checks a lot.
 //! They need qemu-system-x86_64, a /boot/vmlinuz-*-cloud-amd64 kernel, virtiofsd and the static
 //! guest agent (see docs/VM.md); without them they print SKIP.
@@ -7,6 +9,8 @@
 mod common;
 use common::*;
 use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
 
 /// Why VM tests cannot run here, if they cannot.
 fn vm_missing() -> Option<String> {
@@ -530,4 +534,358 @@ fn podman_runs_a_vm_container_with_the_annotation() {
         guest,
         "the guest kernel must differ from the host's for this check"
     );
+}
+
+/// A runtime command running in the background, its stdout in a file.
+struct Background {
+    child: Child,
+    out: std::path::PathBuf,
+}
+
+impl Background {
+    fn spawn(rt: &Runtime, args: &[&str], out: std::path::PathBuf) -> Background {
+        let mut c = rt.command(args);
+        c.stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(Stdio::null());
+        Background {
+            child: c.spawn().expect("spawn the runtime"),
+            out,
+        }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The exit code, waiting up to 30 s.
+    fn code(&mut self) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                return st.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "the runtime did not finish");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_stopped(rt: &Runtime, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rt.state(id)["status"] != "stopped" {
+        assert!(Instant::now() < deadline, "container {id} did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn exec_in_a_vm_as_in_a_linux_container() {
+    if skip("exec_in_a_vm_as_in_a_linux_container") {
+        return;
+    }
+    let mut results = Vec::new();
+    for mode in ["linux", "vm"] {
+        let mut b = Bundle::new(&["sleep", "600"]);
+        if mode == "vm" {
+            vm(&mut b);
+        }
+        let rt = Runtime::new();
+        let id = unique_id();
+        rt.create_and_start(&b, &id);
+        let mut r: Vec<String> = Vec::new();
+        let mut note = |what: &str, out: std::process::Output| {
+            r.push(format!("{what}: {} {:?} {:?}", out.code(), out.out(), out.err()));
+        };
+        note(
+            "stdout, stderr, status",
+            rt.cmd(&["exec", &id, "sh", "-c", "echo out; echo err >&2; exit 3"]),
+        );
+        note(
+            "cwd, env, user",
+            rt.cmd(&[
+                "exec",
+                "--cwd",
+                "/tmp",
+                "--env",
+                "X=42",
+                "--user",
+                "1000:1000",
+                &id,
+                "sh",
+                "-c",
+                "echo $X $(pwd) $(id -u):$(id -g)",
+            ]),
+        );
+        note(
+            "killed by a signal",
+            rt.cmd(&["exec", &id, "sh", "-c", "kill -TERM $$"]),
+        );
+        // More than the stream's window (256 KiB) each way, and the end of input.
+        note(
+            "stdin",
+            rt.cmd_input(&["exec", &id, "sh", "-c", "read a; echo first=$a; wc -c; echo end"], &{
+                let mut v = b"hello\n".to_vec();
+                v.extend(std::iter::repeat_n(b'x', 600_000));
+                v
+            }),
+        );
+        let process = b.dir.join("process.json");
+        std::fs::write(
+            &process,
+            json!({"args": ["sh", "-c", "echo $Y $(id -u); exit 2"], "env": ["Y=from-file"], "cwd": "/",
+                   "user": {"uid": 1000, "gid": 1000}})
+            .to_string(),
+        )
+        .unwrap();
+        note(
+            "--process",
+            rt.cmd(&["exec", "--process", process.to_str().unwrap(), &id]),
+        );
+        // Detached: the pid file names a host process that lives as long as the exec'd one.
+        let pid_file = b.dir.join("exec.pid");
+        rt.cmd(&[
+            "exec",
+            "--detach",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+            &id,
+            "sleep",
+            "1",
+        ])
+        .ok("exec --detach");
+        let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+        assert!(!process_gone(pid), "{mode}: the pid file names a live process");
+        poll("the detached exec to end", || process_gone(pid));
+        // Two at once; state, a third exec and kill still work meanwhile, and the kill ends them.
+        let mut long: Vec<Background> = (0..2)
+            .map(|i| {
+                Background::spawn(
+                    &rt,
+                    &["exec", &id, "sh", "-c", &format!("echo started-{i}; sleep 60")],
+                    b.dir.join(format!("long-{i}.out")),
+                )
+            })
+            .collect();
+        poll("both execs to start", || {
+            long.iter().all(|l| l.output().starts_with("started"))
+        });
+        assert_eq!(rt.state(&id)["status"], "running");
+        note("during", rt.cmd(&["exec", &id, "echo", "third"]));
+        rt.kill(&id, "KILL").ok("kill");
+        for l in long.iter_mut() {
+            r.push(format!("killed meanwhile: {} {:?}", l.code(), l.output()));
+        }
+        wait_stopped(&rt, &id);
+        rt.cmd(&["exec", &id, "true"]).fails("exec in a stopped container");
+        results.push(r);
+    }
+    assert_eq!(
+        results[0][..4],
+        [
+            "stdout, stderr, status: 3 \"out\\n\" \"err\\n\"",
+            "cwd, env, user: 0 \"42 /tmp 1000:1000\\n\" \"\"",
+            "killed by a signal: 143 \"\" \"\"",
+            "stdin: 0 \"first=hello\\n600000\\nend\\n\" \"\"",
+        ],
+        "the Linux container"
+    );
+    assert_eq!(results[0], results[1], "the VM container answered otherwise");
+}
+
+#[test]
+fn stdin_reaches_a_vm_container_through_run() {
+    if skip("stdin_reaches_a_vm_container_through_run") {
+        return;
+    }
+    let mut input = b"hello\n".to_vec();
+    input.extend(std::iter::repeat_n(b'y', 300_000));
+    let mut outs = Vec::new();
+    for mode in ["linux", "vm"] {
+        let mut b = Bundle::sh("read a; echo first=$a; wc -c; exit 5");
+        if mode == "vm" {
+            vm(&mut b);
+        }
+        b.save();
+        let rt = Runtime::new();
+        let id = unique_id();
+        let out = rt.cmd_input(&["run", "--bundle", b.dir.to_str().unwrap(), &id], &input);
+        assert_eq!(out.code(), 5, "{mode}: {}", out.describe());
+        outs.push(out.out());
+    }
+    assert_eq!(outs[0], "first=hello\n300000\n");
+    assert_eq!(outs[0], outs[1], "the VM container read something else");
+}
+
+/// Read a pty master until `done` says the text is complete (or the pty closes).
+fn read_until(master: &std::os::fd::OwnedFd, what: &str, done: impl Fn(&str) -> bool) -> String {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !done(&text) {
+        assert!(Instant::now() < deadline, "the terminal never showed {what}: {text:?}");
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+            continue;
+        }
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n as usize]).replace("\r\n", "\n"));
+    }
+    text
+}
+
+fn set_size(master: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+}
+
+fn write_pty(master: &std::os::fd::OwnedFd, text: &str) {
+    use std::os::fd::AsRawFd;
+    let n = unsafe { libc::write(master.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+    assert_eq!(n, text.len() as isize);
+}
+
+#[test]
+fn vm_terminals_through_console_sockets() {
+    if skip("vm_terminals_through_console_sockets") {
+        return;
+    }
+    let mut b = Bundle::sh("read x; stty size; tty; echo got=$x; sleep 600");
+    b.config["process"]["terminal"] = json!(true);
+    vm(&mut b);
+    let rt = Runtime::new();
+    let id = unique_id();
+    let console = ConsoleSocket::new();
+    rt.create_with(&b, &id, &["--console-socket", console.path_str()])
+        .ok("create --console-socket");
+    let master = console.recv_master();
+    // The engine sizes the terminal; the size reaches the guest's pty.
+    set_size(&master, 30, 100);
+    rt.start(&id).ok("start");
+    write_pty(&master, "yes\n");
+    let text = read_until(&master, "the process's answer", |t| t.contains("got="));
+    assert!(text.contains("30 100\n/dev/pts/0\ngot=yes"), "{text:?}");
+    // exec --tty with a console socket of its own, while the container's terminal is in use.
+    let console2 = ConsoleSocket::new();
+    let mut exec = Background::spawn(
+        &rt,
+        &[
+            "exec",
+            "--tty",
+            "--console-socket",
+            console2.path_str(),
+            &id,
+            "sh",
+            "-c",
+            "read x; stty size; tty; echo x=$x; exit 4",
+        ],
+        b.dir.join("exec.out"),
+    );
+    let master2 = console2.recv_master();
+    set_size(&master2, 20, 70);
+    write_pty(&master2, "ok\n");
+    let text = read_until(&master2, "the exec'd process's answer", |t| t.contains("x=ok\n"));
+    assert!(text.contains("20 70\n/dev/pts/1\nx=ok"), "{text:?}");
+    assert_eq!(exec.code(), 4, "exec's status");
+    assert_eq!(rt.state(&id)["status"], "running");
+    rt.kill(&id, "KILL").ok("kill");
+    wait_stopped(&rt, &id);
+    // The container is gone: its terminal hangs up.
+    read_until(&master, "the end of the terminal", |_| false);
+}
+
+/// Force-deletes a container started inside tmux (not tracked by `Runtime`).
+struct ForceDelete<'a>(&'a Runtime, String);
+
+impl Drop for ForceDelete<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.delete_force(&self.1);
+    }
+}
+
+#[test]
+fn vm_run_and_exec_relay_the_users_terminal_under_tmux() {
+    if skip("vm_run_and_exec_relay_the_users_terminal_under_tmux") {
+        return;
+    }
+    let (Some(run), Some(exec)) = (Tmux::new(), Tmux::new()) else {
+        return;
+    };
+    let mut b = Bundle::new(&["sh"]);
+    b.config["process"]["terminal"] = json!(true);
+    vm(&mut b);
+    b.save();
+    let rt = Runtime::new();
+    let id = unique_id();
+    let _cleanup = ForceDelete(&rt, id.clone());
+    let session = |args: String| {
+        format!(
+            "{} --root {} {args}; echo EXIT=$?; stty -a | tr ' ;' '\\n\\n' | grep -x -e icanon -e echo | tr '\\n' ' '; echo; sleep 600",
+            rt.bin.display(),
+            rt.root.display()
+        )
+    };
+    run.start(90, 25, &session(format!("run --bundle {} {id}", b.dir.display())));
+    run.wait_line("the shell's prompt", |l| l.starts_with("/ #"));
+    run.keys("stty size; tty; echo run-$((40+2))");
+    let screen = run.wait_line("the shell's replies", |l| l == "run-42");
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "25 90"),
+        "window size:\n{screen}"
+    );
+    assert!(screen.lines().any(|l| l.trim_end() == "/dev/pts/0"), "tty:\n{screen}");
+    // exec --tty into it from another terminal, resized meanwhile.
+    exec.start(100, 30, &session(format!("exec --tty {id} sh")));
+    exec.wait_line("the exec'd shell's prompt", |l| l.starts_with("/ #"));
+    exec.keys("stty size; tty; echo exec-ready");
+    let screen = exec.wait_line("the exec'd shell", |l| l == "exec-ready");
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "30 100"),
+        "exec's size:\n{screen}"
+    );
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "/dev/pts/1"),
+        "exec's tty:\n{screen}"
+    );
+    exec.tmux(&["resize-window", "-t", "t", "-x", "120", "-y", "40"])
+        .ok("tmux resize-window");
+    std::thread::sleep(Duration::from_millis(300));
+    exec.keys("stty size");
+    exec.wait_line("the new size", |l| l == "40 120");
+    exec.keys("exit 5");
+    let screen = exec.wait_line("exec's status", |l| l.starts_with("EXIT="));
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "EXIT=5"),
+        "exec's status:\n{screen}"
+    );
+    exec.wait_line("exec's terminal restored", |l| l == "icanon echo");
+    run.keys("exit 3");
+    let screen = run.wait_line("run's status", |l| l.starts_with("EXIT="));
+    assert!(
+        screen.lines().any(|l| l.trim_end() == "EXIT=3"),
+        "run's status:\n{screen}"
+    );
+    run.wait_line("run's terminal restored", |l| l == "icanon echo");
+    poll("the container deleted", || rt.list(&["-q"]).out().trim().is_empty());
 }

@@ -1022,3 +1022,82 @@ impl Runtime {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Terminals (tmux)
+// ---------------------------------------------------------------------------
+
+/// A tmux server of its own (`-L`), killed on drop.
+pub struct Tmux {
+    sock: String,
+}
+
+impl Tmux {
+    /// None (with a SKIP notice) when tmux is not installed.
+    pub fn new() -> Option<Tmux> {
+        if !Path::new("/usr/bin/tmux").exists() {
+            notice(&format!(
+                "SKIP {}: tmux is not installed (apt-get install tmux)",
+                test_name()
+            ));
+            return None;
+        }
+        Some(Tmux {
+            sock: format!("berth-{}", unique_id()),
+        })
+    }
+
+    pub fn tmux(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.sock)
+            .args(args)
+            .env_remove("TMUX")
+            .output()
+            .expect("run tmux")
+    }
+
+    /// A detached session of `cols`x`rows` running `command` (through sh).
+    pub fn start(&self, cols: u16, rows: u16, command: &str) {
+        let out = self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "t",
+            "-x",
+            &cols.to_string(),
+            "-y",
+            &rows.to_string(),
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {}", out.describe());
+    }
+
+    pub fn keys(&self, text: &str) {
+        self.tmux(&["send-keys", "-t", "t", "-l", text]).ok("tmux send-keys");
+        self.tmux(&["send-keys", "-t", "t", "Enter"]).ok("tmux send-keys Enter");
+    }
+
+    pub fn screen(&self) -> String {
+        self.tmux(&["capture-pane", "-p", "-t", "t"]).out()
+    }
+
+    /// Waits until a line of the screen satisfies `pred`; returns the screen.
+    pub fn wait_line(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if s.lines().any(|l| pred(l.trim_end())) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "screen never showed {what}:\n{s}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.tmux(&["kill-server"]);
+    }
+}

@@ -3,16 +3,17 @@
 //! It loads the kernel modules the host packed into the initramfs, moves itself onto a tmpfs root
 //! (so containers can pivot_root), mounts /proc, /sys, /dev and cgroup2, finds its virtio-serial
 //! ports, mounts the container's root (virtio-fs or a block device), and then serves the host's
-//! requests (docs/VM.md): `create` makes the container with libberth's Linux backend, exactly as
-//! `berth create` does on a host, `start` and `kill` are libberth's too. When the container's
-//! process ends it writes `exit <code>` on the exit port and powers the VM off.
+//! requests (docs/VM.md, agent.rs): `create` makes the container with libberth's Linux backend,
+//! exactly as `berth create` does on a host, `start`, `kill` and `exec` are libberth's too. When
+//! the container's process ends it writes `exit <code>` on the exit port and powers the VM off.
 
-use libberth::container::{CreateOpts, Runtime};
-use libberth::vm::proto::{self, CreateMsg, LineBuf};
+mod agent;
+
+use libberth::vm::proto;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 fn main() {
@@ -30,20 +31,20 @@ fn main() {
     power_off(code);
 }
 
-type R<T> = Result<T, String>;
+pub(crate) type R<T> = Result<T, String>;
 
 /// To the kernel log (and so the console, hvc0, which the host keeps in console.log).
-fn log(msg: &str) {
+pub(crate) fn log(msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
         let _ = writeln!(f, "<2>{msg}");
     }
 }
 
-fn cstr(s: &str) -> CString {
+pub(crate) fn cstr(s: &str) -> CString {
     CString::new(s).unwrap_or_default()
 }
 
-fn mount(src: &str, dst: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
+pub(crate) fn mount(src: &str, dst: &str, fstype: &str, flags: libc::c_ulong, data: &str) -> R<()> {
     let _ = std::fs::create_dir_all(dst);
     let (s, d, t, o) = (cstr(src), cstr(dst), cstr(fstype), cstr(data));
     // SAFETY: NUL-terminated strings that outlive the call.
@@ -147,7 +148,7 @@ fn find_port(name: &str) -> Option<PathBuf> {
     None
 }
 
-fn open_port(name: &str, flags: i32) -> R<OwnedFd> {
+pub(crate) fn open_port(name: &str, flags: i32) -> R<OwnedFd> {
     let dev = find_port(name).ok_or_else(|| format!("virtio port {name}: not found"))?;
     let p = cstr(&dev.to_string_lossy());
     // SAFETY: open with a NUL-terminated path.
@@ -185,198 +186,11 @@ fn boot() -> R<i32> {
         return Ok(0);
     }
     let ctl = open_port(proto::PORT_CTL, libc::O_RDWR | libc::O_NONBLOCK)?;
-    Agent::new(ctl).serve(exit_port)
-}
-
-struct Agent {
-    ctl: OwnedFd,
-    buf: LineBuf,
-    rt: Runtime,
-    pid: i32,
-}
-
-fn errno_str() -> String {
-    std::io::Error::last_os_error().to_string()
-}
-
-impl Agent {
-    fn new(ctl: OwnedFd) -> Agent {
-        Agent {
-            ctl,
-            buf: LineBuf::default(),
-            rt: Runtime::new(Path::new("/run/berth"), false),
-            pid: 0,
-        }
-    }
-
-    /// Replies are best effort: a host that went away does not get them.
-    fn reply(&self, line: &str) {
-        let data = format!("{line}\n");
-        let mut off = 0;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        while off < data.len() && std::time::Instant::now() < deadline {
-            // SAFETY: writing from a valid buffer.
-            let n = unsafe { libc::write(self.ctl.as_raw_fd(), data[off..].as_ptr().cast(), data.len() - off) };
-            if n > 0 {
-                off += n as usize;
-            } else {
-                std::thread::sleep(std::time::Duration::from_millis(2));
-            }
-        }
-    }
-
-    fn create(&mut self, arg: &str) -> R<i32> {
-        let msg: CreateMsg = serde_json::from_str(arg).map_err(|e| format!("bad create message: {e}"))?;
-        match &msg.root_device {
-            Some(dev) => mount_device(dev, proto::GUEST_ROOTFS)?,
-            None => mount(proto::FS_TAG, proto::GUEST_ROOTFS, "virtiofs", 0, "")?,
-        }
-        std::fs::create_dir_all(proto::GUEST_BUNDLE).map_err(|e| e.to_string())?;
-        let cfg = Path::new(proto::GUEST_BUNDLE).join("config.json");
-        std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        // The container's stdio: the stdio port (stdin and stdout), the stderr port.
-        let io = open_port(proto::PORT_STDIO, libc::O_RDWR)?;
-        let err = open_port(proto::PORT_STDERR, libc::O_WRONLY)?;
-        let null = File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| e.to_string())?;
-        let stdin: RawFd = if msg.stdin { io.as_raw_fd() } else { null.as_raw_fd() };
-        // SAFETY: dup2 onto the standard descriptors.
-        unsafe {
-            libc::dup2(stdin, 0);
-            libc::dup2(io.as_raw_fd(), 1);
-            libc::dup2(err.as_raw_fd(), 2);
-        }
-        let opts = CreateOpts {
-            bundle: Path::new(proto::GUEST_BUNDLE),
-            pid_file: None,
-            console_socket: None,
-            no_pivot: false,
-            no_new_keyring: false,
-            preserve_fds: 0,
-        };
-        self.rt.create(proto::GUEST_ID, &opts).map_err(|e| e.to_string())?;
-        let state = self.rt.state(proto::GUEST_ID).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        Ok(v["pid"].as_i64().unwrap_or(0) as i32)
-    }
-
-    fn handle(&mut self, line: &str) {
-        let (verb, arg) = proto::split(line);
-        let r: R<String> = match verb {
-            "create" if self.pid == 0 => self.create(arg).map(|pid| {
-                self.pid = pid;
-                format!("ready {pid}")
-            }),
-            "create" => Err("the container exists already".into()),
-            "start" => self
-                .rt
-                .start(proto::GUEST_ID)
-                .map(|_| "ok".into())
-                .map_err(|e| e.to_string()),
-            "kill" => {
-                let mut it = arg.split(' ');
-                let sig = it.next().and_then(|s| s.parse().ok()).unwrap_or(libc::SIGTERM);
-                let all = it.next() == Some("1");
-                self.rt
-                    .kill(proto::GUEST_ID, sig, all)
-                    .map(|_| "ok".into())
-                    .map_err(|e| e.to_string())
-            }
-            v => Err(format!("unknown request {v:?}")),
-        };
-        match r {
-            Ok(s) => self.reply(&s),
-            Err(e) => self.reply(&format!("error {}", e.replace('\n', " "))),
-        }
-    }
-
-    /// Serve requests and reap children until the container's process ends; returns its status.
-    fn serve(mut self, exit_port: OwnedFd) -> R<i32> {
-        // SAFETY: signal mask and signalfd setup on local structures.
-        let sfd = unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
-        };
-        if sfd < 0 {
-            return Err(format!("signalfd: {}", errno_str()));
-        }
-        let mut host_gone = false;
-        loop {
-            let mut fds = [
-                libc::pollfd {
-                    fd: sfd,
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.ctl.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-            ];
-            // While no host is connected the port reports a hang-up: look again every 20 ms.
-            let (n, timeout) = if host_gone { (1, 20) } else { (2, -1) };
-            // SAFETY: fds is a valid array of n pollfds.
-            unsafe { libc::poll(fds.as_mut_ptr(), n, timeout) };
-            host_gone = false;
-            if fds[0].revents != 0 || n == 1 {
-                let mut info = [0u8; 128];
-                // SAFETY: draining the signalfd into a buffer of its record size.
-                while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
-                if let Some(code) = self.reap() {
-                    let mut f = File::from(exit_port);
-                    let _ = writeln!(f, "exit {code}");
-                    let _ = f.flush();
-                    return Ok(code);
-                }
-            }
-            if n == 2 && fds[1].revents != 0 {
-                let mut buf = [0u8; 65536];
-                // SAFETY: reading into a valid buffer.
-                let r = unsafe { libc::read(self.ctl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-                if r > 0 {
-                    self.buf.push(&buf[..r as usize]);
-                    while let Some(line) = self.buf.next_line() {
-                        self.handle(&line);
-                    }
-                } else if r == 0 || fds[1].revents & libc::POLLHUP != 0 {
-                    host_gone = true;
-                }
-            }
-        }
-    }
-
-    /// Reap every exited child; the container's status once its process is among them.
-    fn reap(&mut self) -> Option<i32> {
-        let mut code = None;
-        loop {
-            let mut st = 0;
-            // SAFETY: waitpid on any child, non-blocking.
-            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
-            if r <= 0 {
-                return code;
-            }
-            if r == self.pid {
-                code = Some(if libc::WIFEXITED(st) {
-                    libc::WEXITSTATUS(st)
-                } else if libc::WIFSIGNALED(st) {
-                    128 + libc::WTERMSIG(st)
-                } else {
-                    255
-                });
-            }
-        }
-    }
+    agent::Agent::new(ctl).serve(exit_port)
 }
 
 /// Mount a block device (vm.image) trying the file systems the guest kernel knows.
-fn mount_device(dev: &str, at: &str) -> R<()> {
+pub(crate) fn mount_device(dev: &str, at: &str) -> R<()> {
     let types = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
     let mut last = String::from("no block file system known to the guest kernel");
     for t in types.lines().filter(|l| !l.starts_with("nodev")).map(|l| l.trim()) {

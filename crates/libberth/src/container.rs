@@ -440,8 +440,28 @@ impl Runtime {
     pub fn exec(&self, id: &str, opts: &crate::linux::exec::ExecOpts) -> Result<i32> {
         let locked = self.store.peek(id)?;
         if crate::vm::is_vm(&locked) {
-            bail!("cannot exec in container {id:?}: exec into VM containers is not implemented yet");
+            return crate::vm::exec::exec(&locked, opts);
         }
+        self.exec_in(locked, opts, crate::linux::exec::exec)
+    }
+
+    /// `exec` without the wait: the process's pid (and pty master); for the VM guest agent.
+    pub fn exec_spawn(&self, id: &str, opts: &crate::linux::exec::ExecOpts) -> Result<crate::linux::exec::Spawned> {
+        self.exec_in(self.store.peek(id)?, opts, crate::linux::exec::spawn)
+    }
+
+    fn exec_in<T>(
+        &self,
+        locked: Locked,
+        opts: &crate::linux::exec::ExecOpts,
+        run: fn(
+            &Record,
+            &oci_spec::runtime::Process,
+            &crate::linux::exec::ExecOpts,
+            &crate::linux::exec::Confinement,
+        ) -> Result<T>,
+    ) -> Result<T> {
+        let id = &locked.id;
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
@@ -465,7 +485,7 @@ impl Runtime {
             seccomp: seccomp.as_ref(),
             state_json: serde_json::to_vec(&rec.doc(Status::Running)).unwrap_or_default(),
         };
-        crate::linux::exec::exec(&rec, &process, opts, &conf)
+        run(&rec, &process, opts, &conf)
     }
 
     /// `run`: create, start, and (unless detached) wait, forwarding signals; returns the exit code.

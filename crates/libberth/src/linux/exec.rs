@@ -363,6 +363,31 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -
     if o.console_socket.is_some() && !terminal {
         bail!("--console-socket: needs a terminal (--tty or process.terminal)");
     }
+    let sigs = if o.detach { None } else { Some(SignalGuard::block()) };
+    let spawned = spawn(rec, process, o, conf)?;
+    if let Some(p) = &o.pid_file {
+        crate::container::write_pid_file(p, spawned.pid)?;
+    }
+    if o.detach {
+        return Ok(0);
+    }
+    let sigs = sigs.expect("signals blocked");
+    Ok(match spawned.master {
+        Some(m) => super::tty::relay(m, spawned.pid, &sigs.set),
+        None => sigs.wait_forwarding(spawned.pid),
+    })
+}
+
+/// A process started by [`spawn`].
+pub struct Spawned {
+    pub pid: i32,
+    /// The pty master of a process with a terminal and no `--console-socket`.
+    pub master: Option<OwnedFd>,
+}
+
+/// Start `process` in the container of `rec` and return at once (the pieces of `exec` before the
+/// wait; the VM guest agent waits itself). The process inherits the caller's stdio.
+pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -> Result<Spawned> {
     check_lsm(process)?;
     let targets = cgroup_targets(rec, &o.cgroup)?;
     let console = match &o.console_socket {
@@ -382,7 +407,6 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -
         nix::sys::stat::Mode::empty(),
     )
     .ok();
-    let sigs = if o.detach { None } else { Some(SignalGuard::block()) };
     // Join pid and time (they apply to children) here, so that one clone lands in them.
     let for_children = differ & (libc::CLONE_NEWPID | libc::CLONE_NEWTIME);
     let mut restore = NsRestore(Vec::new());
@@ -452,17 +476,7 @@ pub fn exec(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) -
             return Err(e);
         }
     };
-    if let Some(p) = &o.pid_file {
-        crate::container::write_pid_file(p, pid)?;
-    }
-    if o.detach {
-        return Ok(0);
-    }
-    let sigs = sigs.expect("signals blocked");
-    Ok(match master {
-        Some(m) => super::tty::relay(m, pid, &sigs.set),
-        None => sigs.wait_forwarding(pid),
-    })
+    Ok(Spawned { pid, master })
 }
 
 /// The runtime's side: place the child in the cgroup, let it go on, and follow it to its exec.

@@ -8,9 +8,12 @@
 //! the state directory) and powers off; qemu exits, and the monitor exits with that status.
 
 pub mod confine;
+pub mod exec;
 pub mod hooks;
 pub mod image;
+mod mux;
 pub mod proto;
+pub mod relay;
 
 use crate::container::{CreateOpts, Runtime, Undo};
 use crate::error::Context;
@@ -19,7 +22,7 @@ use crate::state::{self, Locked, Record, Status};
 use crate::{bail, err, Error, Result};
 use oci_spec::runtime::Spec;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -33,7 +36,8 @@ pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
 pub(crate) const VM_FILE: &str = "vm";
-const CTL_SOCK: &str = "ctl.sock";
+/// The monitor's socket: every host client's way to the guest (vm/mux.rs).
+const MUX_SOCK: &str = "mux.sock";
 const FS_SOCK: &str = "fs.sock";
 const EXIT_FILE: &str = "exit";
 const CONSOLE_LOG: &str = "console.log";
@@ -250,12 +254,7 @@ impl Plan {
         cmd.arg("-chardev")
             .arg(format!("file,id=con,path={}", qemu_path(&dir.join(CONSOLE_LOG))));
         cmd.args(["-device", "virtconsole,chardev=con"]);
-        port(
-            &mut cmd,
-            "ctl",
-            format!("socket,path=/proc/self/fd/{QEMU_DIR_FD}/{CTL_SOCK},server=on,wait=off"),
-            proto::PORT_CTL,
-        );
+        port(&mut cmd, "ctl", format!("socket,fd={QEMU_CTL_FD}"), proto::PORT_CTL);
         let out = |fd: RawFd| {
             if fd_usable(fd) {
                 format!("file,path=/proc/self/fd/{fd},append=on")
@@ -292,6 +291,8 @@ impl Plan {
 /// qemu reaches the sockets in the state directory through this descriptor of it (socket paths
 /// are limited to 108 bytes; a deep --root is not).
 const QEMU_DIR_FD: RawFd = 4;
+/// qemu's end of the control port's socketpair (the monitor holds the other end).
+const QEMU_CTL_FD: RawFd = 5;
 
 /// A short path for a socket in `dir`: the path itself, or one through /proc/self/fd when it is
 /// too long (the returned descriptor must stay open while the path is used).
@@ -468,23 +469,41 @@ pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
     Ok(v)
 }
 
-/// A control-port conversation: one request, one reply line.
-fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String> {
-    let sock = dir.join(CTL_SOCK);
-    let mut s = connect(dir, CTL_SOCK).with_ctx(|| format!("VM control socket {}", sock.display()))?;
-    s.write_all(format!("{line}\n").as_bytes())
-        .with_ctx(|| format!("VM control socket {}", sock.display()))?;
-    read_reply(&mut s, timeout, || None)
+/// A new stream to the guest: a connection to the monitor's socket.
+pub(crate) fn open_stream(dir: &Path) -> Result<UnixStream> {
+    let sock = dir.join(MUX_SOCK);
+    connect(dir, MUX_SOCK).with_ctx(|| format!("VM container socket {}", sock.display()))
 }
 
-/// Read one reply line; `gone` is asked periodically whether the VM ended (with why).
-fn read_reply(s: &mut UnixStream, timeout: Duration, mut gone: impl FnMut() -> Option<String>) -> Result<String> {
+pub(crate) fn send_request(s: &mut UnixStream, line: &str) -> Result<()> {
+    s.write_all(&proto::Frame::new(0, proto::kind::REQ, line).encode())
+        .ctx("VM container socket")
+}
+
+/// A request on a stream of its own: one request, one reply.
+fn request(dir: &Path, line: &str, timeout: Duration) -> Result<String> {
+    let mut s = open_stream(dir)?;
+    send_request(&mut s, line)?;
+    read_reply(&mut s, &mut proto::FrameBuf::default(), timeout, || None)
+}
+
+/// Read frames until the stream's reply (what follows it stays in `buf`); `gone` is asked
+/// periodically whether the VM ended (with why).
+pub(crate) fn read_reply(
+    s: &mut UnixStream,
+    buf: &mut proto::FrameBuf,
+    timeout: Duration,
+    mut gone: impl FnMut() -> Option<String>,
+) -> Result<String> {
     let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
     let deadline = Instant::now() + timeout;
-    let mut buf = proto::LineBuf::default();
     let mut chunk = [0u8; 4096];
     loop {
-        if let Some(line) = buf.next_line() {
+        while let Some(f) = buf.next_frame().map_err(Error::new)? {
+            if f.kind != proto::kind::REPLY {
+                continue;
+            }
+            let line = f.text();
             return match proto::split(&line) {
                 ("error", msg) => Err(Error::new(msg.to_string())),
                 _ => Ok(line),
@@ -497,12 +516,12 @@ fn read_reply(s: &mut UnixStream, timeout: Duration, mut gone: impl FnMut() -> O
             ),
             Ok(n) => buf.push(&chunk[..n]),
             Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
-            // qemu closed the port: the VM is gone, say why.
+            // The monitor closed the connection: the VM is gone, say why.
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => bail!(
                 "the VM went away{}",
                 gone().map(|w| format!(": {w}")).unwrap_or_default()
             ),
-            Err(e) => return Err(Error::sys("VM control socket", e)),
+            Err(e) => return Err(Error::sys("VM container socket", e)),
         }
         if let Some(why) = gone() {
             bail!("the VM ended before the container was ready: {why}");
@@ -510,27 +529,6 @@ fn read_reply(s: &mut UnixStream, timeout: Duration, mut gone: impl FnMut() -> O
         if Instant::now() > deadline {
             bail!("the VM did not answer within {} s", timeout.as_secs());
         }
-    }
-}
-
-/// Connect to the control socket qemu makes at start-up; None if the monitor (pid) ended first.
-fn connect_new(dir: &Path, pid: i32) -> Result<Option<UnixStream>> {
-    let sock = dir.join(CTL_SOCK);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match connect(dir, CTL_SOCK) {
-            Ok(s) => return Ok(Some(s)),
-            Err(e) if Instant::now() > deadline => {
-                return Err(Error::sys(format!("VM control socket {}", sock.display()), e))
-            }
-            Err(_) => {}
-        }
-        let mut st = 0;
-        // SAFETY: non-blocking wait for our own child.
-        if unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid {
-            return Ok(None);
-        }
-        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -557,15 +555,21 @@ fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
             return Err(std::io::Error::last_os_error());
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        // A process group of its own: a terminal the monitor controls signals the monitor only.
+        libc::setpgid(0, 0);
     }
     Ok(())
 }
 
 /// The monitor: the container's host process. Starts virtiofsd and qemu as its children (they die
 /// with it), waits for qemu, and exits with the container's status from the exit port.
-fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) -> i32 {
+fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mux: Mon) -> i32 {
     // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu.
     unsafe { libc::setsid() };
+    if let Some(t) = &mux.tty {
+        // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
+        relay::control_terminal(t.as_raw_fd());
+    }
     let mut fsd = None;
     if let (Some(bin), Some(l)) = (&plan.virtiofsd, fs) {
         let fd = l.as_raw_fd();
@@ -608,43 +612,36 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
             return 255;
         }
     };
+    let (ctl, qemu_ctl) = match UnixStream::pair() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("berth: VM container: socketpair: {e}");
+            return 255;
+        }
+    };
+    let qraw = qemu_ctl.as_raw_fd();
     // SAFETY: async-signal-safe calls between fork and exec.
-    unsafe { q.pre_exec(move || clear_cloexec_to(raw, QEMU_DIR_FD).and_then(|_| jail.enter())) };
+    unsafe {
+        q.pre_exec(move || {
+            clear_cloexec_to(raw, QEMU_DIR_FD)
+                .and_then(|_| clear_cloexec_to(qraw, QEMU_CTL_FD))
+                .and_then(|_| jail.enter())
+        })
+    };
     let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
     crate::log::debug(&format!("VM container: {q:?}"));
-    let status = match q.spawn() {
-        Ok(mut ch) => loop {
-            // Wake when qemu exits (pidfd), or every 500 ms to look at the state directory.
-            // SAFETY: pidfd_open on our child's pid; poll on the descriptor; close it.
-            unsafe {
-                let pfd = libc::syscall(libc::SYS_pidfd_open, ch.id() as i32, 0) as i32;
-                if pfd >= 0 {
-                    let mut p = libc::pollfd {
-                        fd: pfd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    };
-                    libc::poll(&mut p, 1, 500);
-                    libc::close(pfd);
-                } else {
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
-            match ch.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                Ok(None) => {}
-                Err(_) => break None,
-            }
-            // A state directory removed under us (its creator killed mid-create, or the
-            // directory deleted by hand): nobody can reach this VM any more, so end it.
-            if !dir.exists() {
-                let _ = ch.kill();
-                break ch.wait().ok();
-            }
-        },
+    let (status, code) = match q.spawn() {
+        Ok(mut ch) => {
+            drop(qemu_ctl);
+            let local = match mux.tty {
+                Some(t) => relay::Local::terminal(0, t),
+                None => relay::Local::pipes(0, mux.stdin.then_some(0), None, None),
+            };
+            mux::serve(&mut ch, dir, ctl, mux.listener, local)
+        }
         Err(e) => {
             eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
-            None
+            (None, None)
         }
     };
     if let Some(mut f) = fsd {
@@ -657,24 +654,68 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>) ->
     text.lines()
         .find_map(|l| l.strip_prefix("exit "))
         .and_then(|c| c.trim().parse().ok())
+        .or(code)
         .unwrap_or(255)
+}
+
+/// What the monitor serves besides qemu: host clients, and the container process's stdio.
+struct Mon {
+    listener: UnixListener,
+    /// The host side of the container's terminal (its controlling terminal).
+    tty: Option<OwnedFd>,
+    /// Whether the monitor's stdin (inherited from Berth) is relayed to the container's process.
+    stdin: bool,
+}
+
+/// How the container's process is attached to Berth's caller.
+#[derive(Default)]
+pub struct Attach {
+    /// The host side of a pty whose master `run` relays to its own terminal.
+    pub tty: Option<OwnedFd>,
+    /// Whether a terminal on stdin is relayed (Berth stays attached: `run` in the foreground).
+    pub stdin_tty: bool,
+    /// A descriptor of Berth's the monitor must not keep (the pty master `run` relays).
+    pub master: Option<RawFd>,
 }
 
 /// `create` of a VM container: boot it and have the guest create the container, waiting to start.
 /// Returns the record (pid = the monitor, our child).
 pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Result<Record> {
+    create_attached(rt, id, opts, bundle, Attach::default())
+}
+
+fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, att: Attach) -> Result<Record> {
     let process = bundle.spec.process().as_ref();
-    if opts.console_socket.is_some() || process.is_some_and(|p| p.terminal().unwrap_or(false)) {
-        bail!("process.terminal: not supported in VM containers yet");
+    let terminal = process.is_some_and(|p| p.terminal().unwrap_or(false));
+    if terminal && att.tty.is_none() && opts.console_socket.is_none() {
+        bail!("process.terminal: true needs --console-socket when the container is detached (create, run --detach)");
     }
     if opts.preserve_fds > 0 {
         bail!("--preserve-fds: not supported in VM containers");
     }
     let plan = Plan::new(&bundle)?;
     let host_cg = confine::HostCgroup::plan(id, &bundle.spec, rt.systemd_cgroup, plan.mem_mib)?;
+    // The terminal: the host side of a pty (its master goes to the console socket, or to `run`).
+    let (master, tty) = match (terminal, att.tty) {
+        (false, _) => (None, None),
+        (true, Some(t)) => (None, Some(t)),
+        (true, None) => {
+            let (m, p) = relay::host_pty()?;
+            (Some(m), Some(p))
+        }
+    };
+    let console = match (&master, opts.console_socket) {
+        (Some(_), Some(p)) => Some(UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?),
+        _ => None,
+    };
+    let stdin = !terminal && relay::stdin_worth_reading(0, att.stdin_tty);
+    let mut config = guest_config(&bundle.spec)?;
+    if let Some((rows, cols)) = tty.as_ref().and_then(|t| relay::win_size(t.as_raw_fd())) {
+        config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    }
     let msg = proto::CreateMsg {
-        config: guest_config(&bundle.spec)?,
-        stdin: false,
+        config,
+        stdin,
         root_device: plan.image.as_ref().map(|_| "/dev/vda".to_string()),
     };
     let line = format!(
@@ -708,10 +749,17 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
         }
         None => None,
     };
+    let listener = {
+        let (p, _fd) = sock_path(&dir, MUX_SOCK)?;
+        UnixListener::bind(p).with_ctx(|| format!("{}", dir.join(MUX_SOCK).display()))?
+    };
+    // Our connection waits in the listener's backlog until the monitor serves it.
+    let mut s = open_stream(&dir)?;
     std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.join(VM_FILE).display()))?;
     // The status marker `created` is read from (a plain file here; there is no fifo in a VM).
     std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
     let gate = confine::Gate::new()?;
+    let mon = Mon { listener, tty, stdin };
     // SAFETY: Berth is single-threaded; the child only runs the monitor and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -722,33 +770,30 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
             // SAFETY: the monitor must not hold the state directory's lock.
             unsafe { libc::close(fd) };
         }
+        drop(s);
+        drop(master);
+        drop(console);
+        if let Some(fd) = att.master {
+            // SAFETY: Berth's pty master, not the monitor's to hold.
+            unsafe { libc::close(fd) };
+        }
         // Nothing starts before the monitor is in the container's cgroup.
         if !gate.wait() {
             // SAFETY: leave without the parent's destructors.
             unsafe { libc::_exit(255) }
         }
-        let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref());
+        let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref(), mon);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
     undo.pid = pid;
     gate.release(&cg, pid)?;
     drop(fs);
-    let mut s = connect_new(&dir, pid)?;
-    if s.is_none() {
-        undo.pid = 0;
-    }
-    let Some(mut s) = s.take() else {
-        bail!(
-            "VM container {id:?}: the hypervisor did not start: {}",
-            console_tail(&dir)
-        );
-    };
+    drop(mon);
     hooks::create_runtime(&bundle.spec, &rec, pid)?;
-    s.write_all(format!("{line}\n").as_bytes())
-        .with_ctx(|| "VM control socket".to_string())?;
+    send_request(&mut s, &line)?;
     let mut reaped = false;
-    let reply = read_reply(&mut s, READY_TIMEOUT, || {
+    let reply = read_reply(&mut s, &mut proto::FrameBuf::default(), READY_TIMEOUT, || {
         let mut st = 0;
         // SAFETY: non-blocking wait for our own child.
         reaped = reaped || unsafe { libc::waitpid(pid, &mut st, libc::WNOHANG) } == pid;
@@ -760,6 +805,10 @@ pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Resu
     let reply = reply.map_err(|e| e.context(format!("VM container {id:?}")))?;
     if proto::split(&reply).0 != "ready" {
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
+    }
+    if let (Some(m), Some(c)) = (&master, &console) {
+        let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
+        crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
     }
     rec.pid = pid;
     rec.pid_start = state::proc_stat(pid)
@@ -809,6 +858,13 @@ pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
     .map_err(|e| e.context(format!("kill container {id:?}")))
 }
 
+/// Give a pty the size of Berth's own terminal (stdin, else stdout), if it has one.
+pub(crate) fn copy_win_size(master: RawFd) {
+    if let Some((r, c)) = relay::win_size(0).or_else(|| relay::win_size(1)) {
+        let _ = crate::linux::console::set_size(master, r, c);
+    }
+}
+
 /// Signals `run` forwards to the guest's process.
 const FORWARDED: &[i32] = &[
     libc::SIGHUP,
@@ -825,6 +881,34 @@ const FORWARDED: &[i32] = &[
 /// `run` of a VM container: create, start, and unless detached wait for the monitor (our child),
 /// forwarding signals to the guest. Returns the container's exit status.
 pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bool, keep: bool) -> Result<i32> {
+    let terminal = bundle
+        .spec
+        .process()
+        .as_ref()
+        .is_some_and(|p| p.terminal() == Some(true));
+    // A terminal and no console socket: Berth relays its own terminal to a host pty whose other
+    // side the monitor relays to the guest's, as for a Linux container (linux/tty.rs).
+    let (master, att) = if terminal && opts.console_socket.is_none() && !detach {
+        let (m, p) = relay::host_pty()?;
+        copy_win_size(m.as_raw_fd());
+        let fd = m.as_raw_fd();
+        (
+            Some(m),
+            Attach {
+                tty: Some(p),
+                stdin_tty: true,
+                master: Some(fd),
+            },
+        )
+    } else {
+        (
+            None,
+            Attach {
+                stdin_tty: !detach,
+                ..Attach::default()
+            },
+        )
+    };
     // SAFETY: sigset manipulation on a local set.
     let set = unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
@@ -839,7 +923,7 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
         set
     };
     let poststart = hooks::poststart_list(&bundle.spec);
-    let rec = create(rt, id, opts, bundle)?;
+    let rec = create_attached(rt, id, opts, bundle, att)?;
     let dir = rt.store.root().join(id);
     if let Err(e) = request(&dir, "start", READY_TIMEOUT) {
         if !keep {
@@ -852,23 +936,27 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
     if detach {
         return Ok(0);
     }
-    let code = loop {
-        let mut st = 0;
-        // SAFETY: non-blocking wait for the monitor, our child.
-        let r = unsafe { libc::waitpid(rec.pid, &mut st, libc::WNOHANG) };
-        if r == rec.pid {
-            break if libc::WIFEXITED(st) {
-                libc::WEXITSTATUS(st)
-            } else {
-                255
-            };
+    let code = if let Some(m) = master {
+        crate::linux::tty::relay(m, rec.pid, &set)
+    } else {
+        loop {
+            let mut st = 0;
+            // SAFETY: non-blocking wait for the monitor, our child.
+            let r = unsafe { libc::waitpid(rec.pid, &mut st, libc::WNOHANG) };
+            if r == rec.pid {
+                break if libc::WIFEXITED(st) {
+                    libc::WEXITSTATUS(st)
+                } else {
+                    255
+                };
+            }
+            let mut sig = 0;
+            // SAFETY: sigwait on the blocked set.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 || sig == libc::SIGCHLD {
+                continue;
+            }
+            let _ = request(&dir, &format!("kill {sig} 0"), Duration::from_secs(5));
         }
-        let mut sig = 0;
-        // SAFETY: sigwait on the blocked set.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 || sig == libc::SIGCHLD {
-            continue;
-        }
-        let _ = request(&dir, &format!("kill {sig} 0"), Duration::from_secs(5));
     };
     if !keep {
         rt.delete(id, true)?;

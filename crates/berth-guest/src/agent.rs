@@ -1,0 +1,581 @@
+//! The agent's service: frames on the control port (libberth::vm::proto), one stream per host
+//! client. Requests (`create`, `start`, `kill`, `exec`) run libberth's own code; the container's
+//! process (stream 0) and every exec'd process get their stdin, stdout and stderr — pipes, or a
+//! pty — relayed over their stream, within the per-stream window, and their exit status sent once
+//! their output is drained. One poll loop; children are reaped through a signalfd.
+
+use crate::{mount, mount_device, open_port, R};
+use libberth::container::{CreateOpts, Runtime};
+use libberth::linux::exec::ExecOpts;
+use libberth::vm::proto::{self, kind, CreateMsg, ExecMsg, Frame, FrameBuf, WINDOW};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// One process's stdio in the guest.
+struct Stream {
+    pid: i32,
+    tty: Option<RawFd>,
+    /// Its stdin (a pipe's write end, or the pty master).
+    input: Option<OwnedFd>,
+    inq: Vec<u8>,
+    in_end: bool,
+    /// Its stdout and stderr (pipes' read ends; the pty master as stdout).
+    outs: [Option<OwnedFd>; 2],
+    /// Output bytes the host can still take.
+    credit: usize,
+    exit: Option<i32>,
+    /// The host client went away: output is dropped.
+    closed: bool,
+    size: Option<(u16, u16)>,
+}
+
+impl Default for Stream {
+    fn default() -> Stream {
+        Stream {
+            pid: 0,
+            tty: None,
+            input: None,
+            inq: Vec::new(),
+            in_end: false,
+            outs: [None, None],
+            credit: WINDOW,
+            exit: None,
+            closed: false,
+            size: None,
+        }
+    }
+}
+
+pub struct Agent {
+    ctl: OwnedFd,
+    rx: FrameBuf,
+    tx: Vec<u8>,
+    rt: Runtime,
+    /// The container's process in the guest.
+    pid: i32,
+    streams: BTreeMap<u32, Stream>,
+    seq: u64,
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn set_nonblocking(fd: RawFd) {
+    // SAFETY: fcntl flag changes on a descriptor we own.
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+/// A close-on-exec pipe: (read end, write end).
+fn pipe() -> R<(OwnedFd, OwnedFd)> {
+    let mut p = [0; 2];
+    // SAFETY: pipe2 fills two descriptors, owned below.
+    if unsafe { libc::pipe2(p.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(format!("pipe: {}", errno()));
+    }
+    // SAFETY: fresh descriptors.
+    Ok(unsafe { (OwnedFd::from_raw_fd(p[0]), OwnedFd::from_raw_fd(p[1])) })
+}
+
+fn dup(fd: RawFd) -> R<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned below.
+    let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if d < 0 {
+        return Err(format!("dup: {}", errno()));
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(d) })
+}
+
+/// Run `f` with `fds` as this process's stdin, stdout and stderr (children inherit them), then
+/// put the agent's own back.
+fn with_stdio<T>(fds: [RawFd; 3], f: impl FnOnce() -> T) -> R<T> {
+    let saved = [dup(0)?, dup(1)?, dup(2)?];
+    // SAFETY: dup2 onto the standard descriptors, then back.
+    unsafe {
+        for (i, fd) in fds.iter().enumerate() {
+            libc::dup2(*fd, i as RawFd);
+        }
+    }
+    let r = f();
+    // SAFETY: as above.
+    unsafe {
+        for (i, fd) in saved.iter().enumerate() {
+            libc::dup2(fd.as_raw_fd(), i as RawFd);
+        }
+    }
+    Ok(r)
+}
+
+fn exit_code(st: i32) -> i32 {
+    if libc::WIFEXITED(st) {
+        libc::WEXITSTATUS(st)
+    } else if libc::WIFSIGNALED(st) {
+        128 + libc::WTERMSIG(st)
+    } else {
+        255
+    }
+}
+
+fn null() -> R<File> {
+    File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("/dev/null: {e}"))
+}
+
+/// Receive the pty master the container's init sends to the console socket during create.
+fn accept_master(l: &std::os::unix::net::UnixListener) -> R<OwnedFd> {
+    let mut p = libc::pollfd {
+        fd: l.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    if unsafe { libc::poll(&mut p, 1, 10_000) } <= 0 {
+        return Err("the container's terminal did not arrive".into());
+    }
+    let (s, _) = l.accept().map_err(|e| format!("console socket: {e}"))?;
+    libberth::linux::console::recv_fd(s.as_raw_fd()).map_err(|e| e.to_string())
+}
+
+impl Agent {
+    pub fn new(ctl: OwnedFd) -> Agent {
+        Agent {
+            ctl,
+            rx: FrameBuf::default(),
+            tx: Vec::new(),
+            rt: Runtime::new(Path::new("/run/berth"), false),
+            pid: 0,
+            streams: BTreeMap::new(),
+            seq: 0,
+        }
+    }
+
+    fn send(&mut self, stream: u32, k: u8, data: impl Into<Vec<u8>>) {
+        Frame::new(stream, k, data).encode_into(&mut self.tx);
+    }
+
+    /// Write what the port takes now.
+    fn flush(&mut self) {
+        while !self.tx.is_empty() {
+            // SAFETY: writing from a valid buffer.
+            let n = unsafe { libc::write(self.ctl.as_raw_fd(), self.tx.as_ptr().cast(), self.tx.len()) };
+            if n <= 0 {
+                return;
+            }
+            self.tx.drain(..n as usize);
+        }
+    }
+
+    fn create(&mut self, arg: &str) -> R<i32> {
+        let msg: CreateMsg = serde_json::from_str(arg).map_err(|e| format!("bad create message: {e}"))?;
+        match &msg.root_device {
+            Some(dev) => mount_device(dev, proto::GUEST_ROOTFS)?,
+            None => mount(proto::FS_TAG, proto::GUEST_ROOTFS, "virtiofs", 0, "")?,
+        }
+        std::fs::create_dir_all(proto::GUEST_BUNDLE).map_err(|e| e.to_string())?;
+        let cfg = Path::new(proto::GUEST_BUNDLE).join("config.json");
+        std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let terminal = msg.config["process"]["terminal"] == true;
+        // The container's stdio: stdin relayed on stream 0 (or /dev/null), the stdio port
+        // (stdout), the stderr port; or a terminal relayed on stream 0.
+        let io = open_port(proto::PORT_STDIO, libc::O_RDWR)?;
+        let err = open_port(proto::PORT_STDERR, libc::O_WRONLY)?;
+        let null = null()?;
+        let (stdin_r, stdin_w) = if msg.stdin && !terminal {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let console = Path::new("/run/console.sock");
+        let listener = if terminal {
+            let _ = std::fs::remove_file(console);
+            Some(std::os::unix::net::UnixListener::bind(console).map_err(|e| format!("console socket: {e}"))?)
+        } else {
+            None
+        };
+        let opts = CreateOpts {
+            bundle: Path::new(proto::GUEST_BUNDLE),
+            pid_file: None,
+            console_socket: listener.as_ref().map(|_| console),
+            no_pivot: false,
+            no_new_keyring: false,
+            preserve_fds: 0,
+        };
+        let stdin = stdin_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
+        with_stdio([stdin, io.as_raw_fd(), err.as_raw_fd()], || {
+            self.rt.create(proto::GUEST_ID, &opts)
+        })?
+        .map_err(|e| e.to_string())?;
+        let st = self.streams.entry(0).or_default();
+        if let Some(w) = stdin_w {
+            set_nonblocking(w.as_raw_fd());
+            st.input = Some(w);
+        }
+        if let Some(l) = &listener {
+            let m = accept_master(l)?;
+            set_nonblocking(m.as_raw_fd());
+            if let Some((r, c)) = st.size {
+                let _ = libberth::linux::console::set_size(m.as_raw_fd(), r, c);
+            }
+            st.tty = Some(m.as_raw_fd());
+            st.input = Some(dup(m.as_raw_fd())?);
+            st.outs[0] = Some(m);
+            let _ = std::fs::remove_file(console);
+        }
+        let state = self.rt.state(proto::GUEST_ID).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        Ok(v["pid"].as_i64().unwrap_or(0) as i32)
+    }
+
+    fn exec(&mut self, stream: u32, arg: &str) -> R<i32> {
+        let msg: ExecMsg = serde_json::from_str(arg).map_err(|e| format!("bad exec message: {e}"))?;
+        let tty = msg.process["terminal"] == true;
+        self.seq += 1;
+        let _ = std::fs::create_dir_all("/run/exec");
+        let path = Path::new("/run/exec").join(format!("{}.json", self.seq));
+        std::fs::write(&path, msg.process.to_string()).map_err(|e| format!("{}: {e}", path.display()))?;
+        let opts = ExecOpts {
+            process: Some(path.clone()),
+            detach: true,
+            ..Default::default()
+        };
+        let mut st = Stream::default();
+        let spawned = if tty {
+            self.rt.exec_spawn(proto::GUEST_ID, &opts)
+        } else {
+            let null = null()?;
+            let (in_r, in_w) = if msg.stdin {
+                let (r, w) = pipe()?;
+                (Some(r), Some(w))
+            } else {
+                (None, None)
+            };
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            let stdin = in_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
+            let r = with_stdio([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
+                self.rt.exec_spawn(proto::GUEST_ID, &opts)
+            })?;
+            // Only the process holds the other ends now: its exit (or theirs) ends the output.
+            drop((in_r, out_w, err_w));
+            for fd in [in_w.as_ref(), Some(&out_r), Some(&err_r)].into_iter().flatten() {
+                set_nonblocking(fd.as_raw_fd());
+            }
+            st.input = in_w;
+            st.outs = [Some(out_r), Some(err_r)];
+            r
+        };
+        let _ = std::fs::remove_file(&path);
+        let spawned = spawned.map_err(|e| e.to_string())?;
+        st.pid = spawned.pid;
+        if let Some(m) = spawned.master {
+            set_nonblocking(m.as_raw_fd());
+            st.tty = Some(m.as_raw_fd());
+            st.input = Some(dup(m.as_raw_fd())?);
+            st.outs = [Some(m), None];
+        }
+        self.streams.insert(stream, st);
+        Ok(spawned.pid)
+    }
+
+    fn request(&mut self, stream: u32, line: &str) {
+        let (verb, arg) = proto::split(line);
+        let r: R<String> = match verb {
+            "create" if self.pid == 0 => self.create(arg).map(|pid| {
+                self.pid = pid;
+                if let Some(st) = self.streams.get_mut(&0) {
+                    st.pid = pid;
+                }
+                format!("ready {pid}")
+            }),
+            "create" => Err("the container exists already".into()),
+            "start" => self
+                .rt
+                .start(proto::GUEST_ID)
+                .map(|_| "ok".into())
+                .map_err(|e| e.to_string()),
+            "kill" => {
+                let mut it = arg.split(' ');
+                let sig = it.next().and_then(|s| s.parse().ok()).unwrap_or(libc::SIGTERM);
+                let all = it.next() == Some("1");
+                self.rt
+                    .kill(proto::GUEST_ID, sig, all)
+                    .map(|_| "ok".into())
+                    .map_err(|e| e.to_string())
+            }
+            "exec" => self.exec(stream, arg).map(|pid| format!("ok {pid}")),
+            v => Err(format!("unknown request {v:?}")),
+        };
+        let reply = match r {
+            Ok(s) => s,
+            Err(e) => format!("error {}", e.replace('\n', " ")),
+        };
+        self.send(stream, kind::REPLY, reply);
+    }
+
+    fn frame(&mut self, f: Frame) {
+        if f.kind == kind::REQ {
+            return self.request(f.stream, &f.text());
+        }
+        // Stream 0 exists before create: stdin and the window size may come first.
+        if f.stream == 0 {
+            self.streams.entry(0).or_default();
+        }
+        let main = self.pid;
+        let Some(st) = self.streams.get_mut(&f.stream) else {
+            return;
+        };
+        match f.kind {
+            kind::STDIN if !st.closed => st.inq.extend_from_slice(&f.data),
+            kind::STDIN_END => st.in_end = true,
+            kind::ACK => st.credit += f.number().unwrap_or(0).max(0) as usize,
+            kind::SIGNAL => {
+                let sig = f.number().unwrap_or(0) as i32;
+                if f.stream == 0 && main > 0 {
+                    let _ = self.rt.kill(proto::GUEST_ID, sig, false);
+                } else if st.pid > 0 && st.exit.is_none() {
+                    // SAFETY: signalling our own child, not yet reaped.
+                    unsafe { libc::kill(st.pid, sig) };
+                }
+            }
+            kind::RESIZE => {
+                let mut w = f.text();
+                w.push(' ');
+                let mut it = w.split(' ').filter_map(|x| x.parse::<u16>().ok());
+                if let (Some(r), Some(c)) = (it.next(), it.next()) {
+                    st.size = Some((r, c));
+                    if let Some(t) = st.tty {
+                        let _ = libberth::linux::console::set_size(t, r, c);
+                    }
+                }
+            }
+            kind::CLOSE => {
+                st.closed = true;
+                st.inq.clear();
+                st.input = None;
+            }
+            _ => {}
+        }
+    }
+
+    /// Reap every exited child, noting the status of the streams' processes.
+    fn reap(&mut self) {
+        loop {
+            let mut st = 0;
+            // SAFETY: waitpid on any child, non-blocking.
+            let r = unsafe { libc::waitpid(-1, &mut st, libc::WNOHANG) };
+            if r <= 0 {
+                return;
+            }
+            if let Some(s) = self.streams.values_mut().find(|s| s.pid == r && s.exit.is_none()) {
+                s.exit = Some(exit_code(st));
+            }
+        }
+    }
+
+    /// Read one chunk of a stream's output into a frame; false at its end.
+    fn pump(&mut self, id: u32, which: usize) -> bool {
+        let st = self.streams.get_mut(&id).expect("stream");
+        let Some(fd) = st.outs[which].as_ref().map(|f| f.as_raw_fd()) else {
+            return false;
+        };
+        let room = if st.closed { 64 * 1024 } else { st.credit.min(64 * 1024) };
+        if room == 0 {
+            return true;
+        }
+        let mut buf = vec![0u8; room];
+        // SAFETY: reading into a valid buffer.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), room) };
+        if n > 0 {
+            buf.truncate(n as usize);
+            if !st.closed {
+                st.credit -= n as usize;
+                let k = if which == 0 { kind::STDOUT } else { kind::STDERR };
+                self.send(id, k, buf);
+            }
+            return true;
+        }
+        let again = n < 0 && matches!(errno().raw_os_error(), Some(libc::EAGAIN) | Some(libc::EINTR));
+        // Once the process is gone, nothing more is waited for (a child of its may hold the pipe).
+        if again && st.exit.is_none() {
+            return true;
+        }
+        st.outs[which] = None;
+        false
+    }
+
+    /// Serve until the container's process ends; returns its status.
+    pub fn serve(mut self, exit_port: OwnedFd) -> R<i32> {
+        // SAFETY: signal mask and signalfd setup on local structures.
+        let sfd = unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK)
+        };
+        if sfd < 0 {
+            return Err(format!("signalfd: {}", errno()));
+        }
+        let mut host_gone = false;
+        let mut main_done: Option<(i32, Instant)> = None;
+        let mut bye = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some((code, deadline)) = main_done {
+                if (bye && self.tx.is_empty()) || Instant::now() > deadline {
+                    let mut f = File::from(exit_port);
+                    let _ = writeln!(f, "exit {code}");
+                    let _ = f.flush();
+                    return Ok(code);
+                }
+            }
+            let mut fds = vec![
+                libc::pollfd {
+                    fd: sfd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: if host_gone { -1 } else { self.ctl.as_raw_fd() },
+                    events: libc::POLLIN | if self.tx.is_empty() { 0 } else { libc::POLLOUT },
+                    revents: 0,
+                },
+            ];
+            // (stream, 0/1 output or 2 input)
+            let mut who = Vec::new();
+            for (id, st) in &self.streams {
+                for (i, o) in st.outs.iter().enumerate() {
+                    if let Some(o) = o.as_ref().filter(|_| st.closed || st.credit > 0) {
+                        fds.push(libc::pollfd {
+                            fd: o.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        });
+                        who.push((*id, i));
+                    }
+                }
+                if let Some(i) = st.input.as_ref().filter(|_| !st.inq.is_empty()) {
+                    fds.push(libc::pollfd {
+                        fd: i.as_raw_fd(),
+                        events: libc::POLLOUT,
+                        revents: 0,
+                    });
+                    who.push((*id, 2));
+                }
+            }
+            // While no host is connected the port reports a hang-up: look again every 20 ms; a
+            // process that ended is finished at once; after the container's end, wait for BYE.
+            let finishing = self.streams.values().any(|s| s.exit.is_some());
+            let timeout = if host_gone || main_done.is_some() {
+                20
+            } else if finishing {
+                5
+            } else {
+                -1
+            };
+            // SAFETY: fds is a valid array of pollfd.
+            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            host_gone = false;
+            if fds[0].revents != 0 {
+                let mut info = [0u8; 128];
+                // SAFETY: draining the signalfd into a buffer of its record size.
+                while unsafe { libc::read(sfd, info.as_mut_ptr().cast(), info.len()) } > 0 {}
+                self.reap();
+            }
+            if fds[1].revents & libc::POLLOUT != 0 {
+                self.flush();
+            }
+            if fds[1].revents & (libc::POLLIN | libc::POLLHUP) != 0 {
+                // SAFETY: reading into a valid buffer.
+                let r = unsafe { libc::read(self.ctl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                if r > 0 {
+                    self.rx.push(&buf[..r as usize]);
+                    loop {
+                        match self.rx.next_frame() {
+                            Ok(Some(f)) => {
+                                if f.kind == kind::BYE && f.stream == 0 {
+                                    bye = true;
+                                } else {
+                                    self.frame(f);
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                crate::log(&format!("berth-guest: {e}"));
+                                self.rx = FrameBuf::default();
+                                break;
+                            }
+                        }
+                    }
+                } else if r == 0 || fds[1].revents & libc::POLLHUP != 0 {
+                    host_gone = true;
+                }
+            }
+            for (k, &(id, which)) in who.iter().enumerate() {
+                if fds[2 + k].revents == 0 {
+                    continue;
+                }
+                if which < 2 {
+                    self.pump(id, which);
+                } else {
+                    let st = self.streams.get_mut(&id).expect("stream");
+                    let fd = st.input.as_ref().expect("input").as_raw_fd();
+                    // SAFETY: writing from a valid buffer.
+                    let n = unsafe { libc::write(fd, st.inq.as_ptr().cast(), st.inq.len()) };
+                    if n > 0 {
+                        st.inq.drain(..n as usize);
+                        self.send(id, kind::ACK, n.to_string());
+                    } else if n < 0 && errno().raw_os_error() != Some(libc::EAGAIN) {
+                        // The process closed its stdin: drop what it will never read.
+                        let n = st.inq.len();
+                        st.inq.clear();
+                        st.input = None;
+                        self.send(id, kind::ACK, n.to_string());
+                    }
+                }
+            }
+            // Stdin ended and delivered: close it (not a terminal: that would hang it up).
+            for st in self.streams.values_mut() {
+                if st.in_end && st.inq.is_empty() && st.tty.is_none() {
+                    st.input = None;
+                }
+            }
+            // Processes that ended: the rest of their output, then their status.
+            let ended: Vec<u32> = self
+                .streams
+                .iter()
+                .filter(|(_, s)| s.exit.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ended {
+                while self.pump(id, 0) && self.streams[&id].credit > 0 {}
+                while self.pump(id, 1) && self.streams[&id].credit > 0 {}
+                let st = &self.streams[&id];
+                if st.outs.iter().all(Option::is_none) {
+                    let code = st.exit.unwrap_or(255);
+                    let closed = st.closed;
+                    self.streams.remove(&id);
+                    if !closed {
+                        self.send(id, kind::EXIT, code.to_string());
+                    }
+                    if id == 0 {
+                        main_done = Some((code, Instant::now() + Duration::from_secs(2)));
+                    }
+                }
+            }
+            self.flush();
+        }
+    }
+}

@@ -1,0 +1,226 @@
+//! The monitor's multiplexer. qemu's socket chardev serves one client, so the monitor owns the
+//! guest's control port for the VM's whole life (a socketpair handed to qemu) and lets any number
+//! of host clients (create, start, kill, exec) talk to the guest through its own unix socket
+//! `mux.sock` in the state directory. Each client connection is a stream: the monitor stamps the
+//! client's frames with the stream's id on the way in and routes the guest's frames back by id.
+//! Stream 0 is the container's own process, whose stdin (or terminal) the monitor relays itself.
+//! One poll loop, no threads; the monitor never blocks on a peer: it buffers, and the per-stream
+//! windows (proto::WINDOW, acknowledged end to end) bound what it buffers.
+
+use super::proto::{kind, Frame, FrameBuf};
+use super::relay::{self, Local};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::process::{Child, ExitStatus};
+use std::time::Duration;
+
+struct Client {
+    sock: UnixStream,
+    rx: FrameBuf,
+    tx: Vec<u8>,
+}
+
+/// Write what the socket takes now; false when the peer is gone.
+fn flush_nb(sock: &mut UnixStream, tx: &mut Vec<u8>) -> bool {
+    while !tx.is_empty() {
+        match sock.write(tx) {
+            Ok(0) => return false,
+            Ok(n) => {
+                tx.drain(..n);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+fn pfd(fd: RawFd, events: i16) -> libc::pollfd {
+    libc::pollfd { fd, events, revents: 0 }
+}
+
+/// Serve until qemu (`child`) exits; returns its status and the container's exit code if the
+/// guest reported it on stream 0. `local` is stream 0's host side.
+pub fn serve(
+    child: &mut Child,
+    dir: &Path,
+    mut guest: UnixStream,
+    listener: UnixListener,
+    mut local: Local,
+) -> (Option<ExitStatus>, Option<i32>) {
+    let mut sigs = relay::RELAYED.to_vec();
+    sigs.push(libc::SIGWINCH);
+    let sfd = relay::signalfd(&sigs).ok();
+    let _ = guest.set_nonblocking(true);
+    let _ = listener.set_nonblocking(true);
+    // SAFETY: pidfd_open on our child's pid; the descriptor is owned below.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.id() as i32, 0) } as RawFd;
+    // SAFETY: a fresh descriptor (or -1, then qemu is looked at every 100 ms).
+    let _pidfd = (pidfd >= 0).then(|| unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd) });
+    let mut gtx: Vec<u8> = Vec::new();
+    let mut grx = FrameBuf::default();
+    let mut guest_open = true;
+    let mut clients: BTreeMap<u32, Client> = BTreeMap::new();
+    let mut next_id: u32 = 1;
+    let mut code = None;
+    if let Some(f) = local.resize() {
+        f.encode_into(&mut gtx);
+    }
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let mut fds = vec![
+            pfd(pidfd, libc::POLLIN),
+            pfd(sfd.as_ref().map_or(-1, |s| s.as_raw_fd()), libc::POLLIN),
+            pfd(listener.as_raw_fd(), libc::POLLIN),
+            pfd(
+                if guest_open { guest.as_raw_fd() } else { -1 },
+                libc::POLLIN | if gtx.is_empty() { 0 } else { libc::POLLOUT },
+            ),
+        ];
+        let slots = local.register(&mut fds);
+        let first_client = fds.len();
+        let ids: Vec<u32> = clients.keys().copied().collect();
+        for id in &ids {
+            let c = &clients[id];
+            fds.push(pfd(
+                c.sock.as_raw_fd(),
+                libc::POLLIN | if c.tx.is_empty() { 0 } else { libc::POLLOUT },
+            ));
+        }
+        let timeout = if pidfd >= 0 { 500 } else { 100 };
+        // SAFETY: fds is a valid array of pollfd.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            continue;
+        }
+        // Signals for the container's process: resize its terminal, or pass them on.
+        if fds[1].revents != 0 {
+            for s in relay::take_signals(fds[1].fd) {
+                let f = if s == libc::SIGWINCH {
+                    local.resize()
+                } else {
+                    Some(Frame::new(0, kind::SIGNAL, s.to_string()))
+                };
+                if let Some(f) = f {
+                    f.encode_into(&mut gtx);
+                }
+            }
+        }
+        if fds[2].revents != 0 {
+            while let Ok((sock, _)) = listener.accept() {
+                let _ = sock.set_nonblocking(true);
+                clients.insert(
+                    next_id,
+                    Client {
+                        sock,
+                        rx: FrameBuf::default(),
+                        tx: Vec::new(),
+                    },
+                );
+                next_id = next_id.wrapping_add(1).max(1);
+            }
+        }
+        // From the guest: stream 0 to the local side, the others to their clients.
+        if guest_open && fds[3].revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+            match guest.read(&mut buf) {
+                Ok(0) => guest_open = false,
+                Ok(k) => grx.push(&buf[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => guest_open = false,
+            }
+            route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code);
+        }
+        if guest_open && !gtx.is_empty() && fds[3].revents & libc::POLLOUT != 0 && !flush_nb(&mut guest, &mut gtx) {
+            guest_open = false;
+        }
+        local.handle(&fds, slots, &mut |f: Frame| f.encode_into(&mut gtx));
+        for (i, id) in ids.iter().enumerate() {
+            let re = fds[first_client + i].revents;
+            if re == 0 {
+                continue;
+            }
+            let c = clients.get_mut(id).expect("client");
+            let mut gone = false;
+            if re & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0 {
+                match c.sock.read(&mut buf) {
+                    Ok(0) => gone = true,
+                    Ok(k) => c.rx.push(&buf[..k]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => gone = true,
+                }
+                loop {
+                    match c.rx.next_frame() {
+                        Ok(Some(mut f)) => {
+                            f.stream = *id;
+                            f.encode_into(&mut gtx);
+                        }
+                        Ok(None) => break,
+                        Err(_) => {
+                            gone = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            if !gone && re & libc::POLLOUT != 0 {
+                gone = !flush_nb(&mut c.sock, &mut c.tx);
+            }
+            if gone {
+                clients.remove(id);
+                Frame::new(*id, kind::CLOSE, Vec::new()).encode_into(&mut gtx);
+            }
+        }
+        // qemu is gone (the guest powered off, or it died): what it passed on is in the socket.
+        let exited = (pidfd < 0 || fds[0].revents != 0) && matches!(child.try_wait(), Ok(Some(_)));
+        if exited {
+            while guest_open {
+                match guest.read(&mut buf) {
+                    Ok(k) if k > 0 => grx.push(&buf[..k]),
+                    _ => guest_open = false,
+                }
+            }
+            route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code);
+            local.flush(Duration::from_secs(1));
+            for c in clients.values_mut() {
+                let _ = c.sock.set_nonblocking(false);
+                let _ = c.sock.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = c.sock.write_all(&c.tx);
+            }
+            return (child.try_wait().ok().flatten(), code);
+        }
+        // A state directory removed under us (its creator killed mid-create, or the directory
+        // deleted by hand): nobody can reach this VM any more, so end it.
+        if n == 0 && !dir.exists() {
+            let _ = child.kill();
+            return (child.wait().ok(), code);
+        }
+    }
+}
+
+fn route_from_guest(
+    grx: &mut FrameBuf,
+    local: &mut Local,
+    clients: &mut BTreeMap<u32, Client>,
+    gtx: &mut Vec<u8>,
+    code: &mut Option<i32>,
+) {
+    while let Ok(Some(f)) = grx.next_frame() {
+        if f.stream == 0 {
+            if let Some(c) = local.deliver(f, &mut |a: Frame| a.encode_into(gtx)) {
+                // The container's process ended: its output out first, then let the guest go.
+                local.flush(Duration::from_secs(1));
+                *code = Some(c);
+                Frame::new(0, kind::BYE, Vec::new()).encode_into(gtx);
+            }
+        } else if let Some(c) = clients.get_mut(&f.stream) {
+            f.encode_into(&mut c.tx);
+            if !flush_nb(&mut c.sock, &mut c.tx) {
+                c.tx.clear();
+            }
+        }
+    }
+}
