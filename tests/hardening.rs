@@ -38,7 +38,11 @@ fn cve_2019_5736_runtime_binary_cannot_be_reopened_for_writing() {
     let private = TempDir::new("runtime-copy");
     let mut rt = Runtime::new();
     rt.bin = private.join("runtime");
-    fs::copy(runtime(), &rt.bin).unwrap();
+    // Copied by `cp`, not here: a writable descriptor of the copy in this multi-threaded test
+    // process would be inherited by children other tests fork meanwhile, and executing the copy
+    // would fail with ETXTBSY until they exec.
+    let cp = Command::new("cp").arg(runtime()).arg(&rt.bin).status().unwrap();
+    assert!(cp.success(), "cp the runtime");
     let id = unique_id();
     rt.create(&b, &id).ok("create");
     let pid = rt.state(&id)["pid"].as_i64().unwrap();
