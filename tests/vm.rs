@@ -497,6 +497,9 @@ fn podman_runs_a_vm_container_with_the_annotation() {
         String::from_utf8_lossy(&img.stderr)
     );
     let berth = runtime();
+    // A host directory (-v) and podman's own file binds (/etc/hostname...) reach the guest.
+    let data = t.join("data");
+    std::fs::create_dir_all(&data).unwrap();
     let out = podman(&[
         "--runtime",
         berth.to_str().unwrap(),
@@ -508,10 +511,12 @@ fn podman_runs_a_vm_container_with_the_annotation() {
         "vmbox",
         "--annotation",
         "run.berth.isolation=vm",
+        "-v",
+        &format!("{}:/data", data.display()),
         "localhost/berth-vm-test:latest",
         "sh",
         "-c",
-        "uname -r; hostname; echo to-stderr >&2; exit 3",
+        "uname -r; hostname; echo $(cat /etc/hostname); echo from-podman > /data/p; echo to-stderr >&2; exit 3",
     ]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
@@ -526,7 +531,12 @@ fn podman_runs_a_vm_container_with_the_annotation() {
         .filter(|r| r.ends_with("-cloud-amd64"))
         .max()
         .unwrap();
-    assert_eq!(stdout, format!("{guest}\nvmbox\n"), "stderr: {stderr}");
+    assert_eq!(stdout, format!("{guest}\nvmbox\nvmbox\n"), "stderr: {stderr}");
+    assert_eq!(
+        std::fs::read_to_string(data.join("p")).unwrap_or_default(),
+        "from-podman\n",
+        "a file written in the -v directory is on the host"
+    );
     assert!(stderr.contains("to-stderr"), "stderr: {stderr}");
     let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
     assert_ne!(
@@ -888,4 +898,134 @@ fn vm_run_and_exec_relay_the_users_terminal_under_tmux() {
     );
     run.wait_line("run's terminal restored", |l| l == "icanon echo");
     poll("the container deleted", || rt.list(&["-q"]).out().trim().is_empty());
+}
+
+/// Lines of a mountinfo that mention `needle`.
+fn mounts_mentioning(mountinfo: &str, needle: &str) -> Vec<String> {
+    std::fs::read_to_string(mountinfo)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(needle))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn vm_bind_mounts_as_in_a_linux_container() {
+    if skip("vm_bind_mounts_as_in_a_linux_container") {
+        return;
+    }
+    // A rw directory, a ro directory and a single file from the host, the same bundle both ways.
+    let script = "cat /etc/greeting /ro/r.txt > /data/out-$MODE; \
+                  if (echo x > /ro/new) 2>/dev/null; then echo ro-writable; else echo ro-refused; fi >> /data/out-$MODE; \
+                  echo from-$MODE > /data/written-$MODE; ls /ro >> /data/out-$MODE";
+    let host = TempDir::new("binds");
+    for d in ["rw", "ro", "files"] {
+        std::fs::create_dir_all(host.join(d)).unwrap();
+    }
+    std::fs::write(host.join("ro/r.txt"), "ro-content\n").unwrap();
+    std::fs::write(host.join("files/greeting"), "hello-file\n").unwrap();
+    std::fs::write(host.join("files/secret"), "not for the guest\n").unwrap();
+    let mut outs = Vec::new();
+    for mode in ["linux", "vm"] {
+        let mut b = Bundle::sh(script);
+        b.config["process"]["env"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!(format!("MODE={mode}")));
+        let mounts = b.config["mounts"].as_array_mut().unwrap();
+        mounts.push(
+            json!({"destination": "/data", "type": "bind", "source": host.join("rw"), "options": ["rbind", "rw"]}),
+        );
+        mounts.push(json!({"destination": "/ro", "type": "bind", "source": host.join("ro"), "options": ["bind", "ro", "nosuid"]}));
+        mounts.push(
+            json!({"destination": "/etc/greeting", "source": host.join("files/greeting"), "options": ["rbind", "ro"]}),
+        );
+        let rt = Runtime::new();
+        let id = unique_id();
+        if mode == "linux" {
+            rt.create_and_start(&b, &id);
+        } else {
+            vm(&mut b);
+            rt.create(&b, &id).ok("create of a VM container with bind mounts");
+            let dir = rt.root.join(&id);
+            // The sources are staged in virtiofsd's own mount namespace: never on the host.
+            assert!(
+                mounts_mentioning("/proc/self/mountinfo", host.path().to_str().unwrap()).is_empty()
+                    && mounts_mentioning("/proc/self/mountinfo", dir.to_str().unwrap()).is_empty(),
+                "bind mounts of a VM container are on the host"
+            );
+            // virtiofsd's share holds the three sources; the ro one read-only there too, the file
+            // as a file (not its directory).
+            let staging = dir.join("binds");
+            let fsd = procs_mentioning(staging.to_str().unwrap());
+            assert!(!fsd.is_empty(), "no virtiofsd shares {}", staging.display());
+            let info = fsd
+                .iter()
+                .map(|p| std::fs::read_to_string(format!("/proc/{p}/mountinfo")).unwrap_or_default())
+                .find(|m| m.lines().any(|l| l.split(' ').nth(4) == Some("/1")))
+                .expect("virtiofsd's mount namespace holds the staging mounts");
+            let opts = |n: &str| {
+                info.lines()
+                    .find(|l| l.split(' ').nth(4) == Some(n))
+                    .and_then(|l| l.split(' ').nth(5))
+                    .unwrap_or_default()
+                    .to_string()
+            };
+            assert!(opts("/0").starts_with("rw"), "the rw source: {}", opts("/0"));
+            assert!(
+                opts("/1").starts_with("ro"),
+                "the ro source is read-only on the host side: {}",
+                opts("/1")
+            );
+            assert!(opts("/2").starts_with("ro"), "the file: {}", opts("/2"));
+            let file = info
+                .lines()
+                .find(|l| l.split(' ').nth(4) == Some("/2"))
+                .unwrap_or_default();
+            assert!(
+                file.split(' ').nth(3).is_some_and(|r| r.ends_with("/files/greeting")),
+                "only the file is shared, not its directory: {file}"
+            );
+            rt.start(&id).ok("start");
+        }
+        wait_stopped(&rt, &id);
+        rt.delete(&id).ok("delete");
+        rt.assert_no_state(&id);
+        assert_eq!(
+            std::fs::read_to_string(host.join(format!("rw/written-{mode}"))).unwrap_or_default(),
+            format!("from-{mode}\n"),
+            "{mode}: a file written in the rw bind is on the host"
+        );
+        outs.push(std::fs::read_to_string(host.join(format!("rw/out-{mode}"))).unwrap_or_default());
+        assert!(!host.join("ro/new").exists(), "{mode}: written through a ro bind");
+        let dir = rt.root.join(&id);
+        assert!(
+            procs_mentioning(dir.to_str().unwrap()).is_empty(),
+            "{mode}: processes left after delete"
+        );
+        assert!(
+            mounts_mentioning("/proc/self/mountinfo", host.path().to_str().unwrap()).is_empty(),
+            "{mode}: mounts left after delete"
+        );
+    }
+    assert_eq!(outs[0], "hello-file\nro-content\nro-refused\nr.txt\n");
+    assert_eq!(outs[0], outs[1], "the VM container saw its bind mounts differently");
+
+    // A missing source: one line naming mounts[i].source, nothing left behind.
+    let mut b = Bundle::default();
+    vm(&mut b);
+    let n = b.config["mounts"].as_array().unwrap().len();
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "/data", "type": "bind", "source": host.join("missing"), "options": ["rbind"]}));
+    let rt = Runtime::new();
+    let id = unique_id();
+    let out = rt.run(&b, &id).fails("run with a missing bind source");
+    assert_err_mentions(&out, &format!("mounts[{n}].source"), "the field at fault");
+    assert_err_mentions(&out, host.join("missing").to_str().unwrap(), "the missing path");
+    assert_eq!(out.err().trim().lines().count(), 1, "one line: {}", out.describe());
+    rt.assert_no_state(&id);
+    assert!(procs_mentioning(rt.root.to_str().unwrap()).is_empty());
 }

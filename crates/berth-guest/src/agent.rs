@@ -182,6 +182,10 @@ impl Agent {
             Some(dev) => mount_device(dev, proto::GUEST_ROOTFS)?,
             None => mount(proto::FS_TAG, proto::GUEST_ROOTFS, "virtiofs", 0, "")?,
         }
+        if msg.binds {
+            // The host bind mounts' sources; the config names them here (vm/binds.rs).
+            mount(proto::BINDS_TAG, proto::GUEST_BINDS, "virtiofs", 0, "")?;
+        }
         std::fs::create_dir_all(proto::GUEST_BUNDLE).map_err(|e| e.to_string())?;
         let cfg = Path::new(proto::GUEST_BUNDLE).join("config.json");
         std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;

@@ -7,6 +7,7 @@
 //! port. When the container's process ends the guest writes its status to the exit port (a file in
 //! the state directory) and powers off; qemu exits, and the monitor exits with that status.
 
+pub mod binds;
 pub mod confine;
 pub mod exec;
 pub mod hooks;
@@ -39,6 +40,8 @@ pub(crate) const VM_FILE: &str = "vm";
 /// The monitor's socket: every host client's way to the guest (vm/mux.rs).
 const MUX_SOCK: &str = "mux.sock";
 const FS_SOCK: &str = "fs.sock";
+/// The socket of the virtiofsd sharing the bind mounts' sources (vm/binds.rs).
+const BINDS_SOCK: &str = "binds.sock";
 const EXIT_FILE: &str = "exit";
 const CONSOLE_LOG: &str = "console.log";
 
@@ -74,6 +77,8 @@ pub struct Plan {
     pub kvm: bool,
     pub sandbox: bool,
     pub virtiofsd: Option<PathBuf>,
+    /// Host bind mounts, shared by a virtiofsd of their own (vm/binds.rs).
+    pub binds: binds::Binds,
 }
 
 /// "512", "512M", "2G" -> MiB.
@@ -181,7 +186,8 @@ impl Plan {
             }
             None => None,
         };
-        let virtiofsd = if image.is_none() {
+        let binds = binds::plan(spec, &bundle.dir)?;
+        let virtiofsd = if image.is_none() || !binds.shares.is_empty() {
             Some(image::virtiofsd()?)
         } else {
             None
@@ -211,6 +217,7 @@ impl Plan {
             kvm,
             sandbox,
             virtiofsd,
+            binds,
         })
     }
 
@@ -282,6 +289,12 @@ impl Plan {
                 cmd.arg("-device")
                     .arg(format!("vhost-user-fs-device,chardev=fs,tag={}", proto::FS_TAG));
             }
+        }
+        if !self.binds.shares.is_empty() {
+            cmd.arg("-chardev")
+                .arg(format!("socket,id=binds,path=/proc/self/fd/{QEMU_DIR_FD}/{BINDS_SOCK}"));
+            cmd.arg("-device")
+                .arg(format!("vhost-user-fs-device,chardev=binds,tag={}", proto::BINDS_TAG));
         }
         cmd.args(&self.hv_params);
         cmd
@@ -426,8 +439,9 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
 }
 
 /// The config.json the guest sees: the root where the agent mounts it, only the hooks that run in
-/// the container (hooks.rs), no host CPU/device limits (confine.rs), no host namespace paths, no host bind mounts (not shared into the VM).
-pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
+/// the container (hooks.rs), no host CPU/device limits (confine.rs), no host namespace paths, and
+/// bind mounts whose sources are their shares in the guest (binds.rs).
+pub fn guest_config(spec: &Spec, binds: &binds::Binds) -> Result<serde_json::Value> {
     let mut v = serde_json::to_value(spec).map_err(|e| err!("config.json: {e}"))?;
     v["root"]["path"] = proto::GUEST_ROOTFS.into();
     hooks::adapt_guest_hooks(&mut v);
@@ -451,21 +465,7 @@ pub fn guest_config(spec: &Spec) -> Result<serde_json::Value> {
             keep
         });
     }
-    if let Some(ms) = v.get_mut("mounts").and_then(|m| m.as_array_mut()) {
-        ms.retain(|m| {
-            let bind = m["type"] == "bind"
-                || m["options"]
-                    .as_array()
-                    .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"));
-            if bind {
-                crate::log::warn(&format!(
-                    "mounts: bind mount at {} not shared into the VM; skipped",
-                    m["destination"].as_str().unwrap_or("?")
-                ));
-            }
-            !bind
-        });
-    }
+    binds::adapt_guest_mounts(&mut v, binds);
     Ok(v)
 }
 
@@ -570,23 +570,26 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
         relay::control_terminal(t.as_raw_fd());
     }
-    let mut fsd = None;
-    if let (Some(bin), Some(l)) = (&plan.virtiofsd, fs) {
-        let fd = l.as_raw_fd();
-        let mut c = Command::new(bin);
-        c.arg("--fd=3").arg("--shared-dir").arg(rootfs).args([
-            "--cache=auto",
-            "--sandbox=namespace",
-            "--log-level=error",
-            "--xattr",
-        ]);
-        c.stdin(std::process::Stdio::null());
-        // SAFETY: async-signal-safe calls between fork and exec.
-        unsafe { c.pre_exec(move || clear_cloexec_to(fd, 3).and_then(|_| confine::no_new_privs())) };
-        match c.spawn() {
-            Ok(ch) => fsd = Some(ch),
+    let mut fsd = Vec::new();
+    let bin = plan.virtiofsd.as_deref().unwrap_or(Path::new("virtiofsd"));
+    if let Some(l) = fs {
+        match spawn_virtiofsd(bin, l, rootfs, None) {
+            Ok(ch) => fsd.push(ch),
             Err(e) => {
                 eprintln!("berth: VM container: start {}: {e}", bin.display());
+                return 255;
+            }
+        }
+    }
+    if let Some((l, staging, stage)) = &mux.binds {
+        match spawn_virtiofsd(bin, l, staging, Some(stage.clone())) {
+            Ok(ch) => fsd.push(ch),
+            Err(e) => {
+                eprintln!("berth: VM container: bind mounts: start {}: {e}", bin.display());
+                for mut f in fsd {
+                    let _ = f.kill();
+                    let _ = f.wait();
+                }
                 return 255;
             }
         }
@@ -644,7 +647,7 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
             (None, None)
         }
     };
-    if let Some(mut f) = fsd {
+    for mut f in fsd {
         let _ = f.kill();
         let _ = f.wait();
     }
@@ -658,6 +661,37 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         .unwrap_or(255)
 }
 
+/// Start a virtiofsd serving `shared` on the listening socket `l` (its descriptor 3), with its
+/// own namespace sandbox and no_new_privs; `stage` makes the bind mounts' staging tree first, in
+/// a mount namespace of its own (binds.rs).
+fn spawn_virtiofsd(
+    bin: &Path,
+    l: &UnixListener,
+    shared: &Path,
+    stage: Option<binds::Stage>,
+) -> std::io::Result<std::process::Child> {
+    let fd = l.as_raw_fd();
+    let mut c = Command::new(bin);
+    c.arg("--fd=3").arg("--shared-dir").arg(shared).args([
+        "--cache=auto",
+        "--sandbox=namespace",
+        "--log-level=error",
+        "--xattr",
+    ]);
+    c.stdin(std::process::Stdio::null());
+    // SAFETY: async-signal-safe calls between fork and exec (the stage is prepared beforehand).
+    unsafe {
+        c.pre_exec(move || {
+            clear_cloexec_to(fd, 3)?;
+            if let Some(s) = &stage {
+                s.enter()?;
+            }
+            confine::no_new_privs()
+        })
+    };
+    c.spawn()
+}
+
 /// What the monitor serves besides qemu: host clients, and the container process's stdio.
 struct Mon {
     listener: UnixListener,
@@ -665,6 +699,8 @@ struct Mon {
     tty: Option<OwnedFd>,
     /// Whether the monitor's stdin (inherited from Berth) is relayed to the container's process.
     stdin: bool,
+    /// The bind mounts' virtiofsd: its socket, the staging directory it shares, what it mounts.
+    binds: Option<(UnixListener, PathBuf, binds::Stage)>,
 }
 
 /// How the container's process is attached to Berth's caller.
@@ -709,7 +745,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
         _ => None,
     };
     let stdin = !terminal && relay::stdin_worth_reading(0, att.stdin_tty);
-    let mut config = guest_config(&bundle.spec)?;
+    let mut config = guest_config(&bundle.spec, &plan.binds)?;
     if let Some((rows, cols)) = tty.as_ref().and_then(|t| relay::win_size(t.as_raw_fd())) {
         config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
     }
@@ -717,6 +753,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
         config,
         stdin,
         root_device: plan.image.as_ref().map(|_| "/dev/vda".to_string()),
+        binds: !plan.binds.shares.is_empty(),
     };
     let line = format!(
         "create {}",
@@ -742,12 +779,22 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     if host_cg.owned {
         undo.cgroup = Some(crate::cgroups::Cgroup::open(&host_cg.path));
     }
-    let fs = match plan.virtiofsd {
-        Some(_) => {
-            let (p, _fd) = sock_path(&dir, FS_SOCK)?;
-            Some(UnixListener::bind(p).with_ctx(|| format!("{}", dir.join(FS_SOCK).display()))?)
+    let bind_sock = |name: &str| -> Result<UnixListener> {
+        let (p, _fd) = sock_path(&dir, name)?;
+        UnixListener::bind(p).with_ctx(|| format!("{}", dir.join(name).display()))
+    };
+    let fs = match plan.image {
+        None => Some(bind_sock(FS_SOCK)?),
+        Some(_) => None,
+    };
+    let binds_fs = match plan.binds.shares.is_empty() {
+        false => {
+            let staging = dir.join(binds::STAGING);
+            std::fs::create_dir(&staging).with_ctx(|| format!("{}", staging.display()))?;
+            let stage = binds::Stage::new(&staging, &plan.binds).ctx("mounts")?;
+            Some((bind_sock(BINDS_SOCK)?, staging, stage))
         }
-        None => None,
+        true => None,
     };
     let listener = {
         let (p, _fd) = sock_path(&dir, MUX_SOCK)?;
@@ -759,7 +806,12 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     // The status marker `created` is read from (a plain file here; there is no fifo in a VM).
     std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
     let gate = confine::Gate::new()?;
-    let mon = Mon { listener, tty, stdin };
+    let mon = Mon {
+        listener,
+        tty,
+        stdin,
+        binds: binds_fs,
+    };
     // SAFETY: Berth is single-threaded; the child only runs the monitor and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -998,10 +1050,17 @@ mod tests {
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                        {"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind"]}],
             "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}]}}));
-        let g = guest_config(&s).unwrap();
+        let binds = binds::Binds {
+            shares: Vec::new(),
+            of_mount: vec![(1, 0)],
+        };
+        let g = guest_config(&s, &binds).unwrap();
         assert_eq!(g["root"]["path"], proto::GUEST_ROOTFS);
         assert!(g.get("hooks").is_none(), "poststop runs on the host");
-        assert_eq!(g["mounts"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            g["mounts"][1]["source"], "/run/binds/0",
+            "the bind's share in the guest"
+        );
         assert_eq!(g["linux"]["namespaces"].as_array().unwrap().len(), 1);
     }
 }

@@ -22,6 +22,9 @@ pub const PORT_STDERR: &str = "berth.stderr";
 pub const PORT_EXIT: &str = "berth.exit";
 /// The virtio-fs tag of the shared rootfs.
 pub const FS_TAG: &str = "rootfs";
+/// The virtio-fs tag of the host bind mounts' sources (vm/binds.rs), and where the guest mounts it.
+pub const BINDS_TAG: &str = "binds";
+pub const GUEST_BINDS: &str = "/run/binds";
 /// Where the guest mounts the container's root and writes the guest bundle.
 pub const GUEST_ROOTFS: &str = "/run/rootfs";
 pub const GUEST_BUNDLE: &str = "/run/bundle";
@@ -42,6 +45,9 @@ pub struct CreateMsg {
     /// A block device to mount as the root (from `vm.image`) instead of the shared directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root_device: Option<String>,
+    /// The bind mounts' sources are shared (tag [`BINDS_TAG`]): mount them at [`GUEST_BINDS`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub binds: bool,
 }
 
 /// The argument of `exec`.
