@@ -12,6 +12,9 @@ Measures (each runtime on the same busybox bundle, same machine, same run):
              container's memory cgroup by the runtime during create (memory.max_usage_in_bytes)
   mounts     `run` latency with 0, 10, 50 and 200 bind mounts
   seccomp    `run` latency with a seccomp profile of podman's default size (~370 rules)
+`run`, `exec`, the bind-mount and the seccomp rows are timed interleaved (round-robin: one call of each
+runtime per round), so that a busy machine's drift hits all runtimes alike; the split lifecycle uses
+hyperfine (it needs --prepare).
 Results print as a table and go to a JSON file that bench/compare.py can compare with an earlier one.
 crun refuses this machine's hybrid cgroup layout, so the whole run happens in a private mount
 namespace where /sys/fs/cgroup/unified is unmounted: every runtime sees the same cgroup v1 hierarchy.
@@ -115,6 +118,28 @@ def hyperfine(cmds, runs, prepare=None, shell=True):
     return res
 
 
+def interleaved(cmds, runs, warmup=3):
+    """Time commands round-robin: each round runs every command once, in turn, so that the drift of a
+    busy machine (other jobs, frequency, page cache) hits every runtime alike; hyperfine times one
+    command's runs in a block, and on our 2-core VMs two blocks of the same command differed by 15%.
+    posix_spawn + waitpid, no shell; stdio on /dev/null. Returns {name: {median, min, max, mean}} in ms."""
+    null = [(os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_RDWR, 0) for fd in (0, 1, 2)]
+    times = {name: [] for name, _ in cmds}
+    for i in range(warmup + runs):
+        for name, cmd in cmds:
+            argv = cmd.split()
+            t = time.perf_counter_ns()
+            pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=null)
+            _, status = os.waitpid(pid, 0)
+            dt = (time.perf_counter_ns() - t) / 1e6
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise RuntimeError(f"{cmd}: exit status {os.waitstatus_to_exitcode(status)}")
+            if i >= warmup:
+                times[name].append(dt)
+    return {n: {"median": round(statistics.median(v), 3), "min": round(min(v), 3), "max": round(max(v), 3),
+                "mean": round(statistics.mean(v), 3)} for n, v in times.items()}
+
+
 class Runtime:
     def __init__(self, path, work):
         self.path = path
@@ -132,7 +157,7 @@ class Runtime:
 
 
 def bench_run(rts, bundle, runs):
-    return hyperfine([(rt.name, rt.cmd("run", "--bundle", bundle, "b-" + rt.name)) for rt in rts], runs, shell=False)
+    return interleaved([(rt.name, rt.cmd("run", "--bundle", bundle, "b-" + rt.name)) for rt in rts], runs)
 
 
 def wait_stopped(rt, cid, timeout=5):
@@ -176,7 +201,7 @@ def bench_exec(rts, sleeper, runs):
             rt.has_exec = False
             continue
         cmds.append((rt.name, rt.cmd("exec", c, "/bin/true")))
-    res = hyperfine(cmds, runs, shell=False) if cmds else {}
+    res = interleaved(cmds, runs) if cmds else {}
     for rt in rts:
         rt.run("delete", "--force", "e-" + rt.name, check=False)
     return res
