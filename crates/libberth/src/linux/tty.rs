@@ -97,7 +97,7 @@ fn write_all(fd: RawFd, mut data: &[u8]) {
 }
 
 /// Read once from `fd` into `buf`: Some(n) (0 = end), None = nothing now (EAGAIN/EINTR).
-fn read_some(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
+pub(crate) fn read_some(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
     // SAFETY: buf is valid for its length.
     let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
     if n >= 0 {

@@ -88,19 +88,8 @@ pub fn control_terminal(peer: RawFd) {
     }
 }
 
-/// Read once: Some(n) (0 = end), None = nothing now.
-pub(crate) fn read_some(fd: RawFd, buf: &mut [u8]) -> Option<usize> {
-    // SAFETY: buf is valid for its length.
-    let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-    if n >= 0 {
-        return Some(n as usize);
-    }
-    match std::io::Error::last_os_error().raw_os_error() {
-        Some(libc::EAGAIN) | Some(libc::EINTR) => None,
-        // EIO: a pty whose other side is closed.
-        _ => Some(0),
-    }
-}
+/// Read once: Some(n) (0 = end, also EIO of a pty whose other side is closed), None = nothing now.
+pub(crate) use crate::linux::tty::read_some;
 
 /// One chunk from the front of `q` to `fd` (poll said it has room); bytes written, None on error.
 fn write_chunk(fd: RawFd, q: &mut Vec<u8>) -> Option<usize> {
