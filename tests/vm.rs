@@ -187,7 +187,9 @@ fn vm_host_side_is_confined_and_hooks_run_in_order() {
     let id = unique_id();
     let cg_path = format!("/berth-test-vm/{id}");
     let hooks = TempDir::new("vmhooks");
-    let mut b = Bundle::sh("cat /sys/fs/cgroup/pids.max > /pids-max; nproc > /nproc; exec sleep 600");
+    let mut b = Bundle::sh(
+        "cat /sys/fs/cgroup/pids.max > /pids-max; grep MemTotal /proc/meminfo > /memtotal; nproc > /nproc; exec sleep 600",
+    );
     vm(&mut b).writable_root();
     b.config["linux"]["cgroupsPath"] = json!(cg_path);
     b.config["linux"]["resources"] = json!({
@@ -311,6 +313,17 @@ fn vm_host_side_is_confined_and_hooks_run_in_order() {
         "42"
     );
     assert_eq!(std::fs::read_to_string(b.rootfs().join("nproc")).unwrap().trim(), "2");
+    // The memory limit is the guest's RAM: the guest kernel sees 200 MiB less its own reservations.
+    let kib: u64 = std::fs::read_to_string(b.rootfs().join("memtotal"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal");
+    assert!(
+        kib > 150 << 10 && kib <= 200 << 10,
+        "guest MemTotal {kib} kB for a 200 MiB limit"
+    );
 
     // update: the host cgroup takes CPU changes; guest RAM cannot change.
     rt.cmd(&["update", "--cpu-quota", "100000", &id])
