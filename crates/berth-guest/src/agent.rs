@@ -114,16 +114,6 @@ fn with_stdio<T>(fds: [RawFd; 3], f: impl FnOnce() -> T) -> R<T> {
     Ok(r)
 }
 
-fn exit_code(st: i32) -> i32 {
-    if libc::WIFEXITED(st) {
-        libc::WEXITSTATUS(st)
-    } else if libc::WIFSIGNALED(st) {
-        128 + libc::WTERMSIG(st)
-    } else {
-        255
-    }
-}
-
 fn null() -> R<File> {
     File::options()
         .read(true)
@@ -383,7 +373,7 @@ impl Agent {
                 return;
             }
             if let Some(s) = self.streams.values_mut().find(|s| s.pid == r && s.exit.is_none()) {
-                s.exit = Some(exit_code(st));
+                s.exit = Some(libberth::signal::exit_code(st));
             }
         }
     }

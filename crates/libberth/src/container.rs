@@ -651,13 +651,7 @@ impl SignalGuard {
                     break;
                 }
                 if r == pid {
-                    return if libc::WIFEXITED(status) {
-                        libc::WEXITSTATUS(status)
-                    } else if libc::WIFSIGNALED(status) {
-                        128 + libc::WTERMSIG(status)
-                    } else {
-                        1
-                    };
+                    return crate::signal::exit_code(status);
                 }
             }
             let mut sig = 0;

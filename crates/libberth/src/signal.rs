@@ -72,6 +72,18 @@ pub fn parse(s: &str) -> Result<i32> {
     }
 }
 
+/// The exit code a shell reports for a wait status: the process's own, or 128 + the signal that
+/// killed it (1 for a status that is neither, which waitpid without WUNTRACED never returns).
+pub fn exit_code(status: i32) -> i32 {
+    if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else if libc::WIFSIGNALED(status) {
+        128 + libc::WTERMSIG(status)
+    } else {
+        1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,16 +61,6 @@ fn copy_size(master: RawFd) {
     }
 }
 
-fn exit_code(status: i32) -> i32 {
-    if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else if libc::WIFSIGNALED(status) {
-        128 + libc::WTERMSIG(status)
-    } else {
-        1
-    }
-}
-
 fn write_all(fd: RawFd, mut data: &[u8]) {
     while !data.is_empty() {
         // SAFETY: data is valid for its length.
@@ -184,7 +174,7 @@ pub fn relay(master: OwnedFd, pid: i32, set: &libc::sigset_t) -> i32 {
                             break;
                         }
                         if r == pid {
-                            code = Some(exit_code(status));
+                            code = Some(crate::signal::exit_code(status));
                         }
                     },
                     libc::SIGWINCH => copy_size(m),
