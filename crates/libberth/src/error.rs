@@ -11,6 +11,16 @@ pub struct Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A libc call's return value as an io::Result: negative is the thread's errno. No allocation, so
+/// usable between fork and exec.
+pub(crate) fn check_rc(r: libc::c_int) -> std::io::Result<()> {
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
 impl Error {
     pub fn new(msg: impl Into<String>) -> Self {
         Error {

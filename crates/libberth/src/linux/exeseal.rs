@@ -17,22 +17,10 @@
 //! (kernel < 5.12) or the privilege to use it (rootless), Berth carries on unprotected and says so
 //! at debug level.
 
+use super::fs::{self, MOUNT_ATTR_NODEV, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, OPEN_TREE_CLONE};
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-const OPEN_TREE_CLOEXEC: libc::c_uint = libc::O_CLOEXEC as libc::c_uint;
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const MOUNT_ATTR_NOSUID: u64 = 0x2;
-const MOUNT_ATTR_NODEV: u64 = 0x4;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// The environment variable in which a sealed re-exec learns the installed binary's path.
 const EXE_VAR: &str = "BERTH_INSTALLED_EXE";
@@ -67,72 +55,49 @@ pub fn reexec_sealed() {
 }
 
 fn try_reexec() -> std::io::Result<()> {
-    // SAFETY: plain system calls with valid, NUL-terminated arguments.
+    let tree = fs::open_tree(libc::AT_FDCWD, c"/proc/self/exe", OPEN_TREE_CLONE)?;
+    fs::mount_setattr(
+        tree.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH,
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+        None,
+    )?;
+    let args: Vec<CString> = std::env::args_os()
+        .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
+        .collect();
+    // The sealed image sees itself as "/" of a detached mount: pass on where it was installed.
+    let installed = std::fs::read_link("/proc/self/exe").unwrap_or_default();
+    let env: Vec<CString> = std::env::vars_os()
+        .filter(|(k, _)| k != EXE_VAR)
+        .chain(std::iter::once((EXE_VAR.into(), installed.into_os_string())))
+        .map(|(k, v)| {
+            let mut kv = k;
+            kv.push("=");
+            kv.push(v);
+            CString::new(kv.as_bytes()).unwrap_or_default()
+        })
+        .collect();
+    let argv: Vec<*const libc::c_char> = args
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = env
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    // SAFETY: execveat of our sealed tree with NUL-terminated, NULL-ended argv and envp.
     unsafe {
-        let fd = libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/proc/self/exe".as_ptr(),
-            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC,
-        );
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = fd as libc::c_int;
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        if libc::syscall(
-            libc::SYS_mount_setattr,
-            fd,
-            c"".as_ptr(),
-            libc::AT_EMPTY_PATH,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        ) != 0
-        {
-            let e = std::io::Error::last_os_error();
-            libc::close(fd);
-            return Err(e);
-        }
-        let args: Vec<CString> = std::env::args_os()
-            .map(|a| CString::new(a.as_bytes()).unwrap_or_default())
-            .collect();
-        // The sealed image sees itself as "/" of a detached mount: pass on where it was installed.
-        let installed = std::fs::read_link("/proc/self/exe").unwrap_or_default();
-        let env: Vec<CString> = std::env::vars_os()
-            .filter(|(k, _)| k != EXE_VAR)
-            .chain(std::iter::once((EXE_VAR.into(), installed.into_os_string())))
-            .map(|(k, v)| {
-                let mut kv = k;
-                kv.push("=");
-                kv.push(v);
-                CString::new(kv.as_bytes()).unwrap_or_default()
-            })
-            .collect();
-        let argv: Vec<*const libc::c_char> = args
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp: Vec<*const libc::c_char> = env
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
         libc::syscall(
             libc::SYS_execveat,
-            fd,
+            tree.as_raw_fd(),
             c"".as_ptr(),
             argv.as_ptr(),
             envp.as_ptr(),
             libc::AT_EMPTY_PATH,
-        );
-        let e = std::io::Error::last_os_error();
-        libc::close(fd);
-        Err(e)
-    }
+        )
+    };
+    Err(std::io::Error::last_os_error())
 }

@@ -23,6 +23,74 @@ pub(crate) const RESOLVE_NO_SYMLINKS: u64 = 0x04;
 pub(crate) const RESOLVE_BENEATH: u64 = 0x08;
 pub(crate) const RESOLVE_IN_ROOT: u64 = 0x10;
 
+/// open_tree(2): a detached copy of the mount (a bind mount no namespace can see yet).
+pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
+/// mount_setattr(2) attributes.
+pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+
+/// open_tree(2) of `path` under `dir` with `flags` (OPEN_TREE_CLONE, AT_RECURSIVE, ...); the
+/// descriptor is always close-on-exec.
+pub(crate) fn open_tree(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_uint) -> std::io::Result<OwnedFd> {
+    // SAFETY: path is NUL-terminated; the result is a new descriptor we own.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dir,
+            path.as_ptr(),
+            flags | libc::O_CLOEXEC as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: just created.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// mount_setattr(2): set the MOUNT_ATTR_* bits `set` on the mount at `path` under `dir` (`at`:
+/// AT_EMPTY_PATH, AT_RECURSIVE), with the ID mapping of `userns` for MOUNT_ATTR_IDMAP. No
+/// allocation: usable between fork and exec.
+pub(crate) fn mount_setattr(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    at: libc::c_int,
+    set: u64,
+    userns: Option<RawFd>,
+) -> std::io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map_or(0, |fd| fd as u64),
+    };
+    // SAFETY: path is NUL-terminated, attr is a valid mount_attr of the size we pass.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            dir,
+            path.as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// openat2(2) of `path` under `dir` with open `flags` and `resolve` restrictions, retried on
 /// EAGAIN/EINTR.
 pub(crate) fn openat2(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_int, resolve: u64) -> std::io::Result<OwnedFd> {

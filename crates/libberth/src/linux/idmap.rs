@@ -7,22 +7,12 @@
 //! to init over the sync channel (`I<index>` + SCM_RIGHTS), which attaches it at the destination
 //! with `move_mount` in place of the bind mount. `ridmap` maps every mount of an `rbind` tree.
 
+use super::fs::{self, MOUNT_ATTR_IDMAP, OPEN_TREE_CLONE};
 use crate::error::Context;
 use crate::{bail, Error, Result};
 use oci_spec::runtime::{LinuxIdMapping, Mount, Spec};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
-
-const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
-
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
 
 /// Whether the mount asks for an ID mapping; Some(recursive) if so.
 pub fn wanted(m: &Mount) -> Option<bool> {
@@ -116,46 +106,19 @@ pub fn prepare(spec: &Spec, bundle: &Path, init: i32) -> Result<Vec<(usize, Owne
         let csrc = std::ffi::CString::new(src.as_os_str().as_encoded_bytes())
             .map_err(|_| crate::err!("{field}.source: NUL byte"))?;
         let rbind = m.options().iter().flatten().any(|o| o == "rbind");
-        let flags = OPEN_TREE_CLONE
-            | libc::O_CLOEXEC as libc::c_uint
-            | if rbind { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
-        // SAFETY: open_tree with a NUL-terminated path.
-        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, csrc.as_ptr(), flags) };
-        if fd < 0 {
-            return Err(Error::sys(
-                format!("{field}.source {}", src.display()),
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fresh descriptor.
-        let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: userns.as_raw_fd() as u64,
-        };
+        let flags = OPEN_TREE_CLONE | if rbind { libc::AT_RECURSIVE as libc::c_uint } else { 0 };
+        let tree = fs::open_tree(libc::AT_FDCWD, &csrc, flags)
+            .map_err(|e| Error::sys(format!("{field}.source {}", src.display()), e))?;
         let at = libc::AT_EMPTY_PATH | if ridmap { libc::AT_RECURSIVE } else { 0 };
-        // SAFETY: mount_setattr on our detached tree with a valid attribute struct.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                at,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r != 0 {
-            return Err(Error::sys(
+        fs::mount_setattr(tree.as_raw_fd(), c"", at, MOUNT_ATTR_IDMAP, Some(userns.as_raw_fd())).map_err(|e| {
+            Error::sys(
                 format!(
                     "{field}: ID-map {} (does its filesystem support ID-mapped mounts?)",
                     src.display()
                 ),
-                std::io::Error::last_os_error(),
-            ));
-        }
+                e,
+            )
+        })?;
         out.push((i, tree));
     }
     Ok(out)

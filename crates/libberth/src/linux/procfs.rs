@@ -8,6 +8,7 @@
 //! (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) and checks
 //! that the opened file is on procfs. The handle is made once, only when something is written.
 
+use super::fs::OPEN_TREE_CLONE;
 use crate::{bail, Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::OnceLock;
@@ -19,7 +20,6 @@ const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
 const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
-const OPEN_TREE_CLONE: libc::c_uint = 1;
 
 fn is_procfs(fd: RawFd) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -60,20 +60,7 @@ fn fresh_procfs() -> std::io::Result<OwnedFd> {
 }
 
 fn cloned_proc() -> std::io::Result<OwnedFd> {
-    // SAFETY: NUL-terminated path; the result is a new descriptor we own.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            libc::AT_FDCWD,
-            c"/proc".as_ptr(),
-            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-        )
-    };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: just created.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    super::fs::open_tree(libc::AT_FDCWD, c"/proc", OPEN_TREE_CLONE)
 }
 
 /// This process's private procfs handle (made on first use).

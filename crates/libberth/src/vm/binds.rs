@@ -130,25 +130,19 @@ impl Stage {
     /// host), a tmpfs on the staging directory, each source bound on a mount point of its kind,
     /// the ro ones made read-only, then the tmpfs itself.
     pub fn enter(&self) -> std::io::Result<()> {
-        let ok = |r: libc::c_int| {
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        };
+        use crate::error::check_rc;
         let null = std::ptr::null::<libc::c_char>();
         // SAFETY: syscalls with NUL-terminated strings that outlive them.
         unsafe {
-            ok(libc::unshare(libc::CLONE_NEWNS))?;
-            ok(libc::mount(
+            check_rc(libc::unshare(libc::CLONE_NEWNS))?;
+            check_rc(libc::mount(
                 null,
                 c"/".as_ptr(),
                 null,
                 libc::MS_REC | libc::MS_SLAVE,
                 std::ptr::null(),
             ))?;
-            ok(libc::mount(
+            check_rc(libc::mount(
                 c"tmpfs".as_ptr(),
                 self.root.as_ptr(),
                 c"tmpfs".as_ptr(),
@@ -157,7 +151,7 @@ impl Stage {
             ))?;
             for (src, dst, s) in &self.entries {
                 if s.dir {
-                    ok(libc::mkdir(dst.as_ptr(), 0o755))?;
+                    check_rc(libc::mkdir(dst.as_ptr(), 0o755))?;
                 } else {
                     let fd = libc::open(dst.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC, 0o644);
                     if fd < 0 {
@@ -166,7 +160,7 @@ impl Stage {
                     libc::close(fd);
                 }
                 let rec = if s.rec { libc::MS_REC } else { 0 };
-                ok(libc::mount(
+                check_rc(libc::mount(
                     src.as_ptr(),
                     dst.as_ptr(),
                     null,
@@ -177,7 +171,7 @@ impl Stage {
                     read_only(dst, s.rec)?;
                 }
             }
-            ok(libc::mount(
+            check_rc(libc::mount(
                 null,
                 self.root.as_ptr(),
                 null,
@@ -191,36 +185,17 @@ impl Stage {
 /// Make a bind mount read-only: the whole tree with mount_setattr(AT_RECURSIVE) when `rec`,
 /// else (or on a kernel without it) the top mount by a remount.
 fn read_only(dst: &CString, rec: bool) -> std::io::Result<()> {
-    #[repr(C)]
-    struct MountAttr {
-        set: u64,
-        clr: u64,
-        propagation: u64,
-        userns_fd: u64,
-    }
-    const MOUNT_ATTR_RDONLY: u64 = 1;
-    const AT_RECURSIVE: libc::c_uint = 0x8000;
-    if rec {
-        let attr = MountAttr {
-            set: MOUNT_ATTR_RDONLY,
-            clr: 0,
-            propagation: 0,
-            userns_fd: 0,
-        };
-        // SAFETY: mount_setattr with a valid path and attribute struct.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                libc::AT_FDCWD,
-                dst.as_ptr(),
-                AT_RECURSIVE,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if r == 0 {
-            return Ok(());
-        }
+    if rec
+        && crate::linux::fs::mount_setattr(
+            libc::AT_FDCWD,
+            dst,
+            libc::AT_RECURSIVE,
+            crate::linux::fs::MOUNT_ATTR_RDONLY,
+            None,
+        )
+        .is_ok()
+    {
+        return Ok(());
     }
     // SAFETY: a remount of the bind at a NUL-terminated path.
     let r = unsafe {

@@ -294,13 +294,7 @@ impl Jail {
     /// In the child, between fork and exec: a new mount namespace, the new root, pivot into it,
     /// no capabilities, no_new_privs. Only system calls.
     pub fn enter(&self) -> std::io::Result<()> {
-        fn chk(r: libc::c_int) -> std::io::Result<()> {
-            if r < 0 {
-                Err(std::io::Error::last_os_error())
-            } else {
-                Ok(())
-            }
-        }
+        use crate::error::check_rc;
         if self.entries.is_empty() {
             // Without root (no mount namespace to make): capabilities and no_new_privs only.
             return drop_privileges();
@@ -308,15 +302,15 @@ impl Jail {
         let none = std::ptr::null::<libc::c_char>();
         // SAFETY: system calls with NUL-terminated strings prepared before the fork.
         unsafe {
-            chk(libc::unshare(libc::CLONE_NEWNS))?;
-            chk(libc::mount(
+            check_rc(libc::unshare(libc::CLONE_NEWNS))?;
+            check_rc(libc::mount(
                 none,
                 c"/".as_ptr(),
                 none,
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ))?;
-            chk(libc::mount(
+            check_rc(libc::mount(
                 c"tmpfs".as_ptr(),
                 self.root.as_ptr(),
                 c"tmpfs".as_ptr(),
@@ -331,15 +325,15 @@ impl Jail {
                             return Err(std::io::Error::last_os_error());
                         }
                     }
-                    Entry::Symlink { target, at } => chk(libc::symlink(target.as_ptr(), at.as_ptr()))?,
-                    Entry::Tmpfs(p) => chk(libc::mount(
+                    Entry::Symlink { target, at } => check_rc(libc::symlink(target.as_ptr(), at.as_ptr()))?,
+                    Entry::Tmpfs(p) => check_rc(libc::mount(
                         c"tmpfs".as_ptr(),
                         p.as_ptr(),
                         c"tmpfs".as_ptr(),
                         libc::MS_NOSUID | libc::MS_NOEXEC,
                         c"mode=755,size=64k".as_ptr().cast(),
                     ))?,
-                    Entry::Proc(p) => chk(libc::mount(
+                    Entry::Proc(p) => check_rc(libc::mount(
                         c"proc".as_ptr(),
                         p.as_ptr(),
                         c"proc".as_ptr(),
@@ -357,7 +351,7 @@ impl Jail {
                                 libc::close(fd);
                             }
                         }
-                        chk(libc::mount(
+                        check_rc(libc::mount(
                             src.as_ptr(),
                             dst.as_ptr(),
                             none,
@@ -372,14 +366,14 @@ impl Jail {
                         if !src.as_bytes().starts_with(b"/dev/") {
                             fl |= libc::MS_NODEV;
                         }
-                        chk(libc::mount(none, dst.as_ptr(), none, fl, std::ptr::null()))?;
+                        check_rc(libc::mount(none, dst.as_ptr(), none, fl, std::ptr::null()))?;
                     }
                 }
             }
-            chk(libc::chdir(self.root.as_ptr()))?;
-            chk(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
-            chk(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
-            chk(libc::chdir(c"/".as_ptr()))?;
+            check_rc(libc::chdir(self.root.as_ptr()))?;
+            check_rc(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
+            check_rc(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+            check_rc(libc::chdir(c"/".as_ptr()))?;
         }
         drop_privileges()
     }
