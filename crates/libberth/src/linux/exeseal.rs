@@ -78,16 +78,8 @@ fn try_reexec() -> std::io::Result<()> {
             CString::new(kv.as_bytes()).unwrap_or_default()
         })
         .collect();
-    let argv: Vec<*const libc::c_char> = args
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = env
-        .iter()
-        .map(|a| a.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv = super::init::c_array(&args);
+    let envp = super::init::c_array(&env);
     // SAFETY: execveat of our sealed tree with NUL-terminated, NULL-ended argv and envp.
     unsafe {
         libc::syscall(

@@ -217,22 +217,21 @@ pub(crate) struct Program {
     envp: Vec<CString>,
 }
 
+/// The NULL-ended array of pointers execve takes for `strings` (which must outlive it).
+pub(crate) fn c_array(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 impl Program {
     /// Reset the signal state, run `last` (the late seccomp load) and exec; returns only on failure.
     pub(crate) fn exec(&self, last: impl FnOnce() -> Result<()>) -> Error {
         reset_signals();
-        let argv_p: Vec<*const libc::c_char> = self
-            .argv
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
-        let envp_p: Vec<*const libc::c_char> = self
-            .envp
-            .iter()
-            .map(|a| a.as_ptr())
-            .chain(std::iter::once(std::ptr::null()))
-            .collect();
+        let argv_p = c_array(&self.argv);
+        let envp_p = c_array(&self.envp);
         if let Err(e) = last() {
             return e;
         }
