@@ -1101,3 +1101,28 @@ impl Drop for Tmux {
         let _ = self.tmux(&["kill-server"]);
     }
 }
+
+/// A static attack program built from `tests/attack/<name>.c` (cached per test process) and copied
+/// into the bundle's rootfs as `/bin/<name>`: the hostile code inside the container of the
+/// adversarial tests. Needs a C compiler with static glibc (build-essential).
+pub fn install_attack(b: &Bundle, name: &str) {
+    static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attack").join(format!("{name}.c"));
+    let out = std::env::temp_dir().join(format!("berth-attack-{}-{name}", std::process::id()));
+    {
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        if !built.iter().any(|n| n == name) {
+            let st = Command::new("cc")
+                .args(["-static", "-O2", "-Wall", "-o"])
+                .arg(&out)
+                .arg(&src)
+                .status()
+                .expect("run cc (build-essential)");
+            assert!(st.success(), "compile {}", src.display());
+            built.push(name.to_string());
+        }
+    }
+    let dest = b.rootfs().join("bin").join(name);
+    fs::copy(&out, &dest).expect("copy the attack program into the rootfs");
+    fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
+}
