@@ -20,7 +20,7 @@
 
 use super::init::{apply_process, environment};
 use super::process::{clone_raw, NsRestore};
-use super::sync::{self, Channel};
+use super::sync::{self, Channel, ExecSteps};
 use crate::container::SignalGuard;
 use crate::error::Context;
 use crate::state::Record;
@@ -462,7 +462,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         None => Ok(()),
     }
     .and_then(|_| {
-        let expect = Expect {
+        let expect = ExecSteps {
             pid: fork,
             master: process.terminal() == Some(true) && o.console_socket.is_none(),
             listener: conf.seccomp.is_some_and(|s| s.listener_path().is_some()),
@@ -485,7 +485,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
 }
 
 /// The runtime's side: place the child in the cgroup, let it go on, and follow it to its exec.
-/// Each message is taken only where the protocol has it, once (see `Expect`); the pid in `P` is
+/// Each message is taken only where the protocol has it, once (see `ExecSteps`); the pid in `P` is
 /// believed only for the runtime's own child.
 fn serve(
     chan: &Channel,
@@ -493,7 +493,7 @@ fn serve(
     child: i32,
     pid: &mut i32,
     conf: &Confinement,
-    expect: Expect,
+    expect: ExecSteps,
 ) -> Result<Option<OwnedFd>> {
     join_cgroups(targets, child)?;
     // The child may already have failed and closed its end; its message tells why.
@@ -526,34 +526,6 @@ fn serve(
                 super::seccomp::send_to_listener(s, *pid, &conf.state_json, &fd)?;
             }
         }
-    }
-}
-
-/// The messages `serve` may take, fixed by the runtime before the clone; each is taken once.
-#[derive(Clone, Copy, Debug)]
-struct Expect {
-    /// `P`, before anything else: the child forks into the pid namespace and reports the pid.
-    pid: bool,
-    /// `M` with its descriptor: a terminal without a console socket, relayed by Berth.
-    master: bool,
-    /// `N`: a seccomp profile with a listener.
-    listener: bool,
-}
-
-impl Expect {
-    fn take(&mut self, tag: u8, has_fd: bool) -> Result<()> {
-        let ok = match tag {
-            b'E' => true,
-            b'P' => std::mem::take(&mut self.pid),
-            _ if self.pid => false,
-            b'M' => has_fd && std::mem::take(&mut self.master),
-            b'N' => std::mem::take(&mut self.listener),
-            _ => false,
-        };
-        if !ok {
-            bail!("exec: unexpected message {:?} from the process", tag as char);
-        }
-        Ok(())
     }
 }
 
@@ -630,36 +602,6 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
 mod tests {
     use super::*;
 
-    #[test]
-    fn exec_messages_only_when_expected_and_once() {
-        let all = Expect {
-            pid: true,
-            master: true,
-            listener: true,
-        };
-        let none = Expect {
-            pid: false,
-            master: false,
-            listener: false,
-        };
-        let run = |mut e: Expect, msgs: &[(u8, bool)]| msgs.iter().try_for_each(|&(t, fd)| e.take(t, fd));
-        run(all, &[(b'P', false), (b'M', true), (b'N', false)]).unwrap();
-        run(none, &[(b'E', false)]).unwrap();
-        for bad in [
-            &[(b'P', false)][..],
-            &[(b'M', true)],
-            &[(b'N', false)],
-            &[(b'G', false)],
-            &[(b'U', false)],
-        ] {
-            assert!(run(none, bad).is_err(), "{bad:?}");
-        }
-        // P first and once; M with its descriptor.
-        assert!(run(all, &[(b'M', true)]).is_err());
-        assert!(run(all, &[(b'P', false), (b'P', false)]).is_err());
-        assert!(run(all, &[(b'P', false), (b'M', false)]).is_err());
-    }
-
     /// A hostile process holding the child's end of the channel reports a pid that is not the
     /// runtime's child: the runtime refuses it and never takes it for the process.
     #[test]
@@ -671,7 +613,7 @@ mod tests {
             seccomp: None,
             state_json: Vec::new(),
         };
-        let expect = Expect {
+        let expect = ExecSteps {
             pid: true,
             master: false,
             listener: false,
@@ -681,7 +623,7 @@ mod tests {
         assert_eq!(pid, 12345);
         // Unsolicited: a P when none is expected.
         theirs.send(b'P', b"1").unwrap();
-        let expect = Expect { pid: false, ..expect };
+        let expect = ExecSteps { pid: false, ..expect };
         assert!(serve(&ours, &[], 12345, &mut pid, &conf, expect).is_err());
         assert_eq!(pid, 12345);
     }

@@ -362,47 +362,6 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
     Ok(spawned)
 }
 
-/// Where init's setup stands, as the runtime sees it: each message is taken only at its step and
-/// once (`U` first; `P` only when init forks, right after the go-ahead; `H` only with
-/// createRuntime/prestart hooks; `N` only with a seccomp listener; `M` only, with its descriptor,
-/// for a terminal Berth relays; `R` last, after `H`); anything else ends the create. `E` is taken
-/// anywhere.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Steps {
-    pub(crate) mapped: bool,
-    pub(crate) want_pid: bool,
-    pub(crate) want_hooks: bool,
-    pub(crate) want_master: bool,
-    pub(crate) want_listener: bool,
-}
-
-impl Steps {
-    /// Check that `tag` (with or without a descriptor) may come now and record it.
-    pub(crate) fn take(&mut self, tag: u8, has_fd: bool) -> Result<()> {
-        let ok = match tag {
-            b'E' => true,
-            b'U' => {
-                !self.mapped && {
-                    self.mapped = true;
-                    true
-                }
-            }
-            _ if !self.mapped => false,
-            b'P' => std::mem::take(&mut self.want_pid),
-            _ if self.want_pid => false,
-            b'H' => std::mem::take(&mut self.want_hooks),
-            b'N' => std::mem::take(&mut self.want_listener),
-            b'M' => has_fd && std::mem::take(&mut self.want_master),
-            b'R' => !self.want_hooks,
-            _ => false,
-        };
-        if !ok {
-            bail!("sync channel: unexpected message {:?} from init", tag as char);
-        }
-        Ok(())
-    }
-}
-
 fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, sp: &mut Spawned) -> Result<()> {
     let linux = cfg.spec.linux().as_ref();
     #[allow(deprecated)]
@@ -410,7 +369,7 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
             || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
     });
-    let mut steps = Steps {
+    let mut steps = super::sync::InitSteps {
         mapped: false,
         want_pid: !plan.fast() && plan.forks_init(),
         want_hooks,
@@ -487,53 +446,6 @@ fn parent_of(pid: i32) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn steps(want_pid: bool, want_hooks: bool, want_master: bool, want_listener: bool) -> Steps {
-        Steps {
-            mapped: false,
-            want_pid,
-            want_hooks,
-            want_master,
-            want_listener,
-        }
-    }
-
-    fn run(mut s: Steps, msgs: &[(u8, bool)]) -> Result<()> {
-        msgs.iter().try_for_each(|&(t, fd)| s.take(t, fd))
-    }
-
-    #[test]
-    fn init_messages_only_at_their_step_and_once() {
-        let all = steps(true, true, true, true);
-        let good = [
-            (b'U', false),
-            (b'P', false),
-            (b'H', false),
-            (b'M', true),
-            (b'N', false),
-            (b'R', false),
-        ];
-        run(all, &good).unwrap();
-        run(steps(false, false, false, false), &[(b'U', false), (b'R', false)]).unwrap();
-        // Nothing before U, U once.
-        for bad in [&[(b'P', false)][..], &[(b'R', false)], &[(b'U', false), (b'U', false)]] {
-            assert!(run(all, bad).is_err(), "{bad:?}");
-        }
-        // P only when init forks, right after U, once.
-        assert!(run(steps(false, false, false, false), &[(b'U', false), (b'P', false)]).is_err());
-        assert!(run(all, &[(b'U', false), (b'H', false)]).is_err());
-        assert!(run(all, &[(b'U', false), (b'P', false), (b'P', false)]).is_err());
-        // H, M, N only when asked for; M with its descriptor; R not before the hooks.
-        let none = steps(false, false, false, false);
-        for t in [b'H', b'M', b'N', b'G', b'S', b'A', b'I', 0] {
-            assert!(run(none, &[(b'U', false), (t, true)]).is_err(), "{:?}", t as char);
-        }
-        assert!(run(steps(false, false, true, false), &[(b'U', false), (b'M', false)]).is_err());
-        assert!(run(steps(false, true, false, false), &[(b'U', false), (b'R', false)]).is_err());
-        // E anywhere.
-        run(all, &[(b'E', false)]).unwrap();
-        run(all, &[(b'U', false), (b'E', false)]).unwrap();
-    }
 
     #[test]
     fn only_own_children_are_believed() {
