@@ -304,7 +304,7 @@ pub(crate) fn apply_process(
     let caps = process.capabilities().as_ref();
     filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
     security::drop_bounding(caps)?;
-    security::set_user(process, setgroups_allowed())?;
+    security::set_user(process)?;
     security::set_capabilities(caps)?;
     security::set_no_new_privs(process)?;
     security::set_umask(process);
@@ -348,11 +348,29 @@ pub(crate) fn environment(p: &Process) -> Vec<String> {
 }
 
 fn home_of(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let passwd = read_image_file(Path::new("/etc/passwd"), 1 << 20)?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
     })
+}
+
+/// A small file of the image, read without blocking on a FIFO or a device planted in its place:
+/// opened non-blocking, read only if it is a regular file, at most `max` bytes.
+fn read_image_file(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(max).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Find args[0] in the container: as a path, or along PATH from the process's environment.
@@ -392,10 +410,6 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
         }
     }
     bail!("process.args[0]: {arg0:?}: executable file not found in $PATH ({path_var})")
-}
-
-fn setgroups_allowed() -> bool {
-    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
 }
 
 /// Restore default signal handling for the program: empty mask, default dispositions.
