@@ -59,11 +59,11 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
                 let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
                 idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
             }
-            Some((b'G', payload, _)) => {
+            Some((b'G', payload, fd)) => {
                 if open_for_maps {
                     super::fds::hide();
                 }
-                break payload;
+                break super::sync::blob(payload, fd)?;
             }
             Some((b'E', p, _)) => return Err(Error::new(String::from_utf8_lossy(&p).into_owned())),
             _ => bail!("container init: the runtime went away during setup"),
