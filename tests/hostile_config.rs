@@ -203,3 +203,224 @@ fn devices_in_a_bound_directory_get_their_mode_and_owner() {
     b.config["linux"]["devices"] = json!([{ "path": "/dev/shared/null1", "type": "c", "major": 1, "minor": 3, "fileMode": 0o640, "uid": 1000, "gid": 2000 }]);
     assert_eq!(run_ok(&b).trim(), "640 1000 2000 1 3");
 }
+
+/// Every cgroup hierarchy mounted under /sys/fs/cgroup (symlinks such as cpu,cpuacct skipped).
+fn hierarchies() -> Vec<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.procs").exists() {
+        return vec![root.to_path_buf()];
+    }
+    let mut out: Vec<_> = std::fs::read_dir(root)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| p.join("cgroup.procs").exists())
+        .collect();
+    out.sort();
+    out
+}
+
+/// A cgroup of the test's own in every hierarchy (what an engine or a co-tenant may share),
+/// removed on drop with whatever the test put in it.
+struct SharedCgroup {
+    name: String,
+    host_sleep: Option<std::process::Child>,
+}
+
+impl SharedCgroup {
+    fn new() -> SharedCgroup {
+        let name = format!("berth-shared-{}", unique_id());
+        for h in hierarchies() {
+            let dir = h.join(&name);
+            std::fs::create_dir(&dir).unwrap();
+            for f in ["cpuset.cpus", "cpuset.mems"] {
+                if let Ok(v) = std::fs::read_to_string(h.join(f)) {
+                    std::fs::write(dir.join(f), v.trim()).unwrap();
+                }
+            }
+        }
+        SharedCgroup { name, host_sleep: None }
+    }
+
+    /// A host process of the test's own, moved into the cgroup in every hierarchy.
+    fn add_host_sleep(&mut self) -> i32 {
+        let child = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+        let pid = child.id() as i32;
+        for h in hierarchies() {
+            std::fs::write(h.join(&self.name).join("cgroup.procs"), pid.to_string()).unwrap();
+        }
+        self.host_sleep = Some(child);
+        pid
+    }
+
+    fn host_sleep_alive(&mut self) -> bool {
+        self.host_sleep
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for SharedCgroup {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.host_sleep.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for h in hierarchies() {
+            let dir = h.join(&self.name);
+            for _ in 0..200 {
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_root_cgroup_and_the_runtimes_own_are_refused() {
+    if !require_root() {
+        return;
+    }
+    for path in ["/", "//", "/.", ".", "./"] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["linux"]["cgroupsPath"] = json!(path);
+        create_refused(&b, "linux.cgroupsPath");
+    }
+}
+
+#[test]
+fn a_non_empty_cgroup_cannot_be_joined() {
+    if !require_root() {
+        return;
+    }
+    let mut shared = SharedCgroup::new();
+    shared.add_host_sleep();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{}", shared.name));
+    create_refused(&b, "linux.cgroupsPath");
+    assert!(shared.host_sleep_alive(), "the host process in the cgroup was killed");
+}
+
+/// A host process enters the cgroup the container joined after the container was made: `kill
+/// --all` ends the container's processes and not it.
+#[test]
+fn kill_all_in_a_joined_cgroup_spares_processes_not_the_containers() {
+    if !require_root() {
+        return;
+    }
+    for own_pid_ns in [true, false] {
+        let mut shared = SharedCgroup::new();
+        let rt = Runtime::new();
+        let id = unique_id();
+        let mut b = Bundle::sh("sleep 30 & sleep 30 & wait");
+        if !own_pid_ns {
+            b.remove_namespace("pid");
+        }
+        b.config["linux"]["cgroupsPath"] = json!(format!("/{}", shared.name));
+        let init = rt.create_and_start(&b, &id);
+        let host = shared.add_host_sleep();
+        let procs =
+            std::fs::read_to_string(hierarchies().last().unwrap().join(&shared.name).join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l.trim() == host.to_string()), "{procs}");
+        rt.cmd(&["kill", "--all", &id, "KILL"]).ok("kill --all");
+        poll("the container's init gone", || process_gone(init));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            shared.host_sleep_alive(),
+            "kill --all killed a host process (own pid ns: {own_pid_ns})"
+        );
+        rt.delete_force(&id).ok("delete --force");
+        assert!(
+            shared.host_sleep_alive(),
+            "delete --force killed a host process (own pid ns: {own_pid_ns})"
+        );
+        assert!(
+            hierarchies()[0].join(&shared.name).exists(),
+            "a joined cgroup was removed"
+        );
+    }
+}
+
+/// The container made sub-cgroups (and moved processes into them): `delete --force` removes the
+/// whole tree, as runc does, instead of failing for ever on the non-empty directory.
+#[test]
+fn delete_force_removes_sub_cgroups_the_container_made() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let cg = format!("berth-test-{id}");
+    let mut b = Bundle::sh("sleep 30 & sleep 30 & wait");
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{cg}"));
+    let init = rt.create_and_start(&b, &id);
+    let mut children = Vec::new();
+    poll("the sleeps", || {
+        children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        children.len() == 2
+    });
+    for h in hierarchies() {
+        let deeper = h.join(&cg).join("sub/deeper");
+        std::fs::create_dir_all(&deeper).unwrap();
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            if let Ok(v) = std::fs::read_to_string(h.join(f)) {
+                std::fs::write(h.join(&cg).join("sub").join(f), v.trim()).unwrap();
+                std::fs::write(deeper.join(f), v.trim()).unwrap();
+            }
+        }
+        std::fs::write(deeper.join("cgroup.procs"), &children[0]).unwrap();
+        std::fs::create_dir(h.join(&cg).join("empty")).unwrap();
+    }
+    rt.delete_force(&id).ok("delete --force with sub-cgroups");
+    rt.assert_no_state(&id);
+    for h in hierarchies() {
+        assert!(!h.join(&cg).exists(), "{} left behind", h.join(&cg).display());
+    }
+    assert!(
+        process_gone(children[0].parse().unwrap()),
+        "a process in a sub-cgroup survived"
+    );
+}
+
+#[test]
+fn a_long_id_with_a_multibyte_char_at_byte_32_is_refused_not_a_crash() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = format!("{}é{}", "a".repeat(31), "b".repeat(1000));
+    let out = rt.create(&Bundle::new(&["true"]), &id);
+    assert_eq!(out.status.code(), Some(1), "{}", out.describe());
+    assert_err_mentions(&out, "longer than 1024 bytes", "a too long ID");
+}
+
+#[test]
+fn a_symlinked_rootfs_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    std::fs::rename(b.rootfs(), b.dir.join("real")).unwrap();
+    std::os::unix::fs::symlink("real", b.rootfs()).unwrap();
+    create_refused(&b, "root.path");
+}
+
+#[test]
+fn relative_and_dotdot_mount_destinations_are_refused() {
+    if !require_root() {
+        return;
+    }
+    for dest in ["mnt/rel", "/mnt/../../../etc"] {
+        let mut b = Bundle::new(&["true"]);
+        b.add_mount(json!({ "destination": dest, "type": "tmpfs", "source": "tmpfs" }));
+        let n = b.config["mounts"].as_array().unwrap().len() - 1;
+        create_refused(&b, &format!("mounts[{n}].destination"));
+    }
+}
