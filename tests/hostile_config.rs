@@ -424,3 +424,99 @@ fn relative_and_dotdot_mount_destinations_are_refused() {
         create_refused(&b, &format!("mounts[{n}].destination"));
     }
 }
+
+#[test]
+fn a_seccomp_profile_that_denies_everything_fails_with_a_message() {
+    if !require_root() {
+        return;
+    }
+    for (default, nnp) in [
+        ("SCMP_ACT_ERRNO", true),
+        ("SCMP_ACT_KILL", true),
+        ("SCMP_ACT_ERRNO", false),
+        ("SCMP_ACT_KILL_PROCESS", false),
+    ] {
+        let mut b = Bundle::new(&["true"]);
+        b.config["process"]["noNewPrivileges"] = json!(nnp);
+        b.config["linux"]["seccomp"] = json!({ "defaultAction": default, "syscalls": [] });
+        let rt = Runtime::new();
+        let id = unique_id();
+        let out = rt.run(&b, &id);
+        eprintln!("{default} nnp={nnp}: {}", out.describe());
+        assert!(!out.status.success(), "{default}: {}", out.describe());
+        assert_ne!(
+            out.status.code(),
+            Some(139),
+            "{default}: a crash without a message: {}",
+            out.describe()
+        );
+        assert_err_mentions(&out, "linux.seccomp", "a profile that denies everything");
+        rt.assert_no_state(&id);
+    }
+}
+
+/// The container's memory limit in bytes, as the host's cgroup has it.
+fn memory_limit(rt: &Runtime, id: &str) -> String {
+    let pid = rt.state(id)["pid"].as_i64().unwrap();
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in cg.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, ctrls, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+        if ctrls.split(',').any(|c| c == "memory") {
+            let f = Path::new("/sys/fs/cgroup/memory")
+                .join(path.trim_start_matches('/'))
+                .join("memory.limit_in_bytes");
+            return std::fs::read_to_string(f).unwrap().trim().to_string();
+        }
+        if ctrls.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let f = Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join("memory.max");
+            return std::fs::read_to_string(f).unwrap().trim().to_string();
+        }
+    }
+    panic!("no memory cgroup in {cg}");
+}
+
+#[test]
+fn update_numbers_that_overflow_are_refused_not_taken_as_no_limit() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["linux"]["resources"] = json!({ "memory": { "limit": 67108864 } });
+    rt.create_and_start(&b, &id);
+    assert_eq!(memory_limit(&rt, &id), "67108864");
+    for (flag, value) in [
+        ("--memory", "99999999999999999999999"),
+        ("--memory", "9223372036854775808"),
+        ("--memory", "8589934592g"),
+        ("--memory", "99999999999999999999.5"),
+        ("--memory-swap", "99999999999999999999999"),
+        ("--memory-reservation", "8192p"),
+        ("--pids-limit", "99999999999999999999999"),
+        ("--cpu-quota", "99999999999999999999999"),
+        ("--cpu-shares", "99999999999999999999999"),
+    ] {
+        let out = rt.cmd(&["update", flag, value, &id]);
+        assert_err_mentions(&out, flag, "update with a number that does not fit");
+        assert_eq!(memory_limit(&rt, &id), "67108864", "{flag} {value} changed the limit");
+    }
+    let dir = TempDir::new("resources");
+    for (json, field) in [
+        (r#"{"memory": {"limit": 99999999999999999999999}}"#, "memory.limit"),
+        (r#"{"memory": {"limit": 18446744073709551615}}"#, "memory.limit"),
+        (r#"{"memory": {"limit": -5}}"#, "memory.limit"),
+    ] {
+        let f = dir.join("r.json");
+        std::fs::write(&f, json).unwrap();
+        let out = rt.cmd(&["update", "--resources", f.to_str().unwrap(), &id]);
+        assert_err_mentions(&out, field, "update --resources with a number that does not fit");
+        assert_eq!(memory_limit(&rt, &id), "67108864", "{json} changed the limit");
+    }
+    rt.cmd(&["update", "--memory", "32m", &id]).ok("a sane update");
+    assert_eq!(memory_limit(&rt, &id), "33554432");
+    rt.delete_force(&id).ok("delete");
+}

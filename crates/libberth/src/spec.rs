@@ -201,6 +201,9 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
                 }
             }
         }
+        if let Some(profile) = linux.seccomp() {
+            crate::linux::seccomp::check_startable(profile)?;
+        }
         if let Some(p) = linux.rootfs_propagation() {
             crate::linux::rootfs::propagation_flags(p)
                 .ok_or_else(|| err!("linux.rootfsPropagation: unknown value {p:?}"))?;
