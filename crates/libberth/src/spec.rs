@@ -117,6 +117,16 @@ pub fn validate(spec: &Spec, bundle: &Path) -> Result<PathBuf> {
         if d.components().any(|c| c == std::path::Component::ParentDir) {
             bail!("mounts[{i}].destination: {:?} contains \"..\"", d.display());
         }
+        for (name, maps) in [("uidMappings", m.uid_mappings()), ("gidMappings", m.gid_mappings())] {
+            for (j, map) in maps.iter().flatten().enumerate() {
+                check_id_mapping(
+                    &format!("mounts[{i}].{name}[{j}]"),
+                    map.container_id(),
+                    map.host_id(),
+                    map.size(),
+                )?;
+            }
+        }
     }
     if let Some(hooks) = spec.hooks() {
         #[allow(deprecated)]
