@@ -138,6 +138,7 @@ fn device_symlink_swap_in_a_shared_directory_never_reaches_a_host_file() {
     std::fs::write(&victim, "host file").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
     const DEVICES: usize = 48;
+    const CREATES: usize = 20;
     let mut b = Bundle::new(&["true"]);
     b.bind(shared.path(), "/dev/shared", &["rw"]);
     let devices: Vec<_> = (0..DEVICES)
@@ -153,15 +154,21 @@ fn device_symlink_swap_in_a_shared_directory_never_reaches_a_host_file() {
         let (stop, dir, victim) = (stop.clone(), shared.path().to_path_buf(), victim.clone());
         std::thread::spawn(move || {
             let mut swaps = 0u64;
+            // The symlinks wait ready beside the nodes: a swap is one rename once a node shows up.
+            let ready = |i: usize| {
+                let tmp = dir.join(format!(".s{i}"));
+                let _ = std::os::unix::fs::symlink(&victim, &tmp);
+                tmp
+            };
+            let links: Vec<_> = (0..DEVICES).map(ready).collect();
             while !stop.load(Ordering::Relaxed) {
-                for i in 0..DEVICES {
+                for (i, link) in links.iter().enumerate() {
                     let name = dir.join(format!("d{i}"));
-                    if std::fs::symlink_metadata(&name).is_ok_and(|m| m.file_type().is_char_device()) {
-                        let tmp = dir.join(format!(".s{i}"));
-                        let _ = std::fs::remove_file(&tmp);
-                        if std::os::unix::fs::symlink(&victim, &tmp).is_ok() && std::fs::rename(&tmp, &name).is_ok() {
-                            swaps += 1;
-                        }
+                    if std::fs::symlink_metadata(&name).is_ok_and(|m| m.file_type().is_char_device())
+                        && std::fs::rename(link, &name).is_ok()
+                    {
+                        swaps += 1;
+                        ready(i);
                     }
                 }
             }
@@ -170,7 +177,7 @@ fn device_symlink_swap_in_a_shared_directory_never_reaches_a_host_file() {
     };
     let rt = Runtime::new();
     let mut refused = 0;
-    for _ in 0..25 {
+    for _ in 0..CREATES {
         let id = unique_id();
         if !rt.create(&b, &id).status.success() {
             refused += 1;
@@ -186,7 +193,7 @@ fn device_symlink_swap_in_a_shared_directory_never_reaches_a_host_file() {
     stop.store(true, Ordering::Relaxed);
     let swaps = tenant.join().unwrap();
     notice(&format!(
-        "device swap race: {swaps} swaps, {refused} of 25 creates refused, host file untouched"
+        "device swap race: {swaps} swaps, {refused} of {CREATES} creates refused, host file untouched"
     ));
     assert!(swaps > 0, "the co-tenant never got to swap a node");
 }

@@ -429,7 +429,9 @@ fn make_device(
     let node = open_node_nofollow(dir, &c)?;
     let st = fs::fstat(node.as_raw_fd())?;
     let rdev_matters = kind != libc::S_IFIFO;
-    if st.st_mode & libc::S_IFMT != kind || (rdev_matters && st.st_rdev != dev) {
+    // A node just made has one link: another one swapped in under the name might be a hard link
+    // to a node elsewhere.
+    if st.st_mode & libc::S_IFMT != kind || (rdev_matters && st.st_rdev != dev) || st.st_nlink != 1 {
         bail!("{name}: replaced by something else while being created (a concurrent change to the directory)");
     }
     // mknod is subject to the umask: set the mode and owner explicitly, on the node we made.
