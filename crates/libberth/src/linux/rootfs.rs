@@ -212,15 +212,17 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
             s.clone()
         }
     });
-    let make = match (&source, bind) {
-        (Some(s), true) if std::fs::metadata(s).is_ok_and(|md| !md.is_dir()) => Make::File,
+    // A bind's source is opened once (following symlinks, as a path from the config does) and
+    // mounted through that descriptor: what was looked at is what gets mounted, even if a
+    // co-tenant renames or swaps the path in between.
+    let source_fd = match (&source, bind) {
+        (Some(s), true) => Some(open_path(s).with_ctx(|| format!("source {}", s.display()))?),
+        _ => None,
+    };
+    let make = match &source_fd {
+        Some(fd) if fs::fstat(fd.as_raw_fd())?.st_mode & libc::S_IFMT != libc::S_IFDIR => Make::File,
         _ => Make::Dir,
     };
-    if bind {
-        if let Some(s) = &source {
-            std::fs::metadata(s).with_ctx(|| format!("source {}", s.display()))?;
-        }
-    }
     let target = fs::mkpath_in_root(root, dest, make)?;
     let tpath = fs::fd_path(&target);
     let src = source.as_ref().map(|s| s.to_string_lossy().into_owned());
@@ -230,8 +232,11 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
         let rec = opts.set & MsFlags::MS_REC;
         match plan.idmapped.iter().find(|(i, _)| *i == index) {
             Some((_, tree)) => super::idmap::attach(tree, &tpath)?,
-            None => sys_mount(src.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
-                .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?,
+            None => {
+                let from = source_fd.as_ref().map(fs::fd_path);
+                sys_mount(from.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
+                    .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?
+            }
         }
         let extra = opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() || !opts.clear.is_empty() {
@@ -261,6 +266,16 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An O_PATH descriptor of `path` (symlinks followed).
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
 }
 
 /// A `cgroup` mount on a v1 or hybrid host: a tmpfs holding a bind of the container's own cgroup of
