@@ -34,6 +34,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
+    if process.terminal() != Some(true) {
+        detach_from_terminal();
+    }
     if !fast {
         for (t, path) in &plan.join {
             setns(*t, path)?;
@@ -185,6 +188,16 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         crate::hooks::run_all("startContainer", list, &hook_state)?;
     }
     Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
+}
+
+/// A session of our own without a controlling terminal, as runc's init and exec have: a
+/// container that shares the caller's terminal as stdio (no `process.terminal`) cannot push input
+/// into it with TIOCSTI (allowed only on one's controlling terminal). With a terminal, the console
+/// setup makes the session and takes the pty as its controlling terminal.
+pub(crate) fn detach_from_terminal() {
+    // SAFETY: setsid takes no arguments; it fails only for a process group leader, which a freshly
+    // cloned child is not.
+    unsafe { libc::setsid() };
 }
 
 /// With a pid or time namespace in the general path: unshare it (a joined one was entered with
