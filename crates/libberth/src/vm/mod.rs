@@ -550,6 +550,36 @@ fn console_tail(dir: &Path) -> String {
     }
 }
 
+/// Mark every descriptor from `first` to `last` close-on-exec (between fork and exec: whatever
+/// the caller of Berth leaked into it, e.g. a make jobserver's pipe, does not reach qemu or
+/// virtiofsd; Rust's own exec-error pipe keeps working until the exec).
+fn cloexec_range(first: u32, last: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with integer arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, CLOSE_RANGE_CLOEXEC) };
+}
+
+/// Close what the monitor inherited without close-on-exec (Berth opens everything with it):
+/// nothing but the standard descriptors is meant for a VM container (`--preserve-fds` is refused).
+fn close_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: fcntl/close on descriptor numbers of this process; a closed one gives EBADF.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFD);
+            if fl >= 0 && fl & libc::FD_CLOEXEC == 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
     // SAFETY: dup2/fcntl on descriptors we own, between fork and exec.
     unsafe {
@@ -576,6 +606,7 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         libc::setsid();
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    close_inherited();
     if let Some(t) = &mux.tty {
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
         relay::control_terminal(t.as_raw_fd());
@@ -685,6 +716,8 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
             for &(target, src) in &plan_fds {
                 clear_cloexec_to(src, target)?;
             }
+            cloexec_range(3, (QEMU_CTL_FD - 1) as u32);
+            cloexec_range((QEMU_BINDS_FD + 1) as u32, u32::MAX);
             jail.enter()
         })
     };
@@ -795,6 +828,7 @@ fn spawn_virtiofsd(
     unsafe {
         c.pre_exec(move || {
             clear_cloexec_to(fd, 3)?;
+            cloexec_range(4, u32::MAX);
             if let Some(s) = &stage {
                 s.enter()?;
             }
@@ -1038,44 +1072,53 @@ pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
     }
 }
 
-/// End a VM container without its guest: SIGKILL to the monitor (the recorded pid, checked
-/// through a pidfd against its recorded start time; qemu and virtiofsd die with it, exec helpers
-/// see their stream close), then to every process left in the container's host cgroup when Berth
-/// made it. Waits (≤ 10 s) until the monitor is gone.
+/// End a VM container without its guest: SIGKILL to every process of the container's host cgroup
+/// when Berth made it (the monitor, qemu, virtiofsd and the exec helpers, frozen first so that
+/// they all die of it, as a Linux container's processes do: an exec's caller gets 137), then to
+/// the monitor (the recorded pid, checked through a pidfd against its recorded start time; qemu
+/// and virtiofsd die with it, exec helpers see their stream close). Waits (≤ 10 s) until the
+/// monitor is gone.
 fn end_from_host(rec: &Record) {
-    // SAFETY: pidfd_open on a pid; the descriptor is owned below.
-    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, rec.pid, 0) } as RawFd;
-    if raw >= 0 {
-        // SAFETY: a fresh descriptor.
-        let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
-        // The pidfd names one process for good: checked once, it cannot be another's later.
-        if state::process_alive(rec.pid, rec.pid_start) {
-            // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
-            unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    pidfd.as_raw_fd(),
-                    libc::SIGKILL,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            let mut p = libc::pollfd {
-                fd: pidfd.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut p, 1, 10_000) };
-        }
-    }
+    use crate::cgroups::freeze;
     if rec.cgroup_owned {
         let cg = crate::cgroups::Cgroup::open(&rec.cgroup_path);
+        let frozen = freeze::can_freeze(&cg) && freeze::freeze(&cg).is_ok();
         for pid in cg.procs() {
             // SAFETY: SIGKILL to a process of the container's own host cgroup.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        if frozen {
+            let _ = freeze::thaw(&cg);
+        }
     }
+    // SAFETY: pidfd_open on a pid; the descriptor is owned below.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, rec.pid, 0) } as RawFd;
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: a fresh descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // The pidfd names one process for good: checked once, it cannot be another's later.
+    if !state::process_alive(rec.pid, rec.pid_start) {
+        return;
+    }
+    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 10_000) };
 }
 
 /// Give a pty the size of Berth's own terminal (stdin, else stdout), if it has one.
