@@ -403,8 +403,20 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> (bool, bool) {
 
 /// Boot the guest under KVM in probe mode and look for the agent's marker on the exit port.
 fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
-    let dir = std::env::temp_dir().join(format!("berth-kvm-probe-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    // A directory of our own (made here, 0700, never one that exists already: /tmp is shared).
+    let mut nonce = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut nonce));
+    let dir = std::env::temp_dir().join(format!(
+        "berth-kvm-probe-{}-{:016x}",
+        std::process::id(),
+        u64::from_ne_bytes(nonce)
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_err() {
+            return false;
+        }
+    }
     let log = dir.join("console");
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
@@ -819,6 +831,9 @@ fn spawn_virtiofsd(
         "--sandbox=namespace",
         "--log-level=error",
         "--xattr",
+        // O_PATH descriptors, not file handles: virtiofsd then keeps no CAP_DAC_READ_SEARCH,
+        // without which open_by_handle_at cannot reach a host file outside its shared directory.
+        "--inode-file-handles=never",
         VIRTIOFSD_MODCAPS,
         VIRTIOFSD_XATTRMAP,
     ]);
