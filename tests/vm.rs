@@ -1208,6 +1208,12 @@ fn vm_guest_cannot_reach_the_state_directory_or_fill_the_disk() {
             .exists(),
         "state.json reachable from qemu"
     );
+    // Nor another qemu: it has a pid namespace of its own.
+    assert_ne!(
+        ns_link(&q.to_string(), "pid"),
+        ns_link(&monitor.to_string(), "pid"),
+        "qemu shares the host's pid namespace (other containers' qemus are uid 0 without capabilities too)"
+    );
     for e in std::fs::read_dir(format!("/proc/{q}/fd")).unwrap().flatten() {
         let target = std::fs::read_link(e.path()).unwrap_or_default();
         assert!(
@@ -1329,6 +1335,16 @@ fn vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends() {
         cgroup.lines().all(|l| l.contains(&id) || l.ends_with(":/")),
         "the exec helper is not in the container's host cgroup:\n{cgroup}"
     );
+    // It holds its stream, its stdio and its signalfd, nothing else of Berth's or its caller's.
+    for e in std::fs::read_dir(format!("/proc/{helper}/fd")).unwrap().flatten() {
+        let n: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        let t = target.to_string_lossy();
+        assert!(
+            n <= 2 || t.starts_with("socket:") || t == "anon_inode:[signalfd]",
+            "the exec helper holds descriptor {n}: {t}"
+        );
+    }
     let before = vm_hwm_kib(helper);
     rt.cmd(&[
         "exec",
