@@ -613,10 +613,13 @@ fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
 /// with it), waits for qemu, and exits with the container's status from the exit port.
 fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mux: Mon) -> i32 {
     // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu; not
-    // dumpable: no core file or /proc access to what it holds (every guest-facing descriptor).
+    // dumpable: no core file or /proc access to what it holds (every guest-facing descriptor);
+    // SIGPIPE ignored: Berth's stdout whose reader went away is an EPIPE for the port relay,
+    // which then drops what comes (as qemu did when it wrote there itself), not the VM's end.
     unsafe {
         libc::setsid();
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     close_inherited();
     if let Some(t) = &mux.tty {
