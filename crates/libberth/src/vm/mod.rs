@@ -781,12 +781,11 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
 /// what it must not make there (docs/SECURITY.md, "VM containers"). No device nodes and no file
 /// capabilities (those capabilities dropped); the guest's `security.*` and `trusted.*` xattrs are
 /// stored as `user.virtiofs.security.*`/`user.virtiofs.trusted.*` (which grant nothing on the
-/// host; the guest still sees its own names), the host's own are hidden from it, and the guest
-/// may not name `user.virtiofs.*` itself.
+/// host), the host's own are hidden from it, and the guest may not name `user.virtiofs.*` itself.
 const VIRTIOFSD_MODCAPS: &str = "--modcaps=-mknod:-setfcap";
 const VIRTIOFSD_XATTRMAP: &str = "--xattrmap=\
-:prefix:all:security.:user.virtiofs.security.:\
-:prefix:all:trusted.:user.virtiofs.trusted.:\
+:prefix:all:security.:user.virtiofs.:\
+:prefix:all:trusted.:user.virtiofs.:\
 :bad:client:user.virtiofs.::\
 :bad:server::security.:\
 :bad:server::trusted.:\
