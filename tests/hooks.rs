@@ -362,3 +362,33 @@ fn hook_that_does_not_read_its_state_does_not_kill_the_runtime() {
         rt.assert_no_state(&id);
     }
 }
+
+/// A container with a writable bind of its own bundle rewrites config.json between create and
+/// start to add a poststart hook: `start` must run the hooks recorded at create, never the file's
+/// new ones (they would run as host root).
+#[test]
+fn poststart_hooks_come_from_create_not_from_a_rewritten_bundle() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let planted = hooks.scripts.join("planted-ran");
+    let evil = hooks.host_script("evil", &format!("touch {}", planted.display()));
+    b.config["hooks"] = json!({ "poststart": [hooks.host_hook(&b, "poststart")] });
+    let id = unique_id();
+    rt.create(&b, &id).ok("create");
+    // What the container would write through its bind of the bundle directory.
+    let mut rewritten = b.config.clone();
+    rewritten["hooks"] = json!({ "poststart": [evil] });
+    fs::write(b.config_path(), serde_json::to_string(&rewritten).unwrap()).unwrap();
+    rt.start(&id).ok("start");
+    rt.wait_for_status(&id, "stopped");
+    assert!(
+        !planted.exists(),
+        "a poststart hook planted in the bundle after create ran on the host"
+    );
+    assert_eq!(hook_names(&b), ["poststart"]);
+    rt.delete(&id).ok("delete");
+}

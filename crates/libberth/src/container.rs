@@ -114,7 +114,6 @@ struct Made {
     rec: Record,
     chan: crate::linux::sync::Channel,
     master: Option<OwnedFd>,
-    spec: oci_spec::runtime::Spec,
 }
 
 impl Runtime {
@@ -254,7 +253,6 @@ impl Runtime {
             rec,
             chan: spawned.chan,
             master: spawned.master,
-            spec: bundle.spec,
         })
     }
 
@@ -309,21 +307,8 @@ impl Runtime {
             && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
         {}
         drop(locked);
-        self.poststart(&rec);
+        run_poststart(&rec);
         Ok(())
-    }
-
-    fn poststart(&self, rec: &Record) {
-        // The bundle's config is read again only when it has poststart hooks to run.
-        let Ok(text) = std::fs::read(rec.bundle.join("config.json")) else {
-            return;
-        };
-        if !memchr_str(&text, b"\"poststart\"") {
-            return;
-        }
-        if let Ok(spec) = spec::parse(&text, "config.json") {
-            run_poststart(&spec, rec);
-        }
     }
 
     /// The OCI state document of a container.
@@ -513,7 +498,6 @@ impl Runtime {
             rec,
             chan,
             master,
-            spec,
         } = made;
         drop(locked);
         chan.send(b'S', &[])?;
@@ -526,7 +510,7 @@ impl Runtime {
             return Err(Error::new(msg));
         }
         drop(chan);
-        run_poststart(&spec, &rec);
+        run_poststart(&rec);
         if detach {
             return Ok(0);
         }
@@ -626,16 +610,14 @@ fn signal_own_members(cg: &Cgroup, rec: &Record, sig: i32) {
     }
 }
 
-fn run_poststart(spec: &oci_spec::runtime::Spec, rec: &Record) {
-    if let Some(list) = spec.hooks().as_ref().and_then(|h| h.poststart().as_ref()) {
+/// The poststart hooks recorded at create (never the bundle's config.json of now).
+fn run_poststart(rec: &Record) {
+    let list = &rec.poststart;
+    if !list.is_empty() {
         if let Err(e) = hooks::run_all("poststart", list, &hook_state(rec, rec.pid, Status::Running)) {
             crate::log::warn(&e.to_string());
         }
     }
-}
-
-fn memchr_str(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Wait (up to 10 s) for a process that is not our child to be gone.

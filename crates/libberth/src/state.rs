@@ -62,6 +62,10 @@ pub struct Record {
     /// Whether the init process is in a new pid namespace (killing it ends every process).
     #[serde(default)]
     pub own_pid_ns: bool,
+    /// The poststart hooks, run by `start` as the config said at create: never read again from the
+    /// bundle, which a container (or a VM's guest) with a writable bind of it could rewrite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub poststart: Vec<oci_spec::runtime::Hook>,
     /// The poststop hooks, run at delete when the bundle may be gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<oci_spec::runtime::Hook>,
@@ -81,6 +85,12 @@ impl Record {
             rootfs: bundle.rootfs.clone(),
             created: crate::time::now_rfc3339(),
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            poststart: bundle
+                .spec
+                .hooks()
+                .as_ref()
+                .and_then(|h| h.poststart().clone())
+                .unwrap_or_default(),
             poststop: bundle
                 .spec
                 .hooks()

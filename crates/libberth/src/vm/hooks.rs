@@ -55,20 +55,6 @@ pub fn poststart(list: &[Hook], rec: &Record) {
     }
 }
 
-/// poststart for `start`, which has only the record: the bundle's config is read again only when
-/// it has poststart hooks.
-pub fn poststart_from_bundle(rec: &Record) {
-    let Ok(text) = std::fs::read(rec.bundle.join("config.json")) else {
-        return;
-    };
-    if !text.windows(11).any(|w| w == b"\"poststart\"") {
-        return;
-    }
-    if let Ok(spec) = crate::spec::parse(&text, "config.json") {
-        poststart(&poststart_list(&spec), rec);
-    }
-}
-
 /// The hooks the guest runs: createContainer (path looked up in the rootfs) and startContainer.
 pub fn adapt_guest_hooks(v: &mut serde_json::Value) {
     let Some(o) = v.as_object_mut() else { return };

@@ -1055,7 +1055,7 @@ pub fn start(locked: &Locked, rec: &Record) -> Result<()> {
     request(&locked.dir, "start", READY_TIMEOUT).map_err(|e| e.context(format!("start container {id:?}")))?;
     let marker = locked.fifo_path();
     std::fs::remove_file(&marker).with_ctx(|| format!("remove {}", marker.display()))?;
-    hooks::poststart_from_bundle(rec);
+    hooks::poststart(&rec.poststart, rec);
     Ok(())
 }
 
