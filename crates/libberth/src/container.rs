@@ -151,6 +151,14 @@ impl Runtime {
             Some(l) => cgroups::resources::plan(&cgroup, l, cgroups::resources::Mode::Create)?,
             None => Default::default(),
         };
+        // A frozen cgroup would stop init as it joins, and create would wait on it for ever (runc
+        // refuses too: "container's cgroup unexpectedly frozen").
+        if let Some(dir) = cgroups::frozen_on_the_way(&cgroup) {
+            bail!(
+                "linux.cgroupsPath: the container's cgroup is frozen ({} is frozen); thaw it before creating a container in it",
+                dir.display()
+            );
+        }
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
         let mut undo = Undo {
