@@ -5,6 +5,7 @@
 //! and read-only paths, the read-only root and sysctls.
 
 use super::fs::{self, Make};
+use super::process::MountNs;
 use crate::error::Context;
 use crate::{bail, err, Error, Result};
 use nix::mount::MsFlags;
@@ -208,6 +209,7 @@ pub struct Plan<'a> {
     pub new_cgroupns: bool,
     /// Detached ID-mapped trees made by the runtime, by mount index (see `idmap`).
     pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
+    pub mount_ns: MountNs,
 }
 
 /// Before pivot_root: propagation, the rootfs as a mount point, the mounts, devices and /dev links.
@@ -225,10 +227,15 @@ pub fn prepare(plan: &Plan) -> Result<()> {
     } else {
         prop
     };
-    sys_mount(None, "/", None, first, None).ctx("make / private to the container (rootfsPropagation)")?;
     let rootfs = plan.rootfs.to_str().ok_or_else(|| err!("root.path: not valid UTF-8"))?;
-    sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-        .with_ctx(|| format!("bind root.path {rootfs} onto itself"))?;
+    // Without a mount namespace of the container's own, the mounts are the runtime's: its
+    // propagation is left alone (runc would make the host's / rslave), and the rootfs needs no
+    // mount of its own (it is chrooted into, not pivoted to).
+    if plan.mount_ns != MountNs::Runtime {
+        sys_mount(None, "/", None, first, None).ctx("make / private to the container (rootfsPropagation)")?;
+        sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .with_ctx(|| format!("bind root.path {rootfs} onto itself"))?;
+    }
     let root = fs::open_dir(plan.rootfs)?;
     let mut dev_is_bound = false;
     for (i, m) in plan.spec.mounts().iter().flatten().enumerate() {
@@ -723,8 +730,16 @@ fn create_devices(plan: &Plan, root: RawFd) -> Result<()> {
     Ok(())
 }
 
-/// Make the prepared rootfs the root: pivot_root, or with `no_pivot` move it over / and chroot.
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// Make the prepared rootfs the root: pivot_root, or with `no_pivot` move it over / and chroot;
+/// in a mount namespace that is not the container's own (joined, or the runtime's), a chroot
+/// only: a pivot_root there would move every other process of that namespace too.
+pub fn enter(rootfs: &Path, no_pivot: bool, mount_ns: MountNs) -> Result<()> {
+    if mount_ns != MountNs::New {
+        nix::unistd::chdir(rootfs).ctx("chdir to rootfs")?;
+        nix::unistd::chroot(".").ctx("chroot")?;
+        nix::unistd::chdir("/").ctx("chdir /")?;
+        return Ok(());
+    }
     if no_pivot {
         hide_host_procfs_and_sysfs(rootfs)?;
         nix::unistd::chdir(rootfs).ctx("chdir to rootfs")?;
@@ -787,6 +802,32 @@ fn hide_host_procfs_and_sysfs(rootfs: &Path) -> Result<()> {
                     .with_ctx(|| format!("--no-pivot: cover {ps}"))?;
             }
             Err(e) => return Err(Error::sys(format!("--no-pivot: detach {ps}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Detach every mount strictly below `rootfs` in the runtime's own mount namespace, deepest
+/// first: what a container without a mount namespace of its own mounted there (the rootfs itself,
+/// which may be an engine's mount, stays).
+pub fn detach_mounts_under(rootfs: &Path) -> Result<()> {
+    let rootfs = std::fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ctx("/proc/self/mountinfo")?;
+    let mut below: Vec<std::path::PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(&rootfs) && *p != rootfs)
+        .collect();
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    below.dedup();
+    for p in below {
+        match nix::mount::umount2(
+            &p,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        ) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(Error::sys(format!("detach {}", p.display()), e)),
         }
     }
     Ok(())
