@@ -347,6 +347,14 @@ impl Cgroup {
                 Err(e) => return Err(Error::sys(format!("add pid {pid} to {}", f.display()), e)),
             }
         }
+        // Frozen since `create` looked (or by someone racing it): the process just added would stop
+        // there, and whoever waits on it would wait for ever. Refused, as at creation.
+        if let Some(dir) = frozen_on_the_way(self) {
+            bail!(
+                "linux.cgroupsPath: the container's cgroup is frozen ({} is frozen); thaw it before creating a container in it",
+                dir.display()
+            );
+        }
         Ok(())
     }
 
