@@ -418,3 +418,43 @@ fn without_a_mount_namespace_masked_paths_are_refused() {
     rt.delete_force(&id);
     rt.assert_no_state(&id);
 }
+
+#[test]
+fn exec_enters_the_root_of_a_container_without_a_mount_namespace() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["linux"]["namespaces"] = json!([]);
+    b.config["mounts"] = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+    b.config["root"]["readonly"] = json!(false);
+    let linux = b.config["linux"].as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+    b.config.as_object_mut().unwrap().remove("hostname");
+    fs::write(b.rootfs().join("marker"), "inside").unwrap();
+    rt.create_and_start(&b, &id);
+    let out = rt.cmd(&["exec", &id, "cat", "/marker"]);
+    // runc 1.1's exec has no namespace to join ("nsexec: ns paths are empty").
+    if !is_runc() {
+        assert_eq!(out.ok("exec").out().trim(), "inside");
+    }
+    rt.delete_force(&id).ok("delete --force");
+    let rootfs = b.rootfs().to_string_lossy().into_owned();
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = host.lines().filter(|l| l.contains(&rootfs)).collect();
+    if is_runc() && !left.is_empty() {
+        notice(&format!(
+            "{}: runc left {} mount(s) under the rootfs",
+            test_name(),
+            left.len()
+        ));
+        for p in [format!("{rootfs}/proc"), rootfs.clone()] {
+            let _ = std::process::Command::new("umount").args(["-l", &p]).status();
+        }
+        return;
+    }
+    assert!(left.is_empty(), "mounts left in the host's namespace: {left:?}");
+}
