@@ -315,10 +315,41 @@ fn hugepage_limits_go_to_the_hugetlb_controller() {
     }
     let rt = Runtime::new();
     let id = unique_id();
-    rt.create_and_start(
-        &sleeper(json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]})),
-        &id,
-    );
+    // On a hybrid host the unified root's subtree_control is the host's: a container never changes
+    // it (enabling hugetlb there makes crun refuse every container afterwards).
+    let root_ctl = Path::new(ROOT).join("unified/cgroup.subtree_control");
+    let hybrid_root = (!pure_v2() && v2).then(|| fs::read_to_string(&root_ctl).unwrap());
+    let b = sleeper(json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 4194304}]}));
+    if let Some(before) = &hybrid_root {
+        if runc_gap("runc 1.1 cannot set hugetlb limits on a hybrid host (no v1 hugetlb hierarchy)") {
+            let _ = rt.create(&b, &id);
+            assert_eq!(
+                &fs::read_to_string(&root_ctl).unwrap(),
+                before,
+                "host root subtree_control changed"
+            );
+            return;
+        }
+        if !before.split_whitespace().any(|c| c == "hugetlb") {
+            let out = rt.create(&b, &id);
+            assert!(!out.status.success(), "{}", out.describe());
+            assert_rejected_cleanly(&rt, &out, &id, "linux.resources.hugepageLimits");
+            assert_eq!(
+                &fs::read_to_string(&root_ctl).unwrap(),
+                before,
+                "host root subtree_control changed"
+            );
+            return;
+        }
+    }
+    rt.create_and_start(&b, &id);
+    if let Some(before) = &hybrid_root {
+        assert_eq!(
+            &fs::read_to_string(&root_ctl).unwrap(),
+            before,
+            "host root subtree_control changed"
+        );
+    }
     let dir = hugetlb.join(&id);
     let file = if v2 {
         "hugetlb.2MB.max"
@@ -819,4 +850,294 @@ fn update_with_dockers_zero_filled_resources_changes_only_what_is_set() {
     rt.delete_force(&id).ok("delete --force");
     out.ok("update with zeros");
     assert_eq!(limit, "134217728");
+}
+
+/// Removes a cgroup of the test's own (every hierarchy, deepest first), thawing it first.
+struct OwnCgroup(String);
+
+impl OwnCgroup {
+    fn dirs(&self) -> Vec<PathBuf> {
+        if pure_v2() {
+            return vec![Path::new(ROOT).join(&self.0)];
+        }
+        fs::read_dir(ROOT)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .map(|e| e.path().join(&self.0))
+            .collect()
+    }
+}
+
+impl Drop for OwnCgroup {
+    fn drop(&mut self) {
+        for d in self.dirs() {
+            let _ = fs::write(d.join("freezer.state"), "THAWED");
+            let _ = fs::write(d.join("cgroup.freeze"), "0");
+            let mut all = Vec::new();
+            let mut stack = vec![d];
+            while let Some(x) = stack.pop() {
+                if let Ok(rd) = fs::read_dir(&x) {
+                    stack.extend(
+                        rd.flatten()
+                            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                            .map(|e| e.path()),
+                    );
+                    all.push(x);
+                }
+            }
+            for x in all.iter().rev() {
+                let _ = fs::remove_dir(x);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_frozen_cgroup_is_refused_not_waited_on_for_ever() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let own = OwnCgroup(format!("berth-test-frozen-{id}"));
+    let dir = if pure_v2() {
+        Path::new(ROOT).join(&own.0)
+    } else {
+        Path::new(ROOT).join("freezer").join(&own.0)
+    };
+    fs::create_dir(&dir).unwrap();
+    if pure_v2() {
+        fs::write(dir.join("cgroup.freeze"), "1").unwrap();
+    } else {
+        fs::write(dir.join("freezer.state"), "FROZEN").unwrap();
+    }
+    for path in [format!("/{}", own.0), format!("/{}/ctr", own.0)] {
+        let mut b = Bundle::sh("true");
+        b.config["linux"]["cgroupsPath"] = json!(path);
+        // The harness fails a command that takes longer than its timeout (the old behaviour: for ever).
+        let start = Instant::now();
+        let out = rt.run(&b, &id);
+        assert!(!out.status.success(), "{path}: {}", out.describe());
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{path}: took {:?}",
+            start.elapsed()
+        );
+        assert_err_mentions(&out, "frozen", "a frozen cgroup");
+        rt.delete_force(&id);
+        rt.assert_no_state(&id);
+        if is_runc() {
+            // runc looks at the container's own cgroup only (not a frozen parent).
+            break;
+        }
+    }
+}
+
+#[test]
+fn blkio_weight_device_goes_to_the_bfq_file_where_bfq_is_used() {
+    if !require_root() || pure_v2() {
+        return;
+    }
+    // A loop device of the test's own, with BFQ as its scheduler.
+    let tmp = TempDir::new("bfq");
+    let img = tmp.join("img");
+    fs::write(&img, vec![0u8; 1 << 20]).unwrap();
+    let out = Command::new("losetup")
+        .args(["-f", "--show"])
+        .arg(&img)
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        notice(&format!(
+            "SKIP {}: losetup: {}",
+            test_name(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+        return;
+    }
+    let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    struct Detach(String);
+    impl Drop for Detach {
+        fn drop(&mut self) {
+            let _ = Command::new("losetup").args(["-d", &self.0]).status();
+        }
+    }
+    let _detach = Detach(loopdev.clone());
+    let name = loopdev.trim_start_matches("/dev/");
+    let sys = Path::new("/sys/block").join(name);
+    if fs::write(sys.join("queue/scheduler"), "bfq").is_err() {
+        notice(&format!("SKIP {}: no bfq scheduler", test_name()));
+        return;
+    }
+    let dev = fs::read_to_string(sys.join("dev")).unwrap().trim().to_string();
+    let (maj, min) = dev.split_once(':').unwrap();
+    let (maj, min): (i64, i64) = (maj.parse().unwrap(), min.parse().unwrap());
+    let rt = Runtime::new();
+    let id = unique_id();
+    rt.create_and_start(
+        &sleeper(json!({"blockIO": {"weightDevice": [{"major": maj, "minor": min, "weight": 300}]}})),
+        &id,
+    );
+    let d = cg_dir("blkio", &id);
+    let file = if d.join("blkio.weight_device").exists() {
+        "blkio.weight_device"
+    } else {
+        "blkio.bfq.weight_device"
+    };
+    let got = fs::read_to_string(d.join(file)).unwrap();
+    assert!(got.lines().any(|l| l.trim() == format!("{dev} 300")), "{file}: {got:?}");
+    rt.delete_force(&id).ok("delete");
+}
+
+#[test]
+fn update_memory_unlimited_after_a_swap_limit_makes_both_unlimited() {
+    if !require_root() {
+        return;
+    }
+    let (mem, swap) = if pure_v2() {
+        ("memory.max", "memory.swap.max")
+    } else {
+        ("memory.limit_in_bytes", "memory.memsw.limit_in_bytes")
+    };
+    if !cg_dir("memory", "").join(swap).exists() && !pure_v2() {
+        notice(&format!("SKIP {}: no swap accounting", test_name()));
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = sleeper(json!({"memory": {"limit": 67108864, "swap": 134217728}}));
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{id}"));
+    rt.create_and_start(&b, &id);
+    rt.cmd(&["update", "--memory", "-1", &id]).ok("update --memory -1");
+    let unlimited = |v: String| v == "max" || v.parse::<u64>().is_ok_and(|n| n > 1 << 60);
+    let (m, s) = (cg_read("memory", &id, mem), cg_read("memory", &id, swap));
+    assert!(unlimited(m.clone()) && unlimited(s.clone()), "memory {m}, swap {s}");
+}
+
+#[test]
+fn a_premade_parent_with_empty_cpuset_inherits_its_parents_values() {
+    if !require_root() || pure_v2() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let own = OwnCgroup(format!("berth-test-cpuset-{id}"));
+    let parent = Path::new(ROOT).join("cpuset").join(&own.0);
+    fs::create_dir(&parent).unwrap();
+    assert_eq!(fs::read_to_string(parent.join("cpuset.cpus")).unwrap().trim(), "");
+    let mut b = Bundle::sh("echo ran");
+    b.config["linux"]["cgroupsPath"] = json!(format!("/{}/ctr", own.0));
+    let out = rt.run(&b, &id);
+    assert!(out.status.success() && out.out().contains("ran"), "{}", out.describe());
+    let root = |f: &str| fs::read_to_string(Path::new(ROOT).join("cpuset").join(f)).unwrap();
+    assert_eq!(
+        fs::read_to_string(parent.join("cpuset.cpus")).unwrap(),
+        root("cpuset.cpus")
+    );
+    assert_eq!(
+        fs::read_to_string(parent.join("cpuset.mems")).unwrap(),
+        root("cpuset.mems")
+    );
+    rt.delete_force(&id);
+}
+
+#[test]
+fn a_pids_limit_of_zero_is_no_limit() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = limited("sleep 1 & sleep 1 & wait; echo forked", json!({"pids": {"limit": 0}}));
+    b.config["process"]["terminal"] = json!(false);
+    let out = rt.run(&b, &id);
+    assert!(
+        out.status.success() && out.out().contains("forked"),
+        "{}",
+        out.describe()
+    );
+    rt.delete_force(&id);
+    let id = unique_id();
+    rt.create_and_start(&sleeper(json!({"pids": {"limit": 0}})), &id);
+    assert_eq!(cg_read("pids", &id, "pids.max"), "max");
+}
+
+#[test]
+fn exec_cgroup_with_an_unknown_controller_is_an_error() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let b = sleeper(json!({}));
+    rt.create_and_start(&b, &id);
+    let out = rt.cmd(&["exec", "--cgroup", "nosuchcontroller:sub", &id, "true"]);
+    assert!(!out.status.success(), "{}", out.describe());
+    assert_err_mentions(&out, "nosuchcontroller", "an unknown controller");
+}
+
+/// A block device node in the container that an explicit deny-all must keep closed: the loop
+/// device 7:0 opens without any capability when the cgroup allows it.
+fn loop0_node() -> Value {
+    json!([{"path": "/dev/testloop", "type": "b", "major": 7, "minor": 0, "fileMode": 438}])
+}
+
+#[test]
+fn linux_devices_are_not_allowed_in_the_device_cgroup_on_their_own_account() {
+    if !require_root() || !Path::new("/dev/loop0").exists() {
+        return;
+    }
+    let mut b = Bundle::sh("(exec 3</dev/testloop) && echo opened || echo denied");
+    b.config["linux"]["devices"] = loop0_node();
+    b.config["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let out = run_ok(&b);
+    assert!(out.contains("denied") && !out.contains("opened"), "{out}");
+}
+
+#[test]
+fn device_access_letters_beyond_rwm_are_tolerated() {
+    if !require_root() || !Path::new("/dev/loop0").exists() {
+        return;
+    }
+    let mut b = Bundle::sh("(exec 3</dev/testloop) && echo opened || echo denied");
+    b.config["linux"]["devices"] = loop0_node();
+    b.config["linux"]["resources"] = json!({"devices": [
+        {"allow": false, "access": "rwm"},
+        {"allow": true, "type": "b", "major": 7, "minor": 0, "access": "rwa"}]});
+    let out = run_ok(&b);
+    assert!(out.contains("opened"), "{out}");
+}
+
+#[test]
+fn kill_all_and_delete_reach_sub_cgroups_the_container_made() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::sh("sleep 30 & sleep 30 & wait");
+    b.remove_namespace("pid");
+    rt.create_and_start(&b, &id);
+    let mut pids: Vec<i32> = Vec::new();
+    poll("three processes", || {
+        pids = serde_json::from_str(rt.cmd(&["ps", "--format", "json", &id]).ok("ps").out().trim()).unwrap();
+        pids.len() >= 3
+    });
+    // A process of the container moved to a sub-cgroup (as a container managing its own cgroups
+    // would), in the hierarchy that lists processes.
+    let top = if pure_v2() {
+        Path::new(ROOT).join(&id)
+    } else {
+        cg_dir("pids", &id)
+    };
+    let sub = top.join("made-inside/deeper");
+    fs::create_dir_all(&sub).unwrap();
+    let moved = *pids.iter().max().unwrap();
+    fs::write(sub.join("cgroup.procs"), moved.to_string()).unwrap();
+    rt.cmd(&["kill", "--all", &id, "KILL"]).ok("kill --all");
+    poll("all gone", || pids.iter().all(|p| process_gone(*p)));
+    rt.wait_for_status(&id, "stopped");
+    rt.delete(&id).ok("delete");
+    assert!(!top.exists(), "{} left behind", top.display());
 }

@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use std::collections::BTreeMap;
+use std::fs;
 
 /// `readlink /proc/self/ns/<ns>` for each of `names`, from inside the
 /// container (`b`'s process is replaced) and from the host.
@@ -277,4 +278,183 @@ fn joining_pid_and_ipc_namespaces_by_path_like_a_kubernetes_pod() {
     assert_eq!(got[1], ns_link(&pid, "ipc"));
     assert_ne!(got[2], "1", "the joining process must not be pid 1");
     assert_eq!(got[3].trim(), "sleep 30", "pid 1 must be the sandbox's process");
+}
+
+#[test]
+fn hostname_is_set_in_a_joined_uts_namespace() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let first_id = unique_id();
+    let mut first = Bundle::new(&["sleep", "30"]);
+    first.config["hostname"] = json!("first-host");
+    let pid = rt.create_and_start(&first, &first_id).to_string();
+    let mut second = Bundle::sh("hostname");
+    second.set_namespace("uts", Some(&format!("/proc/{pid}/ns/uts")));
+    second.config["hostname"] = json!("second-host");
+    let out = run_ok(&second);
+    assert_eq!(lines(&out), ["second-host"]);
+    // The namespace is shared: the first container sees the name too (as with runc).
+    let seen = rt.cmd(&["exec", &first_id, "hostname"]).ok("exec hostname").out();
+    assert_eq!(seen.trim(), "second-host");
+}
+
+/// A process of the test's own in a new mount namespace (host paths still reachable), killed on drop.
+struct MountNsHolder(std::process::Child);
+
+impl MountNsHolder {
+    fn new() -> MountNsHolder {
+        let child = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sleep", "60"])
+            .spawn()
+            .expect("unshare");
+        let pid = child.id().to_string();
+        poll("the holder in its namespace", || {
+            ns_link(&pid, "mnt") != ns_link("self", "mnt")
+        });
+        MountNsHolder(child)
+    }
+}
+
+impl Drop for MountNsHolder {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn joining_a_mount_namespace_by_path() {
+    if !require_root() {
+        return;
+    }
+    let holder = MountNsHolder::new();
+    let pid = holder.0.id().to_string();
+    let mut b = Bundle::default();
+    b.set_namespace("mount", Some(&format!("/proc/{pid}/ns/mnt")));
+    let out = run_script(
+        &mut b,
+        "readlink /proc/self/ns/mnt; grep -c ' /proc ' /proc/self/mountinfo",
+    );
+    let l = lines(&out);
+    assert_eq!(l[0], ns_link(&pid, "mnt"), "{out}");
+    // The container's mounts were made in the joined namespace, not the host's.
+    let rootfs = b.rootfs().to_string_lossy().into_owned();
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !host.contains(&rootfs),
+        "container mounts in the host's namespace:\n{host}"
+    );
+}
+
+#[test]
+fn a_config_without_any_namespace_runs_in_the_runtimes_namespaces() {
+    if !require_root() {
+        return;
+    }
+    let host_root = || {
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .find(|l| l.split(' ').nth(4) == Some("/"))
+            .map(String::from)
+    };
+    let before = host_root();
+    let mut b = Bundle::sh("echo ran; echo pid=$$; ls /dev/null; readlink /proc/self/ns/mnt");
+    b.config["linux"]["namespaces"] = json!([]);
+    // runc needs /proc in the rootfs (it reads /proc/self/fd after the chroot).
+    b.config["mounts"] = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+    b.config["root"]["readonly"] = json!(false);
+    let linux = b.config["linux"].as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+    b.config.as_object_mut().unwrap().remove("hostname");
+    let rt = Runtime::new();
+    let id = unique_id();
+    let out = rt.run(&b, &id).ok("run").out();
+    let l = lines(&out);
+    assert_eq!(l[0], "ran", "{out}");
+    assert_ne!(l[1], "pid=1", "{out}");
+    assert_eq!(l[2], "/dev/null", "{out}");
+    assert_eq!(l[3], ns_link("self", "mnt"), "{out}");
+    assert_eq!(host_root(), before, "the host's / mount changed");
+    // `run` deleted the container.
+    let rootfs = b.rootfs().to_string_lossy().into_owned();
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = host.lines().filter(|l| l.contains(&rootfs)).collect();
+    if is_runc() && !left.is_empty() {
+        // runc leaves them: detach them for the machine's sake.
+        notice(&format!(
+            "{}: runc left {} mount(s) under the rootfs",
+            test_name(),
+            left.len()
+        ));
+        for p in [format!("{rootfs}/proc"), rootfs.clone()] {
+            let _ = std::process::Command::new("umount").args(["-l", &p]).status();
+        }
+        return;
+    }
+    assert!(left.is_empty(), "mounts left in the host's namespace: {left:?}");
+}
+
+#[test]
+fn without_a_mount_namespace_masked_paths_are_refused() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::sh("echo ran");
+    b.config["linux"]["namespaces"] = json!([]);
+    b.config["mounts"] = json!([]);
+    b.config.as_object_mut().unwrap().remove("hostname");
+    let out = rt.run(&b, &id);
+    assert!(
+        !out.status.success() && !out.out().contains("ran"),
+        "{}",
+        out.describe()
+    );
+    rt.delete_force(&id);
+    rt.assert_no_state(&id);
+}
+
+#[test]
+fn exec_enters_the_root_of_a_container_without_a_mount_namespace() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::new(&["sleep", "30"]);
+    b.config["linux"]["namespaces"] = json!([]);
+    b.config["mounts"] = json!([{"destination": "/proc", "type": "proc", "source": "proc"}]);
+    b.config["root"]["readonly"] = json!(false);
+    let linux = b.config["linux"].as_object_mut().unwrap();
+    linux.remove("maskedPaths");
+    linux.remove("readonlyPaths");
+    b.config.as_object_mut().unwrap().remove("hostname");
+    fs::write(b.rootfs().join("marker"), "inside").unwrap();
+    rt.create_and_start(&b, &id);
+    let out = rt.cmd(&["exec", &id, "cat", "/marker"]);
+    // runc 1.1's exec has no namespace to join ("nsexec: ns paths are empty").
+    if !is_runc() {
+        assert_eq!(out.ok("exec").out().trim(), "inside");
+    }
+    rt.delete_force(&id).ok("delete --force");
+    let rootfs = b.rootfs().to_string_lossy().into_owned();
+    let host = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let left: Vec<&str> = host.lines().filter(|l| l.contains(&rootfs)).collect();
+    if is_runc() && !left.is_empty() {
+        notice(&format!(
+            "{}: runc left {} mount(s) under the rootfs",
+            test_name(),
+            left.len()
+        ));
+        for p in [format!("{rootfs}/proc"), rootfs.clone()] {
+            let _ = std::process::Command::new("umount").args(["-l", &p]).status();
+        }
+        return;
+    }
+    assert!(left.is_empty(), "mounts left in the host's namespace: {left:?}");
 }

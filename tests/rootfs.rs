@@ -515,3 +515,231 @@ fn create_no_pivot_runs_in_rootfs() {
         "in-rootfs\nconfined\n"
     );
 }
+
+#[test]
+fn recursive_mount_options_reach_every_submount() {
+    if !require_root() {
+        return;
+    }
+    let (top, _sub) = dir_with_submount();
+    let mut b = Bundle::default();
+    b.add_mount(json!({
+        "destination": "/mnt/r", "type": "bind", "source": top.path(),
+        "options": ["rbind", "rro", "rnosuid", "rnodev", "rnoexec", "rnoatime", "rnosymfollow"]
+    }));
+    let mounts = container_mounts(&mut b);
+    for point in ["/mnt/r", "/mnt/r/sub"] {
+        let m = mount_at(&mounts, point);
+        for opt in ["ro", "nosuid", "nodev", "noexec", "noatime", "nosymfollow"] {
+            assert!(m.has_option(opt), "{point}: {opt} missing in {:?}", m.options);
+        }
+    }
+    // The clearing ones undo what the source has, below too.
+    let (top, sub) = dir_with_submount();
+    let ro = std::ffi::CString::new(sub.0.to_str().unwrap()).unwrap();
+    // SAFETY: remount the test's own tmpfs read-only and nosuid.
+    let rc = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            ro.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let mut b = Bundle::default();
+    b.add_mount(json!({
+        "destination": "/mnt/r", "type": "bind", "source": top.path(),
+        "options": ["rbind", "rrw", "rsuid", "rstrictatime"]
+    }));
+    let mounts = container_mounts(&mut b);
+    let m = mount_at(&mounts, "/mnt/r/sub");
+    assert!(m.has_option("rw") && !m.has_option("nosuid"), "{:?}", m.options);
+    assert!(!m.has_option("relatime") && !m.has_option("noatime"), "{:?}", m.options);
+}
+
+#[test]
+fn an_unknown_mount_option_is_an_error_naming_the_mount() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let dir = host_data_dir();
+    for mount in [
+        // runc passes an option it does not know to mount(2) as data, which a bind ignores: runc
+        // runs this one (a deliberate difference, docs/COMPATIBILITY.md).
+        json!({"destination": "/mnt/b", "type": "bind", "source": dir.path(), "options": ["rbind", "rnosuchthing"]}),
+        json!({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "nosuchthing"]}),
+    ] {
+        let id = unique_id();
+        let mut b = Bundle::sh("echo ran");
+        b.add_mount(mount.clone());
+        let out = rt.run(&b, &id);
+        if is_runc() && mount["type"] == "bind" {
+            rt.delete_force(&id);
+            continue;
+        }
+        assert!(
+            !out.status.success() && !out.out().contains("ran"),
+            "{mount}: {}",
+            out.describe()
+        );
+        if !is_runc() {
+            assert_err_mentions(&out, "options", "the mount's options");
+            assert_err_mentions(&out, "nosuchthing", "the unknown option");
+        }
+        rt.delete_force(&id);
+    }
+}
+
+#[test]
+fn features_list_the_recursive_mount_options() {
+    let out = Runtime::new().cmd(&["features"]).ok("features");
+    let doc: Value = serde_json::from_str(&out.out()).unwrap();
+    let opts: Vec<&str> = doc["mountOptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for o in [
+        "rro",
+        "rrw",
+        "rnosuid",
+        "rsuid",
+        "rnodev",
+        "rdev",
+        "rnoexec",
+        "rexec",
+        "rnoatime",
+        "ratime",
+        "rnodiratime",
+        "rdiratime",
+        "rrelatime",
+        "rnorelatime",
+        "rstrictatime",
+        "rnostrictatime",
+        "rnosymfollow",
+        "rsymfollow",
+    ] {
+        assert!(opts.contains(&o), "{o} not in {opts:?}");
+    }
+}
+
+#[test]
+fn proc_or_sys_on_a_symlink_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    for (dest, typ) in [("proc", "proc"), ("sys", "sysfs")] {
+        let id = unique_id();
+        let mut b = Bundle::sh("echo ran");
+        let target = b.rootfs().join("elsewhere");
+        fs::create_dir_all(&target).unwrap();
+        let _ = fs::remove_dir(b.rootfs().join(dest));
+        symlink("/elsewhere", b.rootfs().join(dest)).unwrap();
+        if typ == "sysfs"
+            && !b.config["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["type"] == "sysfs")
+        {
+            b.add_mount(json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}));
+        }
+        let out = rt.run(&b, &id);
+        assert!(
+            !out.status.success() && !out.out().contains("ran"),
+            "{dest}: {}",
+            out.describe()
+        );
+        assert_err_mentions(&out, "ordinary directory", "a symlinked mount point");
+        assert!(
+            fs::read_dir(&target).unwrap().next().is_none(),
+            "{dest}: mounted through the symlink"
+        );
+        rt.delete_force(&id);
+    }
+}
+
+#[test]
+fn a_read_only_dev_is_made_read_only_after_its_contents() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::default();
+    let mounts = b.config["mounts"].as_array_mut().unwrap();
+    let dev = mounts
+        .iter_mut()
+        .find(|m| m["destination"] == "/dev")
+        .expect("a /dev mount in the default config");
+    dev["options"].as_array_mut().unwrap().push(json!("ro"));
+    b.config["linux"]["devices"] =
+        json!([{"path": "/dev/extra-null", "type": "c", "major": 1, "minor": 3, "fileMode": 438}]);
+    let out = run_script(
+        &mut b,
+        "grep ' /dev ' /proc/self/mountinfo | cut -d' ' -f6; test -c /dev/null && test -c /dev/extra-null && echo nodes; \
+         grep -q ' /dev/pts ' /proc/self/mountinfo && echo pts; touch /dev/x 2>/dev/null && echo writable || echo readonly",
+    );
+    let l = lines(&out);
+    assert!(l[0].split(',').any(|o| o == "ro"), "{out}");
+    assert!(
+        l.contains(&"nodes".to_string()) && l.contains(&"pts".to_string()),
+        "{out}"
+    );
+    assert!(l.contains(&"readonly".to_string()), "{out}");
+}
+
+#[test]
+fn rootfs_propagation_unbindable_works() {
+    if !require_root() {
+        return;
+    }
+    if runc_gap("runc 1.1 sets unbindable on / before binding the rootfs, and the bind fails (EINVAL)") {
+        return;
+    }
+    let mut b = Bundle::default();
+    b.config["linux"]["rootfsPropagation"] = json!("unbindable");
+    let mounts = container_mounts(&mut b);
+    let root = mount_at(&mounts, "/");
+    assert!(root.tags.iter().any(|t| t == "unbindable"), "{:?}", root.tags);
+}
+
+#[test]
+fn no_pivot_leaves_no_host_procfs_for_a_nested_user_namespace() {
+    if !require_root() {
+        return;
+    }
+    if fs::read_to_string("/proc/sys/user/max_user_namespaces").is_ok_and(|s| s.trim() == "0") {
+        notice(&format!("SKIP {}: user namespaces disabled", test_name()));
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::sh(
+        "unshare -mrpf sh -c 'echo in-userns; mkdir -p /tmp/p; mount -t proc proc /tmp/p && echo MOUNTED; \
+         mount -t sysfs sysfs /tmp/p && echo SYS-MOUNTED; true'",
+    );
+    b.writable_root();
+    // Mapping uid 0 of the container needs CAP_SETFCAP (Linux 5.12); docker's default set has it.
+    let caps = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_SETFCAP"]);
+    for set in ["bounding", "effective", "permitted"] {
+        b.config["process"]["capabilities"][set] = caps.clone();
+    }
+    symlink("busybox", b.rootfs().join("bin/unshare")).unwrap();
+    let out = rt.run_with(&b, &id, &["--no-pivot"]);
+    rt.delete_force(&id);
+    let text = out.out();
+    assert!(
+        text.contains("in-userns"),
+        "the nested user namespace was not made: {}",
+        out.describe()
+    );
+    assert!(
+        !text.contains("MOUNTED"),
+        "a fresh procfs/sysfs was mounted: {}",
+        out.describe()
+    );
+}

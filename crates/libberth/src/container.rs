@@ -140,8 +140,30 @@ impl Runtime {
         let cg_path =
             cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, self.systemd_cgroup)?;
         let plan = NsPlan::of(&bundle.spec);
-        if !plan.has(libc::CLONE_NEWNS) {
-            bail!("linux.namespaces: a new mount namespace is required");
+        if plan.mount_ns() == crate::linux::process::MountNs::Runtime {
+            // Without a mount namespace the container's mounts would be the host's: paths cannot
+            // be masked or made read-only for the container alone (runc refuses these too).
+            if let Some(l) = linux {
+                for (field, list) in [
+                    ("linux.maskedPaths", l.masked_paths()),
+                    ("linux.readonlyPaths", l.readonly_paths()),
+                ] {
+                    if list.as_ref().is_some_and(|v| !v.is_empty()) {
+                        bail!("{field}: restricting paths needs a mount namespace of the container's own (linux.namespaces)");
+                    }
+                }
+            }
+            // A read-only root is a remount of the rootfs's own mount, which only a mount
+            // namespace of the container's own has (else it would be the host's mount).
+            if bundle.spec.root().as_ref().and_then(|r| r.readonly()) == Some(true) {
+                bail!("root.readonly: needs a mount namespace of the container's own (linux.namespaces)");
+            }
+            if linux.and_then(|l| l.rootfs_propagation().as_deref()).is_some() {
+                bail!("linux.rootfsPropagation: needs a mount namespace of the container's own (linux.namespaces)");
+            }
+            if opts.no_pivot {
+                bail!("--no-pivot: needs a mount namespace of the container's own (linux.namespaces)");
+            }
         }
         crate::linux::idmap::validate(&bundle.spec, plan.user_ns())?;
         // Every linux.resources value is checked and placed before anything is created.
@@ -150,6 +172,14 @@ impl Runtime {
             Some(l) => cgroups::resources::plan(&cgroup, l, cgroups::resources::Mode::Create)?,
             None => Default::default(),
         };
+        // A frozen cgroup would stop init as it joins, and create would wait on it for ever (runc
+        // refuses too: "container's cgroup unexpectedly frozen").
+        if let Some(dir) = cgroups::frozen_on_the_way(&cgroup) {
+            bail!(
+                "linux.cgroupsPath: the container's cgroup is frozen ({} is frozen); thaw it before creating a container in it",
+                dir.display()
+            );
+        }
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
         let mut undo = Undo {
@@ -166,6 +196,7 @@ impl Runtime {
             cgroup_path: cg_path.clone(),
             cgroup_owned: owned,
             own_pid_ns: plan.pid_ns(),
+            mounts_in_runtime_ns: plan.mount_ns() == crate::linux::process::MountNs::Runtime,
             ..Record::from_bundle(id, &bundle)
         };
         locked.save(&rec)?;
@@ -416,6 +447,12 @@ impl Runtime {
             // Processes outside a pid namespace of their own survive their init: end them too.
             signal_all(&cg, libc::SIGKILL);
             cg.remove()?;
+        }
+        if rec.mounts_in_runtime_ns {
+            // No mount namespace of its own: its mounts are in ours, under its rootfs.
+            if let Err(e) = crate::linux::rootfs::detach_mounts_under(&rec.rootfs) {
+                crate::log::warn(&e.to_string());
+            }
         }
         if !rec.poststop.is_empty() {
             let st = hook_state(rec, 0, Status::Stopped);

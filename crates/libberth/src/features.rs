@@ -6,7 +6,8 @@ use serde_json::{json, Value};
 pub const OCI_VERSION_MIN: &str = "1.0.0";
 pub const OCI_VERSION_MAX: &str = "1.2.1";
 
-/// Mount options `mounts[].options` understands (flags, propagation, bind).
+/// Mount options `mounts[].options` understands (flags, propagation, bind, the recursive `r*`
+/// ones applied with mount_setattr).
 pub const MOUNT_OPTIONS: &[&str] = &[
     "async",
     "atime",
@@ -15,8 +16,8 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "dev",
     "diratime",
     "dirsync",
-    "idmap",
     "exec",
+    "idmap",
     "lazytime",
     "loud",
     "mand",
@@ -30,14 +31,32 @@ pub const MOUNT_OPTIONS: &[&str] = &[
     "nostrictatime",
     "nosuid",
     "private",
+    "ratime",
     "rbind",
+    "rdev",
+    "rdiratime",
     "relatime",
     "remount",
+    "rexec",
     "ridmap",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnostrictatime",
+    "rnosuid",
+    "rnosymfollow",
     "ro",
     "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
     "rshared",
     "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
     "runbindable",
     "rw",
     "shared",

@@ -66,6 +66,10 @@ pub struct Record {
     /// bundle, which a container (or a VM's guest) with a writable bind of it could rewrite.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststart: Vec<oci_spec::runtime::Hook>,
+    /// The container has no mount namespace of its own: its mounts (under the rootfs) are in the
+    /// runtime's namespace, and delete detaches them.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mounts_in_runtime_ns: bool,
     /// The poststop hooks, run at delete when the bundle may be gone.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub poststop: Vec<oci_spec::runtime::Hook>,

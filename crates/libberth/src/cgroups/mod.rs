@@ -226,10 +226,19 @@ impl Cgroup {
         }
         let mut made = false;
         for (h, dir) in &self.dirs {
+            let cpuset = h.name.split(',').any(|c| c == "cpuset");
             if dir.exists() {
+                if cpuset {
+                    // A pre-made (joined) cpuset cgroup may still have empty cpus/mems.
+                    if let Err(e) = create_cpuset_dirs(&h.mount, dir) {
+                        if !not_delegated(e.errno()) {
+                            return Err(e);
+                        }
+                    }
+                }
                 continue;
             }
-            let r = if h.name.split(',').any(|c| c == "cpuset") {
+            let r = if cpuset {
                 create_cpuset_dirs(&h.mount, dir)
             } else {
                 std::fs::create_dir_all(dir).with_ctx(|| format!("cgroup {}", dir.display()))
@@ -301,7 +310,23 @@ impl Cgroup {
         for comp in rel.components() {
             let f = cur.join("cgroup.subtree_control");
             let have = std::fs::read_to_string(&f).unwrap_or_default();
-            if !ctrls.iter().all(|c| have.split_whitespace().any(|x| x == *c)) {
+            let missing: Vec<&str> = ctrls
+                .iter()
+                .copied()
+                .filter(|c| !have.split_whitespace().any(|x| x == *c))
+                .collect();
+            // On a hybrid host the unified root's subtree_control is the host's own setting
+            // (the v1 hierarchies hold the controllers; crun refuses to run once one is moved):
+            // never changed by a container's creation. The controller must be enabled there by
+            // the host's administrator.
+            if !missing.is_empty() && cur == h.mount && !self.pure_v2() {
+                bail!(
+                    "the {} controller is not enabled in {} (a host-wide setting Berth does not change; on this hybrid host enable it there first)",
+                    missing.join(", "),
+                    f.display()
+                );
+            }
+            if !missing.is_empty() {
                 std::fs::write(&f, &line).with_ctx(|| format!("enable {line} in {}", f.display()))?;
             }
             cur.push(comp);
@@ -321,6 +346,14 @@ impl Cgroup {
                 }
                 Err(e) => return Err(Error::sys(format!("add pid {pid} to {}", f.display()), e)),
             }
+        }
+        // Frozen since `create` looked (or by someone racing it): the process just added would stop
+        // there, and whoever waits on it would wait for ever. Refused, as at creation.
+        if let Some(dir) = frozen_on_the_way(self) {
+            bail!(
+                "linux.cgroupsPath: the container's cgroup is frozen ({} is frozen); thaw it before creating a container in it",
+                dir.display()
+            );
         }
         Ok(())
     }
@@ -427,18 +460,23 @@ pub(crate) fn not_delegated(errno: Option<i32>) -> bool {
         )
 }
 
-/// cpuset cgroups start with empty cpus/mems, and a process cannot join one: copy the parent's.
+/// cpuset cgroups start with empty cpus/mems, and a process cannot join one: every cgroup on the
+/// way (made here, or made beforehand by someone else and left empty) gets its parent's, as runc
+/// does. A value already set is kept.
 fn create_cpuset_dirs(mount: &Path, dir: &Path) -> Result<()> {
     let rel = dir.strip_prefix(mount).unwrap_or(dir);
     let mut cur = mount.to_path_buf();
     for comp in rel.components() {
         let parent = cur.clone();
         cur.push(comp);
-        if cur.exists() {
-            continue;
+        if !cur.exists() {
+            std::fs::create_dir(&cur).with_ctx(|| format!("cgroup {}", cur.display()))?;
         }
-        std::fs::create_dir(&cur).with_ctx(|| format!("cgroup {}", cur.display()))?;
         for f in ["cpuset.cpus", "cpuset.mems"] {
+            let own = std::fs::read_to_string(cur.join(f)).unwrap_or_default();
+            if !own.trim().is_empty() {
+                continue;
+            }
             let v = std::fs::read_to_string(parent.join(f)).unwrap_or_default();
             if !v.trim().is_empty() {
                 std::fs::write(cur.join(f), v.trim()).with_ctx(|| format!("{}", cur.join(f).display()))?;
@@ -446,6 +484,76 @@ fn create_cpuset_dirs(mount: &Path, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Check `exec --cgroup` arguments as runc does: `[controller[,controller...]:]path`, a path without
+/// a controller only as the one argument, and every controller named one this host mounts (a v1
+/// controller or `name=` hierarchy, or `unified` for the v2 one). An unknown controller is an
+/// error, never an argument quietly left unused.
+pub fn check_sub_cgroup_args(args: &[String]) -> Result<()> {
+    let (_, hs) = hierarchies();
+    for a in args {
+        let parts: Vec<&str> = a.splitn(3, ':').collect();
+        match parts.as_slice() {
+            [_] if args.len() != 1 => {
+                bail!("--cgroup {a:?}: invalid --cgroup argument (missing <controller>: prefix)")
+            }
+            [_] => {}
+            [ctrls, _] => {
+                for c in ctrls.split(',') {
+                    let known = hs.iter().any(|h| {
+                        if h.v2 {
+                            c == "unified" || c.is_empty()
+                        } else {
+                            h.name.split(',').any(|n| n == c)
+                        }
+                    });
+                    if !known {
+                        bail!("--cgroup {a:?}: unknown controller {c:?} (not mounted on this host)");
+                    }
+                }
+            }
+            _ => bail!("--cgroup {a:?}: invalid --cgroup argument"),
+        }
+    }
+    Ok(())
+}
+
+/// Whether the cgroup a container is about to use is frozen, or is inside a frozen one: the
+/// container's init would stop as soon as it joined it, and create would wait for it for ever.
+/// Looks at the nearest existing directory on the way to `dirs` in the freezer hierarchy (v1) and
+/// at the unified one (v2: its own or an ancestor's freeze).
+pub fn frozen_on_the_way(cg: &Cgroup) -> Option<PathBuf> {
+    for (h, dir) in &cg.dirs {
+        let v1 = !h.v2 && h.name.split(',').any(|c| c == "freezer");
+        if !v1 && !h.v2 {
+            continue;
+        }
+        let mut cur = dir.as_path();
+        loop {
+            if cur.is_dir() {
+                let frozen = if v1 {
+                    // FREEZING too: a cgroup on its way to frozen.
+                    std::fs::read_to_string(cur.join("freezer.state")).is_ok_and(|s| s.trim() != "THAWED")
+                } else {
+                    std::fs::read_to_string(cur.join("cgroup.events"))
+                        .is_ok_and(|s| s.lines().any(|l| l.trim() == "frozen 1"))
+                        || std::fs::read_to_string(cur.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1")
+                };
+                if frozen {
+                    return Some(cur.to_path_buf());
+                }
+                // An existing directory tells for everything above it (v1: its state includes
+                // its parents'; v2: cgroup.events "frozen" counts the ancestors' freeze).
+                break;
+            }
+            match cur.parent() {
+                Some(p) if p.starts_with(&h.mount) => cur = p,
+                _ => break,
+            }
+        }
+    }
+    None
 }
 
 /// Whether the container's cgroup is frozen (paused).

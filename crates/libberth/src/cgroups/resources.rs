@@ -6,7 +6,7 @@
 
 use super::{v1, v2, Cgroup};
 use crate::{bail, err, Result};
-use oci_spec::runtime::{Linux, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{Linux, LinuxResources};
 use std::path::{Path, PathBuf};
 
 /// One file write: file name, value, and the spec field it implements.
@@ -125,8 +125,7 @@ fn hugepage_sizes() -> Vec<String> {
     out
 }
 
-/// Plan the writes for `linux.resources` (plus the device rules implied by `linux.devices` at
-/// creation). Fails, naming the field, on any value this host cannot apply.
+/// Plan the writes for `linux.resources` (device rules at creation only). Fails, naming the field, on any value this host cannot apply.
 pub fn plan(cg: &Cgroup, linux: &Linux, mode: Mode) -> Result<Plan> {
     let Some(r) = linux.resources() else {
         return Ok(Plan::default());
@@ -205,7 +204,8 @@ fn plan_resources(p: &mut Planner, r: &LinuxResources, mode: Mode) -> Result<()>
             p.push(&dir, is2.then_some("cpu"), ws);
         }
     }
-    if let Some(pids) = r.pids() {
+    // 0 is "no limit" (runc 1.1 writes nothing for it; docker sends it when no limit is asked).
+    if let Some(pids) = r.pids().filter(|p| p.limit() != 0) {
         let (dir, is2) = p.route("pids", "pids", &format!("{F}.pids.limit"))?;
         let w = W::new("pids.max", v1::pids_value(pids.limit()), format!("{F}.pids.limit"));
         p.push(&dir, is2.then_some("pids"), vec![w]);
@@ -323,17 +323,10 @@ fn plan_devices(p: &mut Planner, linux: &Linux) -> Result<()> {
     if rules.is_empty() {
         return Ok(());
     }
-    let extra: Vec<(char, i64, i64)> = linux
-        .devices()
-        .iter()
-        .flatten()
-        .filter_map(|d| match d.typ() {
-            LinuxDeviceType::B => Some(('b', d.major(), d.minor())),
-            LinuxDeviceType::C | LinuxDeviceType::U => Some(('c', d.major(), d.minor())),
-            _ => None,
-        })
-        .collect();
-    let ws = v1::devices(rules, &extra)?;
+    // Only linux.resources.devices (and the default devices) decide what the cgroup allows: a
+    // node made from linux.devices is not allowed on its own account (runc), so an explicit
+    // deny-all stays deny-all.
+    let ws = v1::devices(rules)?;
     match p.cg.controller("devices") {
         Some((h, d)) if !h.v2 => {
             let d = d.to_path_buf();

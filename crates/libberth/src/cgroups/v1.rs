@@ -14,8 +14,15 @@ pub fn memory(m: &LinuxMemory) -> Result<Vec<W>> {
     if let Some(v) = m.limit() {
         w.push(W::new("memory.limit_in_bytes", v, format!("{F}.memory.limit")));
     }
-    if let Some(v) = m.swap() {
-        w.push(W::new("memory.memsw.limit_in_bytes", v, format!("{F}.memory.swap")));
+    match m.swap() {
+        Some(v) => w.push(W::new("memory.memsw.limit_in_bytes", v, format!("{F}.memory.swap"))),
+        // An unlimited memory without a swap value makes both unlimited, as runc does (else a swap
+        // limit set before would still hold, and update --memory -1 would fail or do nothing);
+        // only where the kernel accounts swap.
+        None if m.limit() == Some(-1) => {
+            w.push(W::new("memory.memsw.limit_in_bytes", -1, format!("{F}.memory.limit")).if_exists())
+        }
+        None => {}
     }
     if let Some(v) = m.reservation() {
         w.push(W::new(
@@ -84,7 +91,8 @@ pub fn cpuset(c: &LinuxCpu) -> Vec<W> {
     w
 }
 
-/// pids.max: a negative limit is "max"; 0 is written as is (runtime-spec 1.3 guidance).
+/// pids.max: a negative limit is "max". (A limit of 0 is "no limit set", as in runc 1.1: nothing
+/// is written for it; see `resources`.)
 pub fn pids_value(limit: i64) -> String {
     if limit < 0 {
         "max".into()
@@ -111,7 +119,7 @@ pub fn blkio(b: &LinuxBlockIo) -> Result<Vec<W>> {
             let field = format!("{F}.blockIO.weightDevice[{i}].weight");
             check_weight(v, &format!("weightDevice[{i}].weight"))?;
             let dev = format!("{}:{} {v}", d.major(), d.minor());
-            w.push(W::new("blkio.weight_device", &dev, field).alt("blkio.bfq.weight", &dev));
+            w.push(W::new("blkio.weight_device", &dev, field).alt("blkio.bfq.weight_device", &dev));
         }
         if let Some(v) = d.leaf_weight() {
             check_weight(v, &format!("weightDevice[{i}].leafWeight"))?;
@@ -225,9 +233,11 @@ pub fn device_rule(d: &LinuxDeviceCgroup, i: usize) -> Result<String> {
         LinuxDeviceType::P => bail!("{F}.devices[{i}].type: \"p\" (fifo) cannot be a cgroup device rule"),
     };
     let num = |n: Option<i64>| n.filter(|&n| n >= 0).map_or("*".to_string(), |n| n.to_string());
-    let access = d.access().as_deref().unwrap_or("rwm");
-    if access.is_empty() || !access.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
-        bail!("{F}.devices[{i}].access: {access:?} must be letters of \"rwm\"");
+    let given = d.access().as_deref().unwrap_or("rwm");
+    // Letters other than r, w, m are dropped, as runc does ("rwa" is "rw"); each counts once.
+    let access: String = ['r', 'w', 'm'].into_iter().filter(|c| given.contains(*c)).collect();
+    if access.is_empty() {
+        bail!("{F}.devices[{i}].access: {given:?} has none of the letters r, w, m");
     }
     Ok(format!("{t} {}:{} {access}", num(d.major()), num(d.minor())))
 }
@@ -247,9 +257,8 @@ pub const DEFAULT_ALLOWED: &[&str] = &[
     "c 10:200 rwm",
 ];
 
-/// devices.allow / devices.deny writes: the spec's rules, then the default devices, then an allow
-/// for each of linux.devices.
-pub fn devices(rules: &[LinuxDeviceCgroup], extra: &[(char, i64, i64)]) -> Result<Vec<W>> {
+/// devices.allow / devices.deny writes: the spec's rules, then the default devices.
+pub fn devices(rules: &[LinuxDeviceCgroup]) -> Result<Vec<W>> {
     let mut w = Vec::new();
     for (i, d) in rules.iter().enumerate() {
         let file = if d.allow() { "devices.allow" } else { "devices.deny" };
@@ -257,13 +266,6 @@ pub fn devices(rules: &[LinuxDeviceCgroup], extra: &[(char, i64, i64)]) -> Resul
     }
     for r in DEFAULT_ALLOWED {
         w.push(W::new("devices.allow", r, format!("{F}.devices (default devices)")));
-    }
-    for (i, (t, maj, min)) in extra.iter().enumerate() {
-        w.push(W::new(
-            "devices.allow",
-            format!("{t} {maj}:{min} rwm"),
-            format!("linux.devices[{i}]"),
-        ));
     }
     Ok(w)
 }
@@ -338,14 +340,15 @@ mod tests {
         let b: LinuxBlockIo = serde_json::from_str(r#"{"weight": 0, "leafWeight": 0}"#).unwrap();
         assert!(blkio(&b).unwrap().is_empty());
         let rules: Vec<LinuxDeviceCgroup> = serde_json::from_str(
-            r#"[{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rw"}]"#,
+            r#"[{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "rwa"}]"#,
         )
         .unwrap();
-        let w = devices(&rules, &[('c', 4, 64)]).unwrap();
+        let w = devices(&rules).unwrap();
         assert_eq!(w[0].file, "devices.deny");
         assert_eq!(w[0].value, "a *:* rwm");
+        // Unknown letters dropped, as runc does.
         assert_eq!(w[1].value, "c 10:229 rw");
-        assert_eq!(w.last().unwrap().value, "c 4:64 rwm");
+        assert_eq!(w.len(), 2 + DEFAULT_ALLOWED.len());
     }
 
     #[test]

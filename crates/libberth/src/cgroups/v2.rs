@@ -58,7 +58,8 @@ pub fn memory(m: &LinuxMemory) -> Result<Vec<W>> {
     if let Some(v) = m.limit() {
         w.push(W::new("memory.max", max_or(v), format!("{F}.memory.limit")));
     }
-    if let Some(s) = m.swap() {
+    // No swap given with an unlimited memory: both unlimited (runc, as on cgroup v1).
+    if let Some(s) = m.swap().or((m.limit() == Some(-1)).then_some(0)) {
         if let Some(v) = swap_max(s, m.limit())? {
             w.push(W::new("memory.swap.max", v, format!("{F}.memory.swap")));
         }

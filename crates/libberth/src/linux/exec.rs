@@ -271,6 +271,7 @@ fn setns_pidfd(pidfd: RawFd, flags: libc::c_int) -> std::io::Result<()> {
 /// The cgroup directories the process joins: those of the container's init in every hierarchy
 /// (read from /proc/PID/cgroup, so they are right whoever made them), with `--cgroup` sub-paths.
 fn cgroup_targets(rec: &Record, subs: &[String]) -> Result<Vec<PathBuf>> {
+    crate::cgroups::check_sub_cgroup_args(subs)?;
     let path = format!("/proc/{}/cgroup", rec.pid);
     let text = std::fs::read_to_string(&path).with_ctx(|| format!("container {:?}: {path}", rec.id))?;
     let (_, hierarchies) = crate::cgroups::hierarchies();

@@ -29,7 +29,14 @@ pub(crate) const OPEN_TREE_CLONE: libc::c_uint = 1;
 pub(crate) const MOUNT_ATTR_RDONLY: u64 = 0x1;
 pub(crate) const MOUNT_ATTR_NOSUID: u64 = 0x2;
 pub(crate) const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub(crate) const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub(crate) const MOUNT_ATTR_ATIME_MASK: u64 = 0x70;
+pub(crate) const MOUNT_ATTR_RELATIME: u64 = 0x0;
+pub(crate) const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub(crate) const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub(crate) const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
 pub(crate) const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+pub(crate) const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x0020_0000;
 
 /// open_tree(2) of `path` under `dir` with `flags` (OPEN_TREE_CLONE, AT_RECURSIVE, ...); the
 /// descriptor is always close-on-exec.
@@ -68,9 +75,22 @@ pub(crate) fn mount_setattr(
     set: u64,
     userns: Option<RawFd>,
 ) -> std::io::Result<()> {
+    mount_setattr_clear(dir, path, at, set, 0, userns)
+}
+
+/// mount_setattr(2) setting the MOUNT_ATTR_* bits `set` and clearing `clear` (an access-time
+/// setting needs MOUNT_ATTR__ATIME in `clear`).
+pub(crate) fn mount_setattr_clear(
+    dir: RawFd,
+    path: &std::ffi::CStr,
+    at: libc::c_int,
+    set: u64,
+    clear: u64,
+    userns: Option<RawFd>,
+) -> std::io::Result<()> {
     let attr = MountAttr {
         attr_set: set,
-        attr_clr: 0,
+        attr_clr: clear,
         propagation: 0,
         userns_fd: userns.map_or(0, |fd| fd as u64),
     };

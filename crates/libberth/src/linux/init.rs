@@ -95,7 +95,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     if !cfg.no_new_keyring {
         join_session_keyring(cfg.id)?;
     }
-    if plan.has(libc::CLONE_NEWUTS) {
+    if plan.uts_ns() {
         if let Some(h) = spec.hostname() {
             nix::unistd::sethostname(h).with_ctx(|| format!("hostname {h:?}"))?;
         }
@@ -116,6 +116,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         cgroup_path: cfg.cgroup_path,
         new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
         idmapped: &idmapped,
+        mount_ns: plan.mount_ns(),
     };
     rootfs::prepare(&plan_fs)?;
     let hooks = spec.hooks().as_ref();
@@ -131,7 +132,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     if let Some(list) = hooks.and_then(|h| h.create_container().as_ref()) {
         crate::hooks::run_all("createContainer", list, &hook_state)?;
     }
-    rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
+    rootfs::enter(cfg.rootfs, cfg.no_pivot, plan.mount_ns())?;
     rootfs::finish(spec)?;
     if process.terminal().unwrap_or(false) {
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));

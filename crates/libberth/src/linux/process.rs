@@ -50,6 +50,19 @@ impl InitConfig<'_> {
     }
 }
 
+/// The mount namespace a container's rootfs is built in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountNs {
+    /// A new one of its own (pivot_root).
+    New,
+    /// One joined by path (`linux.namespaces[].path`): shared with whatever else is in it, so the
+    /// root is changed for the container's processes only (chroot).
+    Joined,
+    /// None given: the runtime's own (as runc: mounts are made there, under the rootfs, and the
+    /// container is chrooted into it).
+    Runtime,
+}
+
 /// The namespace work of a config, split the way the clone needs it.
 #[derive(Debug, Default, Clone)]
 pub struct NsPlan {
@@ -95,8 +108,25 @@ impl NsPlan {
         self.new & f != 0
     }
 
-    fn joins(&self, t: LinuxNamespaceType) -> bool {
+    pub fn joins(&self, t: LinuxNamespaceType) -> bool {
         self.join.iter().any(|(j, _)| *j == t)
+    }
+
+    /// Which mount namespace the container's rootfs is built in.
+    pub fn mount_ns(&self) -> MountNs {
+        if self.has(libc::CLONE_NEWNS) {
+            MountNs::New
+        } else if self.joins(LinuxNamespaceType::Mount) {
+            MountNs::Joined
+        } else {
+            MountNs::Runtime
+        }
+    }
+
+    /// Whether the container has a UTS namespace of its own, new or joined (its hostname is set
+    /// there).
+    pub fn uts_ns(&self) -> bool {
+        self.has(libc::CLONE_NEWUTS) || self.joins(LinuxNamespaceType::Uts)
     }
 
     /// Whether one clone can do everything: nothing joined but pid/time (joined by the runtime).

@@ -5,6 +5,7 @@
 //! and read-only paths, the read-only root and sysctls.
 
 use super::fs::{self, Make};
+use super::process::MountNs;
 use crate::error::Context;
 use crate::{bail, err, Error, Result};
 use nix::mount::MsFlags;
@@ -35,6 +36,38 @@ pub struct MountOptions {
     pub propagation: Vec<MsFlags>,
     pub data: Vec<String>,
     pub bind: bool,
+    /// MOUNT_ATTR_* bits to set and clear on the mount and every mount below it (the `r*`
+    /// options), with mount_setattr(AT_RECURSIVE).
+    pub rec_set: u64,
+    pub rec_clear: u64,
+}
+
+/// The recursive mount options (as runc): name, whether it clears, the MOUNT_ATTR_* bit.
+pub const RECURSIVE_OPTIONS: &[(&str, bool, u64)] = &[
+    ("rro", false, fs::MOUNT_ATTR_RDONLY),
+    ("rrw", true, fs::MOUNT_ATTR_RDONLY),
+    ("rnosuid", false, fs::MOUNT_ATTR_NOSUID),
+    ("rsuid", true, fs::MOUNT_ATTR_NOSUID),
+    ("rnodev", false, fs::MOUNT_ATTR_NODEV),
+    ("rdev", true, fs::MOUNT_ATTR_NODEV),
+    ("rnoexec", false, fs::MOUNT_ATTR_NOEXEC),
+    ("rexec", true, fs::MOUNT_ATTR_NOEXEC),
+    ("rnodiratime", false, fs::MOUNT_ATTR_NODIRATIME),
+    ("rdiratime", true, fs::MOUNT_ATTR_NODIRATIME),
+    ("rrelatime", false, fs::MOUNT_ATTR_RELATIME),
+    ("rnorelatime", true, fs::MOUNT_ATTR_RELATIME),
+    ("rnoatime", false, fs::MOUNT_ATTR_NOATIME),
+    ("ratime", true, fs::MOUNT_ATTR_NOATIME),
+    ("rstrictatime", false, fs::MOUNT_ATTR_STRICTATIME),
+    ("rnostrictatime", true, fs::MOUNT_ATTR_STRICTATIME),
+    ("rnosymfollow", false, fs::MOUNT_ATTR_NOSYMFOLLOW),
+    ("rsymfollow", true, fs::MOUNT_ATTR_NOSYMFOLLOW),
+];
+
+/// Options that are neither flags nor filesystem data: handled elsewhere (ID mapping) or
+/// annotations for other tools (`x-*`, `defaults`, crun's `tmpcopyup`).
+fn not_data(opt: &str) -> bool {
+    opt.starts_with("x-") || matches!(opt, "defaults" | "tmpcopyup" | "idmap" | "ridmap")
 }
 
 pub fn parse_options(opts: &[String]) -> MountOptions {
@@ -44,8 +77,31 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
         propagation: Vec::new(),
         data: Vec::new(),
         bind: false,
+        rec_set: 0,
+        rec_clear: 0,
     };
     for opt in opts {
+        if let Some(&(_, clears, bit)) = RECURSIVE_OPTIONS.iter().find(|(n, _, _)| n == opt) {
+            if bit & fs::MOUNT_ATTR_ATIME_MASK == bit {
+                // One access-time setting replaces another, and mount_setattr(2) takes one only
+                // with the whole MOUNT_ATTR__ATIME mask cleared: "rnorelatime" is strictatime,
+                // "ratime" and "rnostrictatime" the kernel's default (relatime).
+                let mode = match opt.as_str() {
+                    "rnorelatime" => fs::MOUNT_ATTR_STRICTATIME,
+                    _ if clears => fs::MOUNT_ATTR_RELATIME,
+                    _ => bit,
+                };
+                o.rec_set = (o.rec_set & !fs::MOUNT_ATTR_ATIME_MASK) | mode;
+                o.rec_clear |= fs::MOUNT_ATTR_ATIME_MASK;
+            } else if clears {
+                o.rec_clear |= bit;
+                o.rec_set &= !bit;
+            } else {
+                o.rec_set |= bit;
+                o.rec_clear &= !bit;
+            }
+            continue;
+        }
         let (flag, on) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, true),
             "rw" => (MsFlags::MS_RDONLY, false),
@@ -84,7 +140,7 @@ pub fn parse_options(opts: &[String]) -> MountOptions {
             other => {
                 if let Some(p) = propagation_flags(other) {
                     o.propagation.push(p);
-                } else if !other.starts_with("x-") && other != "defaults" && other != "tmpcopyup" {
+                } else if !not_data(other) {
                     o.data.push(other.to_string());
                 }
                 continue;
@@ -153,6 +209,7 @@ pub struct Plan<'a> {
     pub new_cgroupns: bool,
     /// Detached ID-mapped trees made by the runtime, by mount index (see `idmap`).
     pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
+    pub mount_ns: MountNs,
 }
 
 /// Before pivot_root: propagation, the rootfs as a mount point, the mounts, devices and /dev links.
@@ -162,16 +219,23 @@ pub fn prepare(plan: &Plan) -> Result<()> {
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(propagation_flags)
         .unwrap_or(MsFlags::MS_SLAVE | MsFlags::MS_REC);
-    // Shared propagation for the root comes at the end; first cut our mounts off from the host's.
-    let first = if prop.contains(MsFlags::MS_SHARED) {
+    // Shared and unbindable propagation for the root come at the end, after pivot_root (an
+    // unbindable / could not be bound, nor the rootfs on it); first cut our mounts off from the
+    // host's.
+    let first = if prop.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
         MsFlags::MS_SLAVE | MsFlags::MS_REC
     } else {
         prop
     };
-    sys_mount(None, "/", None, first, None).ctx("make / private to the container (rootfsPropagation)")?;
     let rootfs = plan.rootfs.to_str().ok_or_else(|| err!("root.path: not valid UTF-8"))?;
-    sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
-        .with_ctx(|| format!("bind root.path {rootfs} onto itself"))?;
+    // Without a mount namespace of the container's own, the mounts are the runtime's: its
+    // propagation is left alone (runc would make the host's / rslave), and the rootfs needs no
+    // mount of its own (it is chrooted into, not pivoted to).
+    if plan.mount_ns != MountNs::Runtime {
+        sys_mount(None, "/", None, first, None).ctx("make / private to the container (rootfsPropagation)")?;
+        sys_mount(Some(rootfs), rootfs, None, MsFlags::MS_BIND | MsFlags::MS_REC, None)
+            .with_ctx(|| format!("bind root.path {rootfs} onto itself"))?;
+    }
     let root = fs::open_dir(plan.rootfs)?;
     let mut dev_is_bound = false;
     for (i, m) in plan.spec.mounts().iter().flatten().enumerate() {
@@ -197,13 +261,78 @@ fn is_bind(m: &Mount) -> bool {
     m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
 }
 
+/// Whether a mount is made writable first and read-only (and given its recursive attributes)
+/// only at the end, in `finish`, once everything under it is in place (runc: tmpfs mounts, and
+/// /dev which gets the device nodes and /dev/pts, /dev/shm...).
+fn read_only_later(m: &Mount) -> bool {
+    m.typ().as_deref() == Some("tmpfs") || fs::normalize(m.destination()) == Path::new("/dev")
+}
+
+/// procfs and sysfs go onto an ordinary directory only: never through a symlink (a symlink in
+/// the image pointing them elsewhere in the rootfs, as runc refuses too).
+fn check_ordinary_dir(root: RawFd, typ: &str, dest: &Path) -> Result<()> {
+    let rel = fs::normalize(dest);
+    let rel = rel.strip_prefix("/").unwrap_or(&rel);
+    if rel.as_os_str().is_empty() {
+        bail!("filesystem {typ:?} cannot be mounted on the root");
+    }
+    let c = fs::cpath(&rel.to_string_lossy());
+    match fs::openat2(
+        root,
+        &c,
+        libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+        fs::RESOLVE_IN_ROOT | fs::RESOLVE_NO_SYMLINKS,
+    ) {
+        Ok(fd) if fs::fstat(fd.as_raw_fd())?.st_mode & libc::S_IFMT == libc::S_IFDIR => Ok(()),
+        Ok(_) => bail!("filesystem {typ:?} must be mounted on an ordinary directory (not a directory)"),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            bail!("filesystem {typ:?} must be mounted on an ordinary directory (the path has a symlink)")
+        }
+        Err(e) => Err(Error::sys(dest.display(), e)),
+    }
+}
+
+/// The recursive attributes (`rro`, `rnosuid`, ...) on the mount at `dest` and every mount below it.
+fn set_recursive_attrs(root: RawFd, dest: &Path, opts: &MountOptions) -> Result<()> {
+    if opts.rec_set == 0 && opts.rec_clear == 0 {
+        return Ok(());
+    }
+    let target = fs::open_in_root(root, dest).ctx("reopen")?;
+    fs::mount_setattr_clear(
+        target.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+        opts.rec_set,
+        opts.rec_clear,
+        None,
+    )
+    .map_err(|e| Error::sys("recursive mount options (mount_setattr)", e))
+}
+
 fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
-    let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+    let mut opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let typ = m.typ().as_deref().unwrap_or("");
     let bind = opts.bind || typ == "bind";
     let dest = m.destination();
+    // What is not a flag is filesystem data; a bind takes none (the kernel would ignore it): an
+    // option nothing understands is an error, never dropped.
+    if bind && !opts.data.is_empty() {
+        bail!(
+            "mounts[{index}].options: unknown option(s) {} (a bind mount takes no filesystem options)",
+            opts.data.join(", ")
+        );
+    }
+    if matches!(typ, "proc" | "sysfs") {
+        check_ordinary_dir(root, typ, dest)?;
+    }
+    let later = read_only_later(m);
+    if later {
+        opts.set &= !MsFlags::MS_RDONLY;
+    }
     if typ == "cgroup" {
-        return mount_cgroup_v1(plan, root, dest, &opts);
+        mount_cgroup_v1(plan, root, dest, &opts)?;
+        return set_recursive_attrs(root, dest, &opts);
     }
     let source = m.source().as_ref().map(|s| {
         if bind && s.is_relative() {
@@ -256,14 +385,43 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
                 let target = fs::open_in_root(root, dest).ctx("reopen")?;
                 remount_bind(&fs::fd_path(&target), flags, MsFlags::empty()).ctx("remount /sys")?;
             }
+            Err(e) if data.is_some() => {
+                return Err(Error::sys(
+                    format!("mount {typ} with mounts[{index}].options {:?}", opts.data.join(",")),
+                    e,
+                ))
+            }
             Err(e) => return Err(Error::sys(format!("mount {typ}"), e)),
         }
+    }
+    if !later {
+        set_recursive_attrs(root, dest, &opts)?;
     }
     if !opts.propagation.is_empty() {
         let target = fs::open_in_root(root, dest).ctx("reopen")?;
         for p in &opts.propagation {
             sys_mount(None, &fs::fd_path(&target), None, *p, None).ctx("set propagation")?;
         }
+    }
+    Ok(())
+}
+
+/// After everything is mounted: tmpfs mounts and /dev asked read-only are made so, and get their
+/// recursive attributes (see `read_only_later`).
+fn finish_delayed_mounts(spec: &Spec, root: RawFd) -> Result<()> {
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        if !read_only_later(m) {
+            continue;
+        }
+        let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+        let dest = m.destination();
+        let ctx = || format!("mounts[{i}] ({})", dest.display());
+        if opts.set.contains(MsFlags::MS_RDONLY) {
+            let target = fs::open_in_root(root, dest).with_ctx(ctx)?;
+            remount_bind(&fs::fd_path(&target), MsFlags::MS_RDONLY, MsFlags::empty())
+                .with_ctx(|| format!("{}: remount read-only", ctx()))?;
+        }
+        set_recursive_attrs(root, dest, &opts).map_err(|e| e.context(ctx()))?;
     }
     Ok(())
 }
@@ -572,9 +730,18 @@ fn create_devices(plan: &Plan, root: RawFd) -> Result<()> {
     Ok(())
 }
 
-/// Make the prepared rootfs the root: pivot_root, or with `no_pivot` move it over / and chroot.
-pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
+/// Make the prepared rootfs the root: pivot_root, or with `no_pivot` move it over / and chroot;
+/// in a mount namespace that is not the container's own (joined, or the runtime's), a chroot
+/// only: a pivot_root there would move every other process of that namespace too.
+pub fn enter(rootfs: &Path, no_pivot: bool, mount_ns: MountNs) -> Result<()> {
+    if mount_ns != MountNs::New {
+        nix::unistd::chdir(rootfs).ctx("chdir to rootfs")?;
+        nix::unistd::chroot(".").ctx("chroot")?;
+        nix::unistd::chdir("/").ctx("chdir /")?;
+        return Ok(());
+    }
     if no_pivot {
+        hide_host_procfs_and_sysfs(rootfs)?;
         nix::unistd::chdir(rootfs).ctx("chdir to rootfs")?;
         sys_mount(Some("."), "/", None, MsFlags::MS_MOVE, None).ctx("move rootfs to / (--no-pivot)")?;
         nix::unistd::chroot(".").ctx("chroot")?;
@@ -593,6 +760,96 @@ pub fn enter(rootfs: &Path, no_pivot: bool) -> Result<()> {
     Ok(())
 }
 
+/// With `--no-pivot` the host's mounts stay in the container's mount namespace, under the moved
+/// root: a full procfs or sysfs mount there, even unreachable by path, lets a process of the
+/// container mount a fresh, unmasked procfs or sysfs from a nested user namespace (the kernel
+/// allows it when a full one is already in the namespace). As runc does, every full procfs and
+/// sysfs mount outside the rootfs is detached from this namespace first (made slave so nothing
+/// propagates to the host), or covered with a tmpfs where it cannot be detached.
+fn hide_host_procfs_and_sysfs(rootfs: &Path) -> Result<()> {
+    // The rootfs as mountinfo names it (the container's own /proc and /sys are under it).
+    let rootfs = &std::fs::canonicalize(rootfs).with_ctx(|| format!("root.path {}", rootfs.display()))?;
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ctx("/proc/self/mountinfo")?;
+    let mut targets: Vec<std::path::PathBuf> = Vec::new();
+    for line in text.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let f: Vec<&str> = pre.split(' ').collect();
+        let fstype = post.split(' ').next().unwrap_or("");
+        if f.len() < 5 || f[3] != "/" || !matches!(fstype, "proc" | "sysfs") {
+            continue;
+        }
+        let mount_point = std::path::PathBuf::from(unescape_mountinfo(f[4]));
+        if mount_point.starts_with(rootfs) {
+            continue;
+        }
+        targets.push(mount_point);
+    }
+    // Deepest first, so that a mount under another is handled before it is hidden.
+    targets.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in targets {
+        let ps = p.to_string_lossy();
+        match sys_mount(None, &ps, None, MsFlags::MS_SLAVE | MsFlags::MS_REC, None) {
+            Ok(()) => {}
+            Err(nix::Error::ENOENT) => continue,
+            Err(e) => return Err(Error::sys(format!("--no-pivot: make {ps} slave"), e)),
+        }
+        match nix::mount::umount2(&*ps, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) => {}
+            Err(nix::Error::EINVAL) | Err(nix::Error::EPERM) => {
+                sys_mount(Some("tmpfs"), &ps, Some("tmpfs"), MsFlags::empty(), None)
+                    .with_ctx(|| format!("--no-pivot: cover {ps}"))?;
+            }
+            Err(e) => return Err(Error::sys(format!("--no-pivot: detach {ps}"), e)),
+        }
+    }
+    Ok(())
+}
+
+/// Detach every mount strictly below `rootfs` in the runtime's own mount namespace, deepest
+/// first: what a container without a mount namespace of its own mounted there (the rootfs itself,
+/// which may be an engine's mount, stays).
+pub fn detach_mounts_under(rootfs: &Path) -> Result<()> {
+    let rootfs = std::fs::canonicalize(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ctx("/proc/self/mountinfo")?;
+    let mut below: Vec<std::path::PathBuf> = text
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| std::path::PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(&rootfs) && *p != rootfs)
+        .collect();
+    below.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    below.dedup();
+    for p in below {
+        match nix::mount::umount2(
+            &p,
+            nix::mount::MntFlags::MNT_DETACH | nix::mount::MntFlags::UMOUNT_NOFOLLOW,
+        ) {
+            Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+            Err(e) => return Err(Error::sys(format!("detach {}", p.display()), e)),
+        }
+    }
+    Ok(())
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// After entering the root: sysctls, masked and read-only paths, the read-only root, propagation.
 pub fn finish(spec: &Spec) -> Result<()> {
     let linux = spec.linux().as_ref();
@@ -609,6 +866,7 @@ pub fn finish(spec: &Spec) -> Result<()> {
     for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
         readonly_path(root.as_raw_fd(), p).map_err(|e| e.context(format!("linux.readonlyPaths {p}")))?;
     }
+    finish_delayed_mounts(spec, root.as_raw_fd())?;
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
         remount_bind("/", MsFlags::MS_RDONLY, MsFlags::empty()).ctx("root.readonly: remount / read-only")?;
     }
@@ -616,7 +874,7 @@ pub fn finish(spec: &Spec) -> Result<()> {
         .and_then(|l| l.rootfs_propagation().as_deref())
         .and_then(propagation_flags)
     {
-        if p.contains(MsFlags::MS_SHARED) {
+        if p.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
             sys_mount(None, "/", None, p, None).ctx("linux.rootfsPropagation")?;
         }
     }
@@ -692,6 +950,24 @@ mod tests {
         assert!(o.bind && o.set.contains(MsFlags::MS_REC | MsFlags::MS_RDONLY));
         let o = opts(&["ro", "rw"]);
         assert!(!o.set.contains(MsFlags::MS_RDONLY) && o.clear.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_options_are_attributes_not_data() {
+        let o = opts(&["rbind", "rro", "rnosuid", "rnoatime", "rnosymfollow", "idmap", "x-foo"]);
+        assert!(o.data.is_empty(), "{:?}", o.data);
+        assert_eq!(
+            o.rec_set,
+            fs::MOUNT_ATTR_RDONLY | fs::MOUNT_ATTR_NOSUID | fs::MOUNT_ATTR_NOATIME | fs::MOUNT_ATTR_NOSYMFOLLOW
+        );
+        assert_eq!(o.rec_clear, fs::MOUNT_ATTR_ATIME_MASK);
+        let o = opts(&["rro", "rrw", "rnorelatime"]);
+        assert_eq!(o.rec_set, fs::MOUNT_ATTR_STRICTATIME);
+        assert_eq!(o.rec_clear, fs::MOUNT_ATTR_RDONLY | fs::MOUNT_ATTR_ATIME_MASK);
+        assert_eq!(opts(&["rbind", "bogus"]).data, vec!["bogus"]);
+        for (name, _, _) in RECURSIVE_OPTIONS {
+            assert!(crate::features::MOUNT_OPTIONS.contains(name), "{name} not in features");
+        }
     }
 
     #[test]
