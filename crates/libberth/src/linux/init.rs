@@ -126,7 +126,12 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         chan.expect(b'G')?;
     }
     if let Some(list) = hooks.and_then(|h| h.create_container().as_ref()) {
-        crate::hooks::run_all("createContainer", list, &hook_state)?;
+        // In the container's namespaces, before pivot_root, in the container's root (as runc).
+        let ctx = crate::hooks::Context {
+            cwd: Some(cfg.rootfs),
+            ..Default::default()
+        };
+        crate::hooks::run_all_in("createContainer", list, &hook_state, ctx)?;
     }
     rootfs::enter(cfg.rootfs, cfg.no_pivot)?;
     rootfs::finish(spec)?;
@@ -181,8 +186,19 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
             chan.expect(b'S')?;
         }
     }
-    if let Some(list) = hooks.and_then(|h| h.start_container().as_ref()) {
-        crate::hooks::run_all("startContainer", list, &hook_state)?;
+    if let Some(list) = hooks
+        .and_then(|h| h.start_container().as_ref())
+        .filter(|l| !l.is_empty())
+    {
+        // The hooks run in the container: under its seccomp filter, as runc runs them.
+        filter.load_now(chan)?;
+        // A hook without an `env` of its own gets the process's (runc's de facto behaviour).
+        let env = process.env().as_deref().unwrap_or_default();
+        let ctx = crate::hooks::Context {
+            default_env: Some(env),
+            ..Default::default()
+        };
+        crate::hooks::run_all_in("startContainer", list, &hook_state, ctx)?;
     }
     Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
 }

@@ -6,8 +6,9 @@
 //!   are dropped and the user switched (as runc does);
 //! - a profile with SCMP_ACT_NOTIFY: before init reports ready, because the listener must have the
 //!   notify descriptor when `create` returns (the runtime sends it to `listenerPath`);
-//! - otherwise: immediately before `execve`, after the exec fifo, the startContainer hooks and the
-//!   signal reset, so a strict profile only has to allow `execve` itself.
+//! - otherwise: immediately before `execve`, after the exec fifo and the signal reset, so a strict
+//!   profile only has to allow `execve` itself; but with startContainer hooks, before them (they
+//!   run in the container and must run confined, as runc runs them).
 //!
 //! Unknown syscall names are skipped (with a debug line), as runc does; unknown actions, operators,
 //! architectures and flags are refused by the spec parser with the JSON path at fault; an argument
@@ -390,6 +391,18 @@ impl Plan {
             filter,
             no_new_privs: p.no_new_privileges().unwrap_or(false),
         })
+    }
+
+    /// Load the filter now if it is not loaded yet (the startContainer hooks run in the container
+    /// and must not run unconfined; a notify filter is loaded before ready, never here).
+    pub fn load_now(&mut self, chan: &super::sync::Channel) -> Result<()> {
+        if self.filter.is_some() {
+            self.load_at(Point::BeforeExec, chan)?;
+        }
+        if self.filter.is_some() {
+            self.load_at(Point::BeforeCapabilities, chan)?;
+        }
+        Ok(())
     }
 
     /// Load the filter if `point` is its load point; a notify listener goes to the runtime as an
