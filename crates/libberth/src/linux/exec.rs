@@ -574,8 +574,10 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
     if p.terminal() == Some(true) {
         let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match plan.console {
-            Some(sock) => super::console::setup(size, false, |fd, name| super::console::send_fd(sock, fd, name))?,
-            None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', &[], fd))?,
+            Some(sock) => super::console::setup(size, false, p.user().uid(), |fd, name| {
+                super::console::send_fd(sock, fd, name)
+            })?,
+            None => super::console::setup(size, false, p.user().uid(), |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     if let Some(sock) = plan.console {

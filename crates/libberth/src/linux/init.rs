@@ -138,9 +138,11 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     if process.terminal().unwrap_or(false) {
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match cfg.console_sock {
-            Some(sock) => super::console::setup(size, true, |fd, name| super::console::send_fd(sock, fd, name))?,
+            Some(sock) => super::console::setup(size, true, process.user().uid(), |fd, name| {
+                super::console::send_fd(sock, fd, name)
+            })?,
             // No console socket: `run` relays the terminal itself and gets the master over the channel.
-            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', &[], fd))?,
+            None => super::console::setup(size, true, process.user().uid(), |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     super::tuning::apply(spec, process)?;
