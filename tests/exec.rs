@@ -536,3 +536,47 @@ fn exec_cpu_affinity_final_applies_inside_the_cgroup() {
     let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]);
     assert_err_mentions(&out, "execCPUAffinity.final", "a bad CPU list");
 }
+
+/// `linux.personality` applies to an exec'd process as to the container's own (runc 1.2).
+#[test]
+fn exec_gets_the_containers_personality() {
+    if !require_root() || runc_gap("runc 1.1 predates linux.personality") {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    b.config["linux"]["personality"] = json!({ "domain": "LINUX32" });
+    sleeper(&rt, &mut b, &id);
+    let out = exec(&rt, &id, &[], &["uname", "-m"]).ok("exec uname -m");
+    assert_eq!(out.out().trim(), "i686", "exec'd process's personality");
+}
+
+/// `--debug exec` logs the exec'd process's initial CPU affinity as runc's nsexec does
+/// (`nsexec[PID]: affinity: 0xMASK`), which runc's tests and engines look for.
+#[test]
+fn exec_debug_logs_the_initial_cpu_affinity() {
+    if !require_root() || runc_gap("runc 1.1 predates execCPUAffinity") {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    sleeper(&rt, &mut b, &id);
+    let dir = TempDir::new("process");
+    let file = dir.join("process.json");
+    let process = json!({
+        "args": ["true"], "env": ["PATH=/bin"], "cwd": "/", "user": { "uid": 0, "gid": 0 },
+        "execCPUAffinity": { "initial": "0" }
+    });
+    std::fs::write(&file, process.to_string()).unwrap();
+    let out = rt
+        .cmd(&["--debug", "exec", "--process", file.to_str().unwrap(), &id])
+        .ok("--debug exec with execCPUAffinity.initial");
+    let err = out.err();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("nsexec") && l.contains(": affinity: 0x1") && l.contains("debug")),
+        "{err}"
+    );
+}

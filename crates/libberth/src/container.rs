@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// The container's seccomp profile, kept in its state directory for exec.
 const SECCOMP_FILE: &str = "seccomp.json";
+/// `linux.personality`, kept like the seccomp profile: exec'd processes get it too (as runc's).
+const PERSONALITY_FILE: &str = "personality.json";
 
 pub struct Runtime {
     pub store: Store,
@@ -175,6 +177,14 @@ impl Runtime {
         if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
             let text = serde_json::to_vec(profile).map_err(|e| err!("linux.seccomp: {e}"))?;
             let path = dir.join(SECCOMP_FILE);
+            if let Err(e) = std::fs::write(&path, text) {
+                undo.dir = Some(locked);
+                return Err(Error::sys(path.display(), e));
+            }
+        }
+        if let Some(per) = linux.and_then(|l| l.personality().as_ref()) {
+            let text = serde_json::to_vec(per).map_err(|e| err!("linux.personality: {e}"))?;
+            let path = dir.join(PERSONALITY_FILE);
             if let Err(e) = std::fs::write(&path, text) {
                 undo.dir = Some(locked);
                 return Err(Error::sys(path.display(), e));
@@ -487,8 +497,17 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::sys(locked.dir.join(SECCOMP_FILE).display(), e)),
         };
+        let personality = match std::fs::read(locked.dir.join(PERSONALITY_FILE)) {
+            Ok(b) => Some(
+                serde_json::from_slice::<oci_spec::runtime::LinuxPersonality>(&b)
+                    .map_err(|e| err!("{}: {e}", locked.dir.join(PERSONALITY_FILE).display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::sys(locked.dir.join(PERSONALITY_FILE).display(), e)),
+        };
         let conf = crate::linux::exec::Confinement {
             seccomp: seccomp.as_ref(),
+            personality: personality.as_ref(),
             state_json: serde_json::to_vec(&rec.doc(Status::Running)).unwrap_or_default(),
         };
         run(&rec, &process, opts, &conf)

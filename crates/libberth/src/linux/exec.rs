@@ -332,6 +332,7 @@ struct ChildPlan<'a> {
     root: Option<&'a OwnedFd>,
     console: Option<RawFd>,
     preserve_fds: i32,
+    personality: Option<&'a oci_spec::runtime::LinuxPersonality>,
 }
 
 impl ChildPlan<'_> {
@@ -351,6 +352,8 @@ impl ChildPlan<'_> {
 /// `container::SECCOMP_FILE`) and the state JSON its notify listener is sent with.
 pub struct Confinement<'a> {
     pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's `linux.personality` (kept by create, see `container::PERSONALITY_FILE`).
+    pub personality: Option<&'a oci_spec::runtime::LinuxPersonality>,
     pub state_json: Vec<u8>,
 }
 
@@ -436,6 +439,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         root: root.as_ref(),
         console: console.as_ref().map(|c| c.as_raw_fd()),
         preserve_fds: o.preserve_fds,
+        personality: conf.personality,
     };
     // Compiled here, once: the child only loads it.
     let filter = super::seccomp::Plan::for_profile(conf.seccomp, process)?;
@@ -462,6 +466,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         None => Ok(()),
     }
     .and_then(|_| {
+        super::tuning::log_cpu_affinity(child);
         let expect = ExecSteps {
             pid: fork,
             master: process.terminal() == Some(true) && o.console_socket.is_none(),
@@ -585,6 +590,9 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
         unsafe { libc::close(sock) };
     }
     super::tuning::set_exec_labels(p)?;
+    if let Some(per) = plan.personality {
+        super::tuning::set_personality(per)?;
+    }
     let program = apply_process(p, environment(p), plan.preserve_fds, &[], filter, chan)?;
     if !plan.fork {
         chan.expect(b'G')?;
@@ -613,6 +621,7 @@ mod tests {
         let mut pid = 12345;
         let conf = Confinement {
             seccomp: None,
+            personality: None,
             state_json: Vec::new(),
         };
         let expect = ExecSteps {
