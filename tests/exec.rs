@@ -580,3 +580,42 @@ fn exec_debug_logs_the_initial_cpu_affinity() {
         "{err}"
     );
 }
+
+/// An exec that fails (not a process that exits non-zero) exits 255, as runc, with an error.
+#[test]
+fn failed_exec_exits_255() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    sleeper(&rt, &mut b, &id);
+    let out = exec(&rt, &id, &[], &["/no/such/program"]);
+    assert_eq!(out.code(), 255, "{}", out.describe());
+    assert!(out.err().contains("exec failed"), "{}", out.describe());
+    let out = exec(&rt, &id, &[], &["sh", "-c", "exit 3"]);
+    assert_eq!(out.code(), 3, "the process's own status");
+}
+
+/// A `--process` file without `user` runs the process as root (runc).
+#[test]
+fn process_json_without_user_runs_as_root() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    b.config["process"]["user"] = json!({ "uid": 1000, "gid": 1000 });
+    sleeper(&rt, &mut b, &id);
+    let dir = TempDir::new("process");
+    let file = dir.join("process.json");
+    std::fs::write(
+        &file,
+        json!({ "args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin"] }).to_string(),
+    )
+    .unwrap();
+    let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]).ok("exec --process without user");
+    assert_eq!(out.out().trim(), "0");
+}

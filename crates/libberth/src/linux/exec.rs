@@ -77,6 +77,11 @@ pub fn load_process(path: &Path) -> Result<Process> {
         bail!("{origin}: the process must be a JSON object");
     }
     crate::spec::drop_unknown_capabilities(&mut value, "/capabilities");
+    // A process without `user` runs as root, as with runc.
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("user")
+            .or_insert_with(|| serde_json::json!({ "uid": 0, "gid": 0 }));
+    }
     let p: Process = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         err!("{origin}: {path}: {}", e.into_inner())

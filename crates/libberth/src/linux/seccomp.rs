@@ -571,6 +571,14 @@ impl Plan {
     }
 }
 
+/// The version of the libseccomp Berth runs with (for `--version`).
+pub fn library_version() -> String {
+    match libseccomp::ScmpVersion::current() {
+        Ok(v) => format!("{}.{}.{}", v.major, v.minor, v.micro),
+        Err(_) => "unknown".into(),
+    }
+}
+
 /// Whether the kernel knows a filter flag (an invalid flag is EINVAL; a known one fails on the
 /// NULL program with EFAULT, or EACCES without privilege).
 pub fn flag_supported(bit: libc::c_uint) -> bool {
