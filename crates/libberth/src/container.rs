@@ -377,10 +377,14 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        let status = locked.status(Some(&rec));
         if crate::vm::is_vm(&locked) {
+            if sig == 0 && status != Status::Stopped {
+                // Signal 0 only asks whether the container is alive: its monitor is.
+                return Ok(());
+            }
             return crate::vm::kill(&locked, &rec, sig, all);
         }
-        let status = locked.status(Some(&rec));
         if status == Status::Stopped && !all {
             bail!("container {id:?} is not running (stopped)");
         }

@@ -140,10 +140,12 @@ impl Output {
     }
 
     /// Read what is available, keeping up to OUTPUT_CAP bytes; at end of file the pipe is closed.
+    /// At most 64 reads per call, so that a writer as fast as the reader (a descendant of the hook
+    /// still holding the pipe) cannot keep the runtime here past the deadline.
     fn drain(&mut self) {
         let Some(pipe) = self.pipe.as_mut() else { return };
         let mut buf = [0u8; 8192];
-        loop {
+        for _ in 0..64 {
             match pipe.read(&mut buf) {
                 Ok(0) => {
                     self.pipe = None;
