@@ -319,4 +319,18 @@ fn unknown_capabilities_are_warned_in_runcs_words() {
         "{}",
         out.describe()
     );
+    // exec --cap: the same words, and the exec goes on.
+    let id = unique_id();
+    let sleeper = Bundle::new(&["sleep", "100"]);
+    rt.create_and_start(&sleeper, &id);
+    let out = rt
+        .cmd(&["exec", "--cap", "CAP_NO_SUCH_C", &id, "true"])
+        .ok("exec --cap with an unknown capability");
+    assert!(
+        out.err()
+            .contains("ignoring unknown or unavailable capabilities: [CAP_NO_SUCH_C]"),
+        "{}",
+        out.describe()
+    );
+    rt.kill(&id, "KILL").ok("kill");
 }
