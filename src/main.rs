@@ -8,11 +8,31 @@ use libberth::container::{CreateOpts, Runtime};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), "\nspec: ", "1.2.1");
+/// The runtime-spec version Berth implements.
+const SPEC_VERSION: &str = "1.2.1";
+
+/// `-v`/`--version`, in runc's layout (`runc version X`, `commit:`, `spec:`, `libseccomp:`; runc's
+/// `go:` line has no counterpart), which scripts and engines parse line by line. The commit is
+/// `BERTH_COMMIT` at build time when the build sets it.
+fn version_text() -> String {
+    format!(
+        "berth version {}\ncommit: {}\nspec: {SPEC_VERSION}\nlibseccomp: {}",
+        env!("CARGO_PKG_VERSION"),
+        option_env!("BERTH_COMMIT").unwrap_or("unknown"),
+        libberth::linux::seccomp::library_version(),
+    )
+}
 
 #[derive(Parser)]
-#[command(name = "berth", version, long_version = LONG_VERSION, about = "Berth: an OCI container runtime (runc-compatible command line)")]
+#[command(
+    name = "berth",
+    disable_version_flag = true,
+    about = "Berth: an OCI container runtime (runc-compatible command line)"
+)]
 struct Cli {
+    /// Print the version (runc's -v/--version)
+    #[arg(short = 'v', long = "version")]
+    version: bool,
     /// Directory for container state
     #[arg(long, global = true, value_name = "DIR")]
     root: Option<PathBuf>,
@@ -32,7 +52,7 @@ struct Cli {
     #[arg(long, value_name = "true|false|auto", num_args = 0..=1, default_missing_value = "true")]
     rootless: Option<String>,
     #[command(subcommand)]
-    cmd: Cmd,
+    cmd: Option<Cmd>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -215,7 +235,8 @@ struct UpdateArgs {
     memory_swap: Option<String>,
     #[arg(long, allow_hyphen_values = true)]
     memory_reservation: Option<String>,
-    #[arg(long)]
+    /// CPU shares (runc's flag is --cpu-share; --cpu-shares is accepted too)
+    #[arg(long = "cpu-share", visible_alias = "cpu-shares")]
     cpu_shares: Option<String>,
     #[arg(long)]
     cpu_period: Option<String>,
@@ -271,15 +292,31 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
     code as libc::c_int
 }
 
+/// Print an error as runc's command line does for tools that read stderr: the line carries the
+/// word "error" (runc writes `level=error msg=...`).
+fn print_error(msg: &str) {
+    eprintln!("berth: error: {msg}");
+}
+
 fn berth_main() -> u8 {
     let cli = Cli::parse();
-    let preserve_fds = match &cli.cmd {
+    if cli.version {
+        print(&version_text());
+        return 0;
+    }
+    let Some(cmd) = cli.cmd else {
+        let _ = <Cli as clap::CommandFactory>::command().print_help();
+        return 0;
+    };
+    let preserve_fds = match &cmd {
         Cmd::Create(a) | Cmd::Run { create: a, .. } => a.preserve_fds,
         Cmd::Exec(a) => a.preserve_fds,
         _ => 0,
     };
     if !(0..=MAX_PRESERVE_FDS).contains(&preserve_fds) {
-        eprintln!("berth: --preserve-fds {preserve_fds}: must be between 0 and {MAX_PRESERVE_FDS}");
+        print_error(&format!(
+            "--preserve-fds {preserve_fds}: must be between 0 and {MAX_PRESERVE_FDS}"
+        ));
         return 1;
     }
     // Before the runtime opens anything (its log file first): no descriptor of its own may land in
@@ -290,24 +327,29 @@ fn berth_main() -> u8 {
         LogFormat::Json => libberth::log::Format::Json,
     };
     if let Err(e) = libberth::log::init(cli.log.as_deref(), format, cli.debug) {
-        eprintln!("berth: {e}");
+        print_error(&e.to_string());
         return 1;
     }
-    if matches!(cli.cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
+    if matches!(cmd, Cmd::Create(_) | Cmd::Run { .. } | Cmd::Exec(_)) {
         // Containers are made, and joined, from a read-only mount of this binary (CVE-2019-5736).
         libberth::linux::exeseal::reexec_sealed();
     }
     let root = cli.root.clone().unwrap_or_else(default_root);
     let rt = Runtime::new(&root, cli.systemd_cgroup);
-    match dispatch(&rt, cli.cmd) {
+    // runc: an exec that fails (as opposed to a process that exits non-zero) exits 255.
+    let (prefix, code) = match cmd {
+        Cmd::Exec(_) => ("exec failed: ", 255),
+        _ => ("", 1),
+    };
+    match dispatch(&rt, cmd) {
         Ok(code) => code,
         Err(e) => {
-            let msg = e.to_string();
+            let msg = format!("{prefix}{e}");
             if libberth::log::has_file() {
                 libberth::log::log(libberth::log::Level::Error, &msg);
             }
-            eprintln!("berth: {msg}");
-            1
+            print_error(&msg);
+            code
         }
     }
 }
@@ -367,7 +409,12 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
             Ok(0)
         }
         Cmd::Kill { all, id, signal } => {
-            let sig = libberth::signal::parse(&signal)?;
+            // Signal 0 (runc accepts it): only checks that the container's init exists.
+            let sig = if signal == "0" {
+                0
+            } else {
+                libberth::signal::parse(&signal)?
+            };
             rt.kill(&id, sig, all).map(|_| 0)
         }
         Cmd::Delete { force, id } => rt.delete(&id, force).map(|_| 0),
@@ -432,6 +479,15 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
         Cmd::Pause { id } => rt.pause(&id).map(|_| 0),
         Cmd::Resume { id } => rt.resume(&id).map(|_| 0),
         Cmd::Ps { format, id, ps_args } => {
+            if container_status(rt, &id)? == "stopped" {
+                // As runc: a stopped container has no processes; table: ps's header only.
+                if format == ListFormat::Json {
+                    print("null");
+                } else {
+                    print(&ps_header(&ps_args)?);
+                }
+                return Ok(0);
+            }
             if format == ListFormat::Json {
                 let pids = rt.pids(&id)?;
                 print(&serde_json::to_string(&pids).unwrap_or_else(|_| "[]".into()));
@@ -450,6 +506,35 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
             Ok(0)
         }
     }
+}
+
+/// The container's status as `state` reports it.
+fn container_status(rt: &Runtime, id: &str) -> libberth::Result<String> {
+    let doc: serde_json::Value = serde_json::from_str(&rt.state(id)?).unwrap_or_default();
+    Ok(doc["status"].as_str().unwrap_or_default().to_string())
+}
+
+/// The first line of `ps ARGS` (default `-ef`), the header of an empty `ps` table.
+fn ps_header(args: &[String]) -> libberth::Result<String> {
+    let args: Vec<&str> = if args.is_empty() {
+        vec!["-ef"]
+    } else {
+        args.iter().map(String::as_str).collect()
+    };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| libberth::Error::sys("ps", e))?;
+    if !out.status.success() {
+        libberth::bail!("ps {}: {}", args.join(" "), out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// runc's `list` table: columns padded to their widest cell.

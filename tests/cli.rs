@@ -161,3 +161,176 @@ fn systemd_cgroup_without_systemd_is_a_clear_error() {
     assert_err_mentions(&out, "systemd", "the flag at fault");
     rt.assert_no_state(&id);
 }
+
+/// `-v` and `--version` print runc's layout: `NAME version X`, then `commit:`, `spec:` and
+/// `libseccomp:` lines (scripts read them line by line).
+#[test]
+fn version_has_runcs_layout() {
+    let rt = Runtime::new();
+    for flag in ["-v", "--version"] {
+        let out = rt.cmd(&[flag]).ok(flag);
+        let text = out.out();
+        let l = lines(&text);
+        assert!(l[0].contains(" version "), "{flag}: {text}");
+        for key in ["commit: ", "spec: 1.", "libseccomp: "] {
+            assert!(l.iter().any(|x| x.starts_with(key)), "{flag}: no {key:?} line: {text}");
+        }
+    }
+}
+
+/// A failing command's stderr carries the word "error" (tools grep for it, as runc writes
+/// `level=error`), with the message.
+#[test]
+fn errors_on_stderr_carry_the_word_error() {
+    let rt = Runtime::new();
+    let out = rt
+        .cmd(&["state", "no-such-container"])
+        .fails("state of a missing container");
+    assert_eq!(out.code(), 1);
+    assert!(out.err().contains("error"), "{}", out.describe());
+    assert!(out.err().contains("does not exist"), "{}", out.describe());
+}
+
+/// `delete --force` of a container that does not exist succeeds (runc); without --force it fails.
+#[test]
+fn delete_force_of_a_missing_container_succeeds() {
+    let rt = Runtime::new();
+    rt.cmd(&["delete", "--force", "no-such-container"])
+        .ok("delete --force of a missing container");
+    rt.cmd(&["delete", "no-such-container"])
+        .fails("delete of a missing container");
+}
+
+/// `update --cpu-share` (runc's spelling) is accepted: it reaches the container lookup.
+#[test]
+fn update_accepts_cpu_share() {
+    let rt = Runtime::new();
+    let out = rt.cmd(&["update", "--cpu-share", "512", "no-such-container"]);
+    assert_eq!(out.code(), 1, "{}", out.describe());
+    assert!(
+        out.err().contains("not exist"),
+        "flag refused instead: {}",
+        out.describe()
+    );
+}
+
+/// `kill ID 0` checks that the container's init exists: success while it runs, failure once
+/// it has stopped.
+#[test]
+fn kill_with_signal_0_checks_that_init_exists() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::new(&["sleep", "100"]);
+    let id = unique_id();
+    rt.create_and_start(&b, &id);
+    rt.kill(&id, "0").ok("kill 0 of a running container");
+    assert_eq!(rt.state(&id)["status"], "running", "signal 0 must not kill");
+    rt.kill(&id, "KILL").ok("kill KILL");
+    rt.wait_for_status(&id, "stopped");
+    rt.kill(&id, "0").fails("kill 0 of a stopped container");
+    rt.delete(&id).ok("delete");
+}
+
+/// `ps` of a stopped container succeeds with no processes: the table is ps's header alone, the
+/// JSON is runc's `null`.
+#[test]
+fn ps_of_a_stopped_container_lists_nothing() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let b = Bundle::new(&["true"]);
+    let id = unique_id();
+    rt.create_and_start(&b, &id);
+    rt.wait_for_status(&id, "stopped");
+    let table = rt.cmd(&["ps", &id]).ok("ps of a stopped container");
+    let l = lines(&table.out());
+    assert_eq!(l.len(), 1, "{}", table.describe());
+    assert!(l[0].contains("PID"), "{}", table.describe());
+    let json = rt
+        .cmd(&["ps", "--format", "json", &id])
+        .ok("ps --format json of a stopped container");
+    assert_eq!(json.out().trim(), "null", "{}", json.describe());
+    rt.delete(&id).ok("delete");
+}
+
+/// `--debug` writes runc's debug lines of a run (what runc's own tests and engines look for) to
+/// stderr, or to the `--log` file when given (then not to stderr).
+#[test]
+fn debug_writes_runcs_debug_lines() {
+    if !require_root() {
+        return;
+    }
+    let check = |text: &str| {
+        for line in [
+            "nsexec container setup",
+            "child process in init()",
+            "init: closing the pipe to signal completion",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+    };
+    let rt = Runtime::new();
+    let b = Bundle::new(&["true"]);
+    b.save();
+    let id = unique_id();
+    let out = rt
+        .cmd(&["--debug", "run", "--bundle", b.dir.to_str().unwrap(), &id])
+        .ok("--debug run");
+    assert!(out.err().contains("level=debug"), "{}", out.describe());
+    check(&out.err());
+
+    let dir = TempDir::new("log");
+    let log = dir.join("log.out");
+    let id = unique_id();
+    let out = rt
+        .cmd(&[
+            "--log",
+            log.to_str().unwrap(),
+            "--debug",
+            "run",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+            &id,
+        ])
+        .ok("--log --debug run");
+    assert!(!out.err().contains("level=debug"), "{}", out.describe());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("level=debug"), "{text}");
+    check(&text);
+}
+
+/// Unknown capabilities are dropped with runc's warning: `ignoring unknown or unavailable
+/// capabilities: [CAP_A CAP_B]`.
+#[test]
+fn unknown_capabilities_are_warned_in_runcs_words() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["process"]["capabilities"]["bounding"] = json!(["CAP_CHOWN", "CAP_NO_SUCH_B", "CAP_NO_SUCH_A"]);
+    let out = rt.run(&b, &unique_id()).ok("run with unknown capabilities");
+    assert!(
+        out.err()
+            .contains("ignoring unknown or unavailable capabilities: [CAP_NO_SUCH_A CAP_NO_SUCH_B]"),
+        "{}",
+        out.describe()
+    );
+    // exec --cap: the same words, and the exec goes on.
+    let id = unique_id();
+    let sleeper = Bundle::new(&["sleep", "100"]);
+    rt.create_and_start(&sleeper, &id);
+    let out = rt
+        .cmd(&["exec", "--cap", "CAP_NO_SUCH_C", &id, "true"])
+        .ok("exec --cap with an unknown capability");
+    assert!(
+        out.err()
+            .contains("ignoring unknown or unavailable capabilities: [CAP_NO_SUCH_C]"),
+        "{}",
+        out.describe()
+    );
+    rt.kill(&id, "KILL").ok("kill");
+}

@@ -383,7 +383,6 @@ fn exec_bad_input_is_named_and_leaves_nothing() {
     let cases: &[(&[&str], &[&str], &str)] = &[
         (&[], &[], "no command"),
         (&["--user", "root"], &["true"], "--user"),
-        (&["--cap", "CAP_NOPE"], &["true"], "CAP_NOPE"),
         (&["--cwd", "tmp"], &["true"], "--cwd"),
         (&["-e", "NOEQUALS"], &["true"], "--env"),
         (&["--detach", "--tty"], &["sh"], "--console-socket"),
@@ -392,9 +391,6 @@ fn exec_bad_input_is_named_and_leaves_nothing() {
         (&[], &["/no/such/program"], "/no/such/program"),
     ];
     for (flags, cmd, needle) in cases {
-        if is_runc() && *needle == "CAP_NOPE" {
-            continue; // runc warns and ignores an unknown --cap; Berth refuses the typo
-        }
         let out = exec(&rt, &id, flags, cmd);
         fails_naming(&out, needle, &format!("exec {flags:?} {cmd:?}"));
         assert_eq!(out.err().trim().lines().count(), 1, "one line: {}", out.describe());
@@ -535,4 +531,87 @@ fn exec_cpu_affinity_final_applies_inside_the_cgroup() {
     std::fs::write(&file, process(json!({ "final": "0-x" }))).unwrap();
     let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]);
     assert_err_mentions(&out, "execCPUAffinity.final", "a bad CPU list");
+}
+
+/// `linux.personality` applies to an exec'd process as to the container's own (runc 1.2).
+#[test]
+fn exec_gets_the_containers_personality() {
+    if !require_root() || runc_gap("runc 1.1 predates linux.personality") {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    b.config["linux"]["personality"] = json!({ "domain": "LINUX32" });
+    sleeper(&rt, &mut b, &id);
+    let out = exec(&rt, &id, &[], &["uname", "-m"]).ok("exec uname -m");
+    assert_eq!(out.out().trim(), "i686", "exec'd process's personality");
+}
+
+/// `--debug exec` logs the exec'd process's initial CPU affinity as runc's nsexec does
+/// (`nsexec[PID]: affinity: 0xMASK`), which runc's tests and engines look for.
+#[test]
+fn exec_debug_logs_the_initial_cpu_affinity() {
+    if !require_root() || runc_gap("runc 1.1 predates execCPUAffinity") {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    sleeper(&rt, &mut b, &id);
+    let dir = TempDir::new("process");
+    let file = dir.join("process.json");
+    let process = json!({
+        "args": ["true"], "env": ["PATH=/bin"], "cwd": "/", "user": { "uid": 0, "gid": 0 },
+        "execCPUAffinity": { "initial": "0" }
+    });
+    std::fs::write(&file, process.to_string()).unwrap();
+    let out = rt
+        .cmd(&["--debug", "exec", "--process", file.to_str().unwrap(), &id])
+        .ok("--debug exec with execCPUAffinity.initial");
+    let err = out.err();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("nsexec") && l.contains(": affinity: 0x1") && l.contains("debug")),
+        "{err}"
+    );
+}
+
+/// An exec that fails (not a process that exits non-zero) exits 255, as runc, with an error.
+#[test]
+fn failed_exec_exits_255() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    sleeper(&rt, &mut b, &id);
+    let out = exec(&rt, &id, &[], &["/no/such/program"]);
+    assert_eq!(out.code(), 255, "{}", out.describe());
+    assert!(out.err().contains("exec failed"), "{}", out.describe());
+    let out = exec(&rt, &id, &[], &["sh", "-c", "exit 3"]);
+    assert_eq!(out.code(), 3, "the process's own status");
+}
+
+/// A `--process` file without `user` runs the process as root (runc).
+#[test]
+fn process_json_without_user_runs_as_root() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let id = unique_id();
+    let mut b = Bundle::default();
+    b.config["process"]["user"] = json!({ "uid": 1000, "gid": 1000 });
+    sleeper(&rt, &mut b, &id);
+    let dir = TempDir::new("process");
+    let file = dir.join("process.json");
+    std::fs::write(
+        &file,
+        json!({ "args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin"] }).to_string(),
+    )
+    .unwrap();
+    let out = exec(&rt, &id, &["--process", file.to_str().unwrap()], &[]).ok("exec --process without user");
+    assert_eq!(out.out().trim(), "0");
 }

@@ -363,6 +363,175 @@ fn hook_that_does_not_read_its_state_does_not_kill_the_runtime() {
     }
 }
 
+/// The spec: a failing poststart or poststop hook is warned about and the remaining hooks of that
+/// kind still run. runc 1.1 stops at the first failure (and fails `start` on a poststart one).
+#[test]
+fn failing_poststart_and_poststop_hooks_do_not_stop_the_next_ones() {
+    if !require_root() || runc_gap("runc 1.1 stops at the first failing poststart/poststop hook") {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let fail = hooks.host_script("fail", "cat >/dev/null; echo hook-said-no >&2; exit 1");
+    b.config["hooks"] = json!({
+        "poststart": [fail.clone(), hooks.host_hook(&b, "poststart")],
+        "poststop": [fail, hooks.host_hook(&b, "poststop")],
+    });
+    let id = unique_id();
+    rt.create(&b, &id).ok("create");
+    rt.start(&id).ok("start (a poststart failure only warns)");
+    rt.wait_for_status(&id, "stopped");
+    let out = rt.delete(&id).ok("delete (a poststop failure only warns)");
+    assert_eq!(hook_names(&b), ["poststart", "poststop"], "{}", out.describe());
+    rt.assert_no_state(&id);
+}
+
+/// A startContainer hook without an `env` of its own runs with the process's environment (runc's
+/// behaviour); one with its own `env` gets exactly that.
+#[test]
+fn start_container_hook_without_env_gets_the_process_env() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.writable_root();
+    b.config["process"]["env"] = json!(["PATH=/bin:/sbin", "FROM_PROCESS=yes"]);
+    write_script(&b.rootfs().join("hooks/noenv.sh"), "cat >/dev/null; env > /hook-noenv");
+    write_script(
+        &b.rootfs().join("hooks/ownenv.sh"),
+        "cat >/dev/null; /bin/env > /hook-ownenv",
+    );
+    b.config["hooks"] = json!({ "startContainer": [
+        { "path": "/hooks/noenv.sh" },
+        { "path": "/hooks/ownenv.sh", "env": ["OWN=1"] },
+    ]});
+    rt.run(&b, &unique_id()).ok("run");
+    let noenv = fs::read_to_string(b.rootfs().join("hook-noenv")).expect("first hook ran");
+    assert!(lines(&noenv).iter().any(|l| l == "FROM_PROCESS=yes"), "{noenv}");
+    let own = fs::read_to_string(b.rootfs().join("hook-ownenv")).expect("second hook ran");
+    assert!(lines(&own).iter().any(|l| l == "OWN=1"), "{own}");
+    assert!(!own.contains("FROM_PROCESS"), "{own}");
+}
+
+/// createContainer hooks run with the container's root as their working directory (runc chdirs
+/// there before running them).
+#[test]
+fn create_container_hook_runs_in_the_container_root() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let out = b.dir.join("hook-cwd");
+    let hook = hooks.host_script("cwd", &format!("cat >/dev/null; pwd -P > {}", out.display()));
+    b.config["hooks"] = json!({ "createContainer": [hook] });
+    rt.run(&b, &unique_id()).ok("run");
+    let cwd = fs::read_to_string(&out).expect("hook ran");
+    assert_eq!(
+        cwd.trim(),
+        fs::canonicalize(b.rootfs()).unwrap().to_str().unwrap(),
+        "createContainer hook's working directory"
+    );
+}
+
+/// startContainer hooks run in the container, so under its seccomp filter, also with
+/// noNewPrivileges (where the filter is otherwise loaded just before the program's execve).
+#[test]
+fn start_container_hook_runs_under_the_seccomp_filter() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.writable_root();
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    b.config["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{ "names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1 }]
+    });
+    write_script(
+        &b.rootfs().join("hooks/mk.sh"),
+        "cat >/dev/null; mkdir /made-by-hook; echo $? > /hook-mkdir",
+    );
+    b.config["hooks"] = json!({ "startContainer": [{ "path": "/hooks/mk.sh" }] });
+    rt.run(&b, &unique_id()).ok("run");
+    let status = fs::read_to_string(b.rootfs().join("hook-mkdir")).expect("hook ran");
+    assert_ne!(status.trim(), "0", "mkdir succeeded in the startContainer hook");
+    assert!(
+        !b.rootfs().join("made-by-hook").exists(),
+        "the startContainer hook ran unconfined by the container's seccomp filter"
+    );
+}
+
+/// A hook that never reads its (large) state is still bounded by its timeout: the runtime must not
+/// block writing the state to it.
+#[test]
+fn hook_that_never_reads_a_large_state_is_bounded_by_its_timeout() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({ "big": "x".repeat(512 * 1024) });
+    let pid_file = b.dir.join("hook.pid");
+    let mut hook = hooks.host_script("stuck", &format!("echo $$ > {}; exec sleep 25", pid_file.display()));
+    hook["timeout"] = json!(1);
+    b.config["hooks"] = json!({ "createRuntime": [hook] });
+    let id = unique_id();
+    let t0 = Instant::now();
+    rt.create(&b, &id).fails("create with a hook past its timeout");
+    let took = t0.elapsed();
+    assert!(
+        took < Duration::from_secs(10),
+        "hook timeout not enforced: create took {took:?}"
+    );
+    rt.assert_no_state(&id);
+    if let Some(pid) = fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse().ok()) {
+        poll("the timed-out hook to be killed", || process_gone(pid));
+    }
+}
+
+/// A hook writing more than a pipe holds to stdout and stderr must not deadlock the runtime; a
+/// failing one's output shows in the error (capped).
+#[test]
+fn hook_with_a_lot_of_output_does_not_deadlock() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    let chatty = hooks.host_script(
+        "chatty",
+        "cat >/dev/null; head -c 1000000 /dev/zero | tr '\\0' o; head -c 1000000 /dev/zero | tr '\\0' e >&2",
+    );
+    b.config["hooks"] = json!({ "createRuntime": [chatty] });
+    let id = unique_id();
+    rt.create(&b, &id).ok("create with a chatty hook");
+    rt.delete_force(&id).ok("delete");
+
+    let failing = hooks.host_script(
+        "chatty-fail",
+        "cat >/dev/null; echo HOOK-SAYS-NO >&2; head -c 1000000 /dev/zero | tr '\\0' e >&2; exit 7",
+    );
+    b.config["hooks"] = json!({ "createRuntime": [failing] });
+    let id = unique_id();
+    let out = rt.create(&b, &id).fails("create with a failing chatty hook");
+    assert!(out.err().contains("HOOK-SAYS-NO"), "hook output missing from the error");
+    if !is_runc() {
+        assert!(
+            out.err().len() < 100_000,
+            "hook output not capped: {} bytes",
+            out.err().len()
+        );
+    }
+    rt.assert_no_state(&id);
+}
+
 /// A container with a writable bind of its own bundle rewrites config.json between create and
 /// start to add a poststart hook: `start` must run the hooks recorded at create, never the file's
 /// new ones (they would run as host root).

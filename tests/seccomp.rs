@@ -727,3 +727,72 @@ fn profile_in_a_user_namespace() {
         );
     }
 }
+
+/// A syscall numbered above every syscall the profile names (one newer than the profile, clone3,
+/// or one no kernel has) fails with ENOSYS, not the default action's errno, so that the C library
+/// falls back (clone3 → clone) — what runc does by patching the filter. A syscall the profile's
+/// range covers keeps the default errno.
+#[test]
+fn syscalls_newer_than_the_profile_get_enosys() {
+    if !require_root() {
+        return;
+    }
+    // The engine-sized allow list without anything numbered from clone3 (435) on.
+    let allowed: Vec<&str> = ALLOWED
+        .iter()
+        .copied()
+        .filter(|n| libseccomp::ScmpSyscall::from_name(n).is_ok_and(|s| (0..435).contains(&i32::from(s))))
+        .collect();
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ERRNO",
+        "defaultErrnoRet": 95,
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
+        "syscalls": [{ "names": allowed, "action": "SCMP_ACT_ALLOW" }]
+    });
+    let mut b = with_seccomp(
+        "seccomp_enosys; mount -t tmpfs t /mnt 2>&1 | grep -q 'not supported' && echo mount-eopnotsupp",
+        profile,
+    );
+    b.config["process"]["noNewPrivileges"] = json!(true);
+    install_attack(&b, "seccomp_enosys");
+    let out = run_ok(&b);
+    assert_eq!(lines(&out), ["clone3=-1/38 nr1000=-1/38", "mount-eopnotsupp"], "{out}");
+}
+
+/// A notify rule on `write` (runc's own refusal) or on the calls Berth's init uses to hand the
+/// listener over is refused at create, naming the field, and leaves nothing behind: loaded, it
+/// would make init wait for an answer from a listener nobody holds yet.
+#[test]
+fn notify_on_a_syscall_the_runtime_needs_after_the_load_is_refused() {
+    if !require_root() {
+        return;
+    }
+    let rt = Runtime::new();
+    let dir = TempDir::new("listener");
+    let listener = dir.join("agent.sock");
+    let _sock = std::os::unix::net::UnixListener::bind(&listener).unwrap();
+    for name in ["write", "sendmsg"] {
+        if name != "write" && is_runc() {
+            continue;
+        }
+        let mut b = Bundle::new(&["true"]);
+        b.config["process"]["noNewPrivileges"] = json!(true);
+        b.config["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": listener,
+            "syscalls": [
+                { "names": ["mkdir"], "action": "SCMP_ACT_NOTIFY" },
+                { "names": ["getppid", name], "action": "SCMP_ACT_NOTIFY" }
+            ]
+        });
+        let id = unique_id();
+        let out = rt
+            .create(&b, &id)
+            .fails(&format!("create with a notify rule on {name}"));
+        assert_err_mentions(&out, name, "the refused syscall");
+        if !is_runc() {
+            assert_err_mentions(&out, "linux.seccomp.syscalls[1]", "the field");
+        }
+        rt.assert_no_state(&id);
+    }
+}

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 /// The container's seccomp profile, kept in its state directory for exec.
 const SECCOMP_FILE: &str = "seccomp.json";
+/// `linux.personality`, kept like the seccomp profile: exec'd processes get it too (as runc's).
+const PERSONALITY_FILE: &str = "personality.json";
 
 pub struct Runtime {
     pub store: Store,
@@ -210,6 +212,14 @@ impl Runtime {
                 return Err(Error::sys(path.display(), e));
             }
         }
+        if let Some(per) = linux.and_then(|l| l.personality().as_ref()) {
+            let text = serde_json::to_vec(per).map_err(|e| err!("linux.personality: {e}"))?;
+            let path = dir.join(PERSONALITY_FILE);
+            if let Err(e) = std::fs::write(&path, text) {
+                undo.dir = Some(locked);
+                return Err(Error::sys(path.display(), e));
+            }
+        }
         undo.dir = Some(locked);
         crash_point("recorded");
         cgroup.create()?;
@@ -256,7 +266,14 @@ impl Runtime {
             rec: &rec,
             spec: &bundle.spec,
         };
+        // runc's debug lines of a create (its nsexec and init log them; engines' and runc's own
+        // tests look for them), logged here at the same steps of the protocol.
+        let me = std::process::id();
+        crate::log::debug(&format!("nsexec[{me}]: => nsexec container setup"));
         let spawned = process::spawn(&cfg, &cgroup, &runner)?;
+        crate::log::debug(&format!("nsexec[{}]: <= nsexec container setup", spawned.pid));
+        crate::log::debug("child process in init()");
+        crate::log::debug("init: closing the pipe to signal completion");
         crash_point("spawned");
         undo.pid = spawned.pid;
         rec.pid = spawned.pid;
@@ -376,10 +393,14 @@ impl Runtime {
         let rec = locked
             .load()?
             .ok_or_else(|| err!("container {id:?} is still being created"))?;
+        let status = locked.status(Some(&rec));
         if crate::vm::is_vm(&locked) {
+            if sig == 0 && status != Status::Stopped {
+                // Signal 0 only asks whether the container is alive: its monitor is.
+                return Ok(());
+            }
             return crate::vm::kill(&locked, &rec, sig, all);
         }
-        let status = locked.status(Some(&rec));
         if status == Status::Stopped && !all {
             bail!("container {id:?} is not running (stopped)");
         }
@@ -404,7 +425,12 @@ impl Runtime {
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let locked = self.store.open(id)?;
+        let locked = match self.store.open(id) {
+            Ok(l) => l,
+            // runc: `delete --force` of a container that does not exist succeeds.
+            Err(_) if force && state::validate_id(id).is_ok() && self.store.peek(id).is_err() => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let rec = match locked.load() {
             Ok(rec) => rec,
             // A state file that cannot be read is still removed by force.
@@ -509,8 +535,17 @@ impl Runtime {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(e) => return Err(Error::sys(locked.dir.join(SECCOMP_FILE).display(), e)),
         };
+        let personality = match std::fs::read(locked.dir.join(PERSONALITY_FILE)) {
+            Ok(b) => Some(
+                serde_json::from_slice::<oci_spec::runtime::LinuxPersonality>(&b)
+                    .map_err(|e| err!("{}: {e}", locked.dir.join(PERSONALITY_FILE).display()))?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::sys(locked.dir.join(PERSONALITY_FILE).display(), e)),
+        };
         let conf = crate::linux::exec::Confinement {
             seccomp: seccomp.as_ref(),
+            personality: personality.as_ref(),
             state_json: serde_json::to_vec(&rec.doc(Status::Running)).unwrap_or_default(),
         };
         run(&rec, &process, opts, &conf)

@@ -106,6 +106,11 @@ pub fn log(level: Level, msg: &str) {
     }
 }
 
+/// Whether a message of `level` would be written (to skip work done only for a debug line).
+pub fn enabled(level: Level) -> bool {
+    !DETACHED.load(Ordering::Relaxed) && level >= LOGGER.get().map_or(Level::Warn, |l| l.min)
+}
+
 pub fn warn(msg: &str) {
     log(Level::Warn, msg)
 }

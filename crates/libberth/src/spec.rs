@@ -26,18 +26,25 @@ pub(crate) fn drop_unknown_capabilities(v: &mut serde_json::Value, where_: &str)
     let Some(caps) = v.pointer_mut(where_).and_then(|c| c.as_object_mut()) else {
         return;
     };
-    for (set, list) in caps.iter_mut() {
+    let mut unknown = std::collections::BTreeSet::new();
+    for list in caps.values_mut() {
         if let Some(arr) = list.as_array_mut() {
             arr.retain(|c| match c.as_str() {
                 Some(name) if !known_capability(name) => {
-                    crate::log::warn(&format!(
-                        "process.capabilities.{set}: unknown capability {name:?} ignored"
-                    ));
+                    unknown.insert(name.to_string());
                     false
                 }
                 _ => true,
             });
         }
+    }
+    if !unknown.is_empty() {
+        // runc's words (engines and tests look for them): one line, the names sorted, Go's list form.
+        let names: Vec<String> = unknown.into_iter().collect();
+        crate::log::warn(&format!(
+            "ignoring unknown or unavailable capabilities: [{}]",
+            names.join(" ")
+        ));
     }
 }
 

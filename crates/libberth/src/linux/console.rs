@@ -169,12 +169,36 @@ fn bind_console_to(peer: &OwnedFd) -> Result<()> {
     .ctx("bind the pty onto /dev/console")
 }
 
+/// Give the pty to the process's user, as runc does for its stdio: only the owner changes (the
+/// group stays what devpts gave it, the `gid=5` (tty) of the usual mount). Not possible when the
+/// uid is not mapped (EINVAL), the runtime lacks the right (EPERM) or /dev is read-only (EROFS):
+/// then the pty stays as it is, as with runc.
+fn give_to(peer: &OwnedFd, uid: u32) -> Result<()> {
+    // SAFETY: fchown on a descriptor we own; (gid_t)-1 leaves the group unchanged.
+    if unsafe { libc::fchown(peer.as_raw_fd(), uid, libc::gid_t::MAX) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EPERM | libc::EROFS)) {
+            return Err(Error::sys(format!("give the pty to process.user.uid {uid}"), e));
+        }
+    }
+    Ok(())
+}
+
 /// Set up a terminal inside the container (after pivot_root, or after joining its mount namespace
-/// for exec): a new pty from the container's /dev/ptmx, sized, bound onto /dev/console when
-/// `bind_console` (init only), the master handed to `send` (with the pty's path), and the peer made
-/// the controlling terminal and stdio of a new session.
-pub fn setup(size: Option<(u16, u16)>, bind_console: bool, send: impl FnOnce(RawFd, &str) -> Result<()>) -> Result<()> {
+/// for exec): a new pty from the container's /dev/ptmx, owned by `uid` when the process runs as a
+/// non-root user, sized, bound onto /dev/console when `bind_console` (init only), the master handed
+/// to `send` (with the pty's path), and the peer made the controlling terminal and stdio of a new
+/// session.
+pub fn setup(
+    size: Option<(u16, u16)>,
+    bind_console: bool,
+    uid: u32,
+    send: impl FnOnce(RawFd, &str) -> Result<()>,
+) -> Result<()> {
     let (master, peer) = open_pty()?;
+    if uid != 0 {
+        give_to(&peer, uid)?;
+    }
     let n = pty_number(&master)?;
     let pts = format!("/dev/pts/{n}");
     if bind_console {

@@ -77,6 +77,11 @@ pub fn load_process(path: &Path) -> Result<Process> {
         bail!("{origin}: the process must be a JSON object");
     }
     crate::spec::drop_unknown_capabilities(&mut value, "/capabilities");
+    // A process without `user` runs as root, as with runc.
+    if let Some(obj) = value.as_object_mut() {
+        obj.entry("user")
+            .or_insert_with(|| serde_json::json!({ "uid": 0, "gid": 0 }));
+    }
     let p: Process = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         err!("{origin}: {path}: {}", e.into_inner())
@@ -161,8 +166,13 @@ pub fn build_process(rec: &Record, o: &ExecOpts) -> Result<Process> {
             s.insert(cap);
             Some(s)
         };
+        let mut unknown = Vec::new();
         for name in &o.caps {
-            let cap = parse_cap(name)?;
+            let Ok(cap) = parse_cap(name) else {
+                // As runc: an unknown capability is warned about and ignored.
+                unknown.push(name.as_str());
+                continue;
+            };
             c.set_bounding(add(c.bounding(), cap));
             c.set_effective(add(c.effective(), cap));
             c.set_permitted(add(c.permitted(), cap));
@@ -172,6 +182,14 @@ pub fn build_process(rec: &Record, o: &ExecOpts) -> Result<Process> {
             }
         }
         p.set_capabilities(Some(c));
+        if !unknown.is_empty() {
+            unknown.sort_unstable();
+            unknown.dedup();
+            crate::log::warn(&format!(
+                "ignoring unknown or unavailable capabilities: [{}]",
+                unknown.join(" ")
+            ));
+        }
     }
     let mut env = p.env().clone().unwrap_or_default();
     for (i, e) in o.env.iter().enumerate() {
@@ -333,6 +351,7 @@ struct ChildPlan<'a> {
     root: Option<&'a OwnedFd>,
     console: Option<RawFd>,
     preserve_fds: i32,
+    personality: Option<&'a oci_spec::runtime::LinuxPersonality>,
 }
 
 impl ChildPlan<'_> {
@@ -352,6 +371,8 @@ impl ChildPlan<'_> {
 /// `container::SECCOMP_FILE`) and the state JSON its notify listener is sent with.
 pub struct Confinement<'a> {
     pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    /// The container's `linux.personality` (kept by create, see `container::PERSONALITY_FILE`).
+    pub personality: Option<&'a oci_spec::runtime::LinuxPersonality>,
     pub state_json: Vec<u8>,
 }
 
@@ -437,6 +458,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         root: root.as_ref(),
         console: console.as_ref().map(|c| c.as_raw_fd()),
         preserve_fds: o.preserve_fds,
+        personality: conf.personality,
     };
     // Compiled here, once: the child only loads it.
     let filter = super::seccomp::Plan::for_profile(conf.seccomp, process)?;
@@ -463,6 +485,7 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         None => Ok(()),
     }
     .and_then(|_| {
+        super::tuning::log_cpu_affinity(child);
         let expect = ExecSteps {
             pid: fork,
             master: process.terminal() == Some(true) && o.console_socket.is_none(),
@@ -578,8 +601,10 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
     if p.terminal() == Some(true) {
         let size = p.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match plan.console {
-            Some(sock) => super::console::setup(size, false, |fd, name| super::console::send_fd(sock, fd, name))?,
-            None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', &[], fd))?,
+            Some(sock) => super::console::setup(size, false, p.user().uid(), |fd, name| {
+                super::console::send_fd(sock, fd, name)
+            })?,
+            None => super::console::setup(size, false, p.user().uid(), |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     if let Some(sock) = plan.console {
@@ -587,6 +612,9 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
         unsafe { libc::close(sock) };
     }
     super::tuning::set_exec_labels(p)?;
+    if let Some(per) = plan.personality {
+        super::tuning::set_personality(per)?;
+    }
     let program = apply_process(p, environment(p), plan.preserve_fds, &[], filter, chan)?;
     if !plan.fork {
         chan.expect(b'G')?;
@@ -615,6 +643,7 @@ mod tests {
         let mut pid = 12345;
         let conf = Confinement {
             seccomp: None,
+            personality: None,
             state_json: Vec::new(),
         };
         let expect = ExecSteps {
@@ -642,6 +671,6 @@ mod tests {
     fn capability_names() {
         assert_eq!(parse_cap("CAP_SYS_ADMIN").unwrap(), Capability::SysAdmin);
         assert_eq!(parse_cap("net_raw").unwrap(), Capability::NetRaw);
-        assert!(parse_cap("CAP_NOPE").unwrap_err().to_string().contains("CAP_NOPE"));
+        assert!(parse_cap("CAP_NOPE").is_err());
     }
 }

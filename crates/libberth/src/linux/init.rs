@@ -130,16 +130,23 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         chan.expect(b'G')?;
     }
     if let Some(list) = hooks.and_then(|h| h.create_container().as_ref()) {
-        crate::hooks::run_all("createContainer", list, &hook_state)?;
+        // In the container's namespaces, before pivot_root, in the container's root (as runc).
+        let ctx = crate::hooks::Context {
+            cwd: Some(cfg.rootfs),
+            ..Default::default()
+        };
+        crate::hooks::run_all_in("createContainer", list, &hook_state, ctx)?;
     }
     rootfs::enter(cfg.rootfs, cfg.no_pivot, plan.mount_ns())?;
     rootfs::finish(spec)?;
     if process.terminal().unwrap_or(false) {
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match cfg.console_sock {
-            Some(sock) => super::console::setup(size, true, |fd, name| super::console::send_fd(sock, fd, name))?,
+            Some(sock) => super::console::setup(size, true, process.user().uid(), |fd, name| {
+                super::console::send_fd(sock, fd, name)
+            })?,
             // No console socket: `run` relays the terminal itself and gets the master over the channel.
-            None => super::console::setup(size, true, |fd, _| chan.send_fd(b'M', &[], fd))?,
+            None => super::console::setup(size, true, process.user().uid(), |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
     super::tuning::apply(spec, process)?;
@@ -185,8 +192,19 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
             chan.expect(b'S')?;
         }
     }
-    if let Some(list) = hooks.and_then(|h| h.start_container().as_ref()) {
-        crate::hooks::run_all("startContainer", list, &hook_state)?;
+    if let Some(list) = hooks
+        .and_then(|h| h.start_container().as_ref())
+        .filter(|l| !l.is_empty())
+    {
+        // The hooks run in the container: under its seccomp filter, as runc runs them.
+        filter.load_now(chan)?;
+        // A hook without an `env` of its own gets the process's (runc's de facto behaviour).
+        let env = process.env().as_deref().unwrap_or_default();
+        let ctx = crate::hooks::Context {
+            default_env: Some(env),
+            ..Default::default()
+        };
+        crate::hooks::run_all_in("startContainer", list, &hook_state, ctx)?;
     }
     Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
 }

@@ -6,8 +6,9 @@
 //!   are dropped and the user switched (as runc does);
 //! - a profile with SCMP_ACT_NOTIFY: before init reports ready, because the listener must have the
 //!   notify descriptor when `create` returns (the runtime sends it to `listenerPath`);
-//! - otherwise: immediately before `execve`, after the exec fifo, the startContainer hooks and the
-//!   signal reset, so a strict profile only has to allow `execve` itself.
+//! - otherwise: immediately before `execve`, after the exec fifo and the signal reset, so a strict
+//!   profile only has to allow `execve` itself; but with startContainer hooks, before them (they
+//!   run in the container and must run confined, as runc runs them).
 //!
 //! Unknown syscall names are skipped (with a debug line), as runc does; unknown actions, operators,
 //! architectures and flags are refused by the spec parser with the JSON path at fault; an argument
@@ -170,6 +171,10 @@ fn lets_through(a: LinuxSeccompAction) -> bool {
     )
 }
 
+/// The calls init and an exec child make between loading a notify filter and the runtime's receipt
+/// of the listener (`write` too, which runc refuses for its own channel).
+const NEEDED_AFTER_LOAD: &[&str] = &["write", "writev", "send", "sendto", "sendmsg"];
+
 /// Whether the profile may let `name` through: a rule naming it with an action that lets it
 /// through (conditions or not); else not when a rule without conditions names it with another
 /// action; else the default action.
@@ -195,6 +200,21 @@ fn may_allow(s: &LinuxSeccomp, name: &str) -> bool {
 /// report why, or even to exit (exit_group refused too: the C library then crashes with SIGSEGV,
 /// which looked like the container's own status 139).
 pub fn check_startable(s: &LinuxSeccomp) -> Result<()> {
+    // Between the load and the runtime's receipt of the listener, init (or an exec child) itself
+    // sends the `N` message and the listener over its channel: notified there, it would wait for an
+    // answer from a listener nobody holds yet. runc refuses `write` (its own channel call) and a
+    // notify default action for the same reason.
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        bail!("linux.seccomp.defaultAction: SCMP_ACT_NOTIFY cannot be the default action (the runtime's own calls after the load would wait for a listener that does not have the descriptor yet)");
+    }
+    for (i, rule) in s.syscalls().iter().flatten().enumerate() {
+        if rule.action() != LinuxSeccompAction::ScmpActNotify {
+            continue;
+        }
+        if let Some(name) = rule.names().iter().find(|n| NEEDED_AFTER_LOAD.contains(&n.as_str())) {
+            bail!("linux.seccomp.syscalls[{i}]: SCMP_ACT_NOTIFY cannot be used for {name:?}: the runtime needs it to hand the listener over after the filter is loaded");
+        }
+    }
     if !may_allow(s, "execve") {
         bail!(
             "linux.seccomp: the profile does not allow execve (defaultAction {}, and no rule allows it): the container's process could never start",
@@ -296,11 +316,135 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
     if notify && s.listener_path().is_none() {
         bail!("linux.seccomp.listenerPath: SCMP_ACT_NOTIFY is used but no listener path is given");
     }
-    Ok(Filter {
-        bpf: export(&ctx)?,
-        flags,
-        notify,
+    let mut bpf = export(&ctx)?;
+    if let Some(stub) = enosys_stub(s) {
+        if (stub.len() + bpf.len()) / 8 <= BPF_MAXINSNS {
+            bpf.splice(0..0, stub);
+        }
+    }
+    Ok(Filter { bpf, flags, notify })
+}
+
+/// The kernel's limit on the length of a classic BPF program.
+const BPF_MAXINSNS: usize = 4096;
+
+/// The AUDIT_ARCH_* value the kernel puts in `seccomp_data.arch` for a libseccomp architecture
+/// (None for those the ENOSYS stub leaves to libseccomp's program: x32 shares x86_64's value).
+fn audit_arch(a: ScmpArch) -> Option<u32> {
+    let a = if a == ScmpArch::Native { ScmpArch::native() } else { a };
+    Some(match a {
+        ScmpArch::X86 => 0x4000_0003,
+        ScmpArch::X8664 => 0xc000_003e,
+        ScmpArch::Arm => 0x4000_0028,
+        ScmpArch::Aarch64 => 0xc000_00b7,
+        ScmpArch::Mips => 0x0000_0008,
+        ScmpArch::Mipsel => 0x4000_0008,
+        ScmpArch::Mips64 => 0x8000_0008,
+        ScmpArch::Mipsel64 => 0xc000_0008,
+        ScmpArch::Ppc => 0x0000_0014,
+        ScmpArch::Ppc64 => 0x8000_0015,
+        ScmpArch::Ppc64Le => 0xc000_0015,
+        ScmpArch::S390 => 0x0000_0016,
+        ScmpArch::S390X => 0x8000_0016,
+        ScmpArch::Riscv64 => 0xc000_00f3,
+        ScmpArch::Loongarch64 => 0xc000_0102,
+        _ => return None,
     })
+}
+
+/// One classic BPF instruction (`struct sock_filter`), in the machine's byte order.
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..2].copy_from_slice(&code.to_ne_bytes());
+    b[2] = jt;
+    b[3] = jf;
+    b[4..8].copy_from_slice(&k.to_ne_bytes());
+    b
+}
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JMP_JA: u16 = 0x05;
+const BPF_JMP_JEQ_K: u16 = 0x15;
+const BPF_JMP_JGT_K: u16 = 0x25;
+const BPF_JMP_JSET_K: u16 = 0x45;
+const BPF_RET_K: u16 = 0x06;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// What runc puts in front of libseccomp's program: for each architecture of the profile, a
+/// syscall numbered above the highest one the profile names (that this libseccomp knows) fails
+/// with ENOSYS instead of the default action, so that a C library newer than the profile falls
+/// back (clone3 → clone, faccessat2 → faccessat) instead of failing on EPERM. Not generated when
+/// the default action lets calls through or already returns ENOSYS.
+fn enosys_stub(s: &LinuxSeccomp) -> Option<Vec<u8>> {
+    if lets_through(s.default_action()) || s.default_action() == LinuxSeccompAction::ScmpActTrace {
+        return None;
+    }
+    if s.default_action() == LinuxSeccompAction::ScmpActErrno && s.default_errno_ret() == Some(libc::ENOSYS as u32) {
+        return None;
+    }
+    // The native architecture is always in libseccomp's filter, named or not.
+    let mut archs: Vec<(u32, ScmpArch)> = Vec::new();
+    let named = s
+        .architectures()
+        .iter()
+        .flatten()
+        .filter_map(|a| ARCHS.iter().find(|x| x.0 == *a));
+    for arch in std::iter::once(ScmpArch::Native).chain(named.map(|x| x.1)) {
+        let arch = if arch == ScmpArch::Native {
+            ScmpArch::native()
+        } else {
+            arch
+        };
+        if let Some(audit) = audit_arch(arch) {
+            if !archs.iter().any(|(a, _)| *a == audit) {
+                archs.push((audit, arch));
+            }
+        }
+    }
+    let mut blocks: Vec<(u32, u32, bool)> = Vec::new();
+    for (audit, arch) in archs {
+        let last = s
+            .syscalls()
+            .iter()
+            .flatten()
+            .flat_map(|r| r.names().iter())
+            .filter_map(|n| ScmpSyscall::from_name_by_arch(n, arch).ok())
+            .map(i32::from)
+            .filter(|nr| *nr > 0)
+            .max();
+        if let Some(last) = last {
+            blocks.push((audit, last as u32, arch == ScmpArch::X8664));
+        }
+    }
+    if blocks.is_empty() {
+        return None;
+    }
+    // ld arch; per architecture: jeq arch, ld nr, [x32 bit: to the program], jgt last → ENOSYS,
+    // ja program; ja program; ret ENOSYS; (libseccomp's program).
+    let sizes: Vec<usize> = blocks.iter().map(|b| if b.2 { 5 } else { 4 }).collect();
+    let enosys_at = 1 + sizes.iter().sum::<usize>() + 1;
+    let program_at = enosys_at + 1;
+    let mut out = Vec::with_capacity(program_at * 8);
+    out.extend_from_slice(&insn(BPF_LD_W_ABS, 0, 0, 4));
+    let mut at = 1;
+    for ((audit, last, x86_64), size) in blocks.iter().zip(&sizes) {
+        let end = at + size - 1; // the block's `ja program`
+        out.extend_from_slice(&insn(BPF_JMP_JEQ_K, 0, (size - 1) as u8, *audit));
+        out.extend_from_slice(&insn(BPF_LD_W_ABS, 0, 0, 0));
+        let mut q = at + 2;
+        if *x86_64 {
+            out.extend_from_slice(&insn(BPF_JMP_JSET_K, (end - q - 1) as u8, 0, X32_SYSCALL_BIT));
+            q += 1;
+        }
+        out.extend_from_slice(&insn(BPF_JMP_JGT_K, (enosys_at - q - 1) as u8, 0, *last));
+        out.extend_from_slice(&insn(BPF_JMP_JA, 0, 0, (program_at - end - 1) as u32));
+        at += size;
+    }
+    out.extend_from_slice(&insn(BPF_JMP_JA, 0, 0, (program_at - at - 1) as u32));
+    out.extend_from_slice(&insn(BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    debug_assert_eq!(out.len(), program_at * 8);
+    Some(out)
 }
 
 /// The BPF program libseccomp generates, read back from a memfd.
@@ -392,6 +536,18 @@ impl Plan {
         })
     }
 
+    /// Load the filter now if it is not loaded yet (the startContainer hooks run in the container
+    /// and must not run unconfined; a notify filter is loaded before ready, never here).
+    pub fn load_now(&mut self, chan: &super::sync::Channel) -> Result<()> {
+        if self.filter.is_some() {
+            self.load_at(Point::BeforeExec, chan)?;
+        }
+        if self.filter.is_some() {
+            self.load_at(Point::BeforeCapabilities, chan)?;
+        }
+        Ok(())
+    }
+
     /// Load the filter if `point` is its load point; a notify listener goes to the runtime as an
     /// `N` message followed by a packet carrying the descriptor.
     pub fn load_at(&mut self, point: Point, chan: &super::sync::Channel) -> Result<()> {
@@ -412,6 +568,14 @@ impl Plan {
             super::console::send_fd(chan.raw(), fd.as_raw_fd(), "seccomp")?;
         }
         Ok(())
+    }
+}
+
+/// The version of the libseccomp Berth runs with (for `--version`).
+pub fn library_version() -> String {
+    match libseccomp::ScmpVersion::current() {
+        Ok(v) => format!("{}.{}.{}", v.major, v.minor, v.micro),
+        Err(_) => "unknown".into(),
     }
 }
 
@@ -554,6 +718,49 @@ mod tests {
         );
         let f = compile(&s).unwrap();
         assert!(f.notify && f.flags & FLAG_NEW_LISTENER != 0 && f.flags & FLAG_TSYNC_ESRCH != 0);
+    }
+
+    #[test]
+    fn notify_on_a_call_the_runtime_needs_after_the_load_is_refused() {
+        for (json, field) in [
+            (
+                r#"{"defaultAction":"SCMP_ACT_NOTIFY","listenerPath":"/x"}"#,
+                "linux.seccomp.defaultAction",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","syscalls":[{"names":["mkdir"],"action":"SCMP_ACT_NOTIFY"},{"names":["getpid","write"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+                "linux.seccomp.syscalls[1]",
+            ),
+            (
+                r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/x","syscalls":[{"names":["sendmsg"],"action":"SCMP_ACT_NOTIFY"}]}"#,
+                "linux.seccomp.syscalls[0]",
+            ),
+        ] {
+            let e = check_startable(&spec(json)).unwrap_err().to_string();
+            assert!(e.contains(field) && e.contains("SCMP_ACT_NOTIFY"), "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn enosys_stub_covers_the_named_architectures_and_skips_permissive_defaults() {
+        let s = spec(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+            "syscalls":[{"names":["read","write","execve"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        );
+        // ld arch; x86_64 block (5); x86 block (4); ja; ret ENOSYS.
+        let stub = enosys_stub(&s).unwrap();
+        assert_eq!(stub.len() / 8, 1 + 5 + 4 + 2);
+        let last = stub.len() - 8;
+        assert_eq!(
+            u32::from_ne_bytes(stub[last + 4..].try_into().unwrap()),
+            0x0005_0000 | 38
+        );
+        for json in [
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["read"],"action":"SCMP_ACT_ERRNO"}]}"#,
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+        ] {
+            assert!(enosys_stub(&spec(json)).is_none(), "{json}");
+        }
     }
 
     #[test]

@@ -167,7 +167,7 @@ fn personality_flag(name: &str) -> Option<libc::c_ulong> {
     })
 }
 
-fn set_personality(p: &LinuxPersonality) -> Result<()> {
+pub(crate) fn set_personality(p: &LinuxPersonality) -> Result<()> {
     let mut persona: libc::c_ulong = match p.domain() {
         LinuxPersonalityDomain::PerLinux => 0x0000,
         LinuxPersonalityDomain::PerLinux32 => 0x0008,
@@ -218,6 +218,22 @@ pub fn set_cpu_affinity(pid: libc::pid_t, list: &str, field: &str) -> Result<()>
         ));
     }
     Ok(())
+}
+
+/// Log the CPU affinity of `pid` at debug level the way runc's nsexec does for an exec'd process
+/// (`nsexec[PID]: affinity: 0xMASK`, the first 64 CPUs), which runc's own tests and engines' look for
+/// to see `execCPUAffinity.initial` at work.
+pub fn log_cpu_affinity(pid: libc::pid_t) {
+    if !crate::log::enabled(crate::log::Level::Debug) {
+        return;
+    }
+    let mut set = [0u64; 16];
+    // SAFETY: the buffer has the size and layout of cpu_set_t (1024 bits).
+    if unsafe { libc::sched_getaffinity(pid, std::mem::size_of_val(&set), set.as_mut_ptr().cast()) } != 0 {
+        crate::log::warn(&format!("sched_getaffinity: {}", std::io::Error::last_os_error()));
+        return;
+    }
+    crate::log::debug(&format!("nsexec[{pid}]: affinity: {:#x}", set[0]));
 }
 
 fn set_memory_policy(mp: &LinuxMemoryPolicy) -> Result<()> {
