@@ -392,14 +392,32 @@ fn unified_keys_are_written_on_the_v2_hierarchy() {
         assert_rejected_cleanly(&rt, &out, &id, "linux.resources.unified");
         return;
     }
+    // A core key needs no controller.
+    rt.create_and_start(&sleeper(json!({"unified": {"cgroup.max.descendants": "5"}})), &id);
+    assert_eq!(
+        fs::read_to_string(unified.join(&id).join("cgroup.max.descendants"))
+            .unwrap()
+            .trim(),
+        "5"
+    );
+    let enabled = fs::read_to_string(unified.join("cgroup.subtree_control")).unwrap_or_default();
     if ctrls.contains("hugetlb") && Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists() {
-        rt.create_and_start(&sleeper(json!({"unified": {"hugetlb.2MB.max": "2097152"}})), &id);
-        assert_eq!(
-            fs::read_to_string(unified.join(&id).join("hugetlb.2MB.max"))
-                .unwrap()
-                .trim(),
-            "2097152"
-        );
+        let id = unique_id();
+        let b = sleeper(json!({"unified": {"hugetlb.2MB.max": "2097152"}}));
+        if pure_v2() || enabled.split_whitespace().any(|c| c == "hugetlb") {
+            rt.create_and_start(&b, &id);
+            assert_eq!(
+                fs::read_to_string(unified.join(&id).join("hugetlb.2MB.max"))
+                    .unwrap()
+                    .trim(),
+                "2097152"
+            );
+        } else if !is_runc() {
+            // On a hybrid host the unified root's subtree_control is the host's to set: Berth
+            // refuses rather than enable a controller there for everyone.
+            let out = rt.create(&b, &id);
+            assert_rejected_cleanly(&rt, &out, &id, "linux.resources.unified.hugetlb.2MB.max");
+        }
     }
     // A key whose controller the unified hierarchy lacks is an error naming the key.
     if !ctrls.contains("memory") {
