@@ -246,3 +246,51 @@ fn keyring_of_the_runtime_is_not_reachable_from_the_container() {
         "with --no-new-keyring the probe must work"
     );
 }
+
+/// CVE-2025-52565 (runc) through a fake /proc (the CVE-2019-19921 class): the pty is bound onto
+/// /dev/console from descriptor to descriptor, so a fake `/proc/self/fd/N` cannot make the bind
+/// land elsewhere (here on a decoy, leaving /dev/console an ordinary file the container controls).
+#[test]
+fn cve_2025_52565_fake_proc_cannot_redirect_the_console_bind() {
+    if !require_root() {
+        return;
+    }
+    let volume = TempDir::new("adv-volume");
+    let mut b = Bundle::sh("ls -l /dev/console | cut -c1; ls /tmp/decoy | wc -l");
+    fake_proc_through_a_volume(&mut b, volume.path());
+    b.config["process"]["terminal"] = json!(true);
+    let rt = Runtime::new();
+    let console = ConsoleSocket::new();
+    let id = unique_id();
+    rt.create_with(&b, &id, &["--console-socket", console.path_str()])
+        .ok("create with a fake /proc");
+    let master = console.recv_master();
+    rt.start(&id).ok("start");
+    let out = read_until_closed(&master);
+    rt.wait_for_status(&id, "stopped");
+    // 'c': the console is the pty; nothing was bound onto the decoy.
+    assert_eq!(lines(&out), ["c", "0"], "output: {out:?}");
+}
+
+/// CVE-2025-31133 (runc) through a fake /proc (the CVE-2019-19921 class): masking mounts over the
+/// masked path "through /proc/self/fd/N" of the container's /proc after pivot_root; with a fake
+/// /proc the masks land on a decoy and `/sys/firmware` (here: any masked directory that exists)
+/// stays readable.
+#[test]
+#[ignore = "needs fix in linux/rootfs.rs (mask_path/readonly_path mount through the container's /proc; proc mounted through a symlink)"]
+fn cve_2025_31133_fake_proc_cannot_defeat_masked_paths() {
+    if !require_root() {
+        return;
+    }
+    let volume = TempDir::new("adv-volume");
+    let mut b = Bundle::sh("ls /sys/kernel | wc -l");
+    fake_proc_through_a_volume(&mut b, volume.path());
+    b.config["linux"]["maskedPaths"] = json!(["/sys/kernel"]);
+    let rt = Runtime::new();
+    let out = rt.run(&b, &unique_id());
+    assert!(
+        !out.status.success() || out.out().trim() == "0",
+        "/sys/kernel is not masked: {}",
+        out.describe()
+    );
+}
