@@ -1107,7 +1107,9 @@ impl Drop for Tmux {
 /// adversarial tests. Needs a C compiler with static glibc (build-essential).
 pub fn install_attack(b: &Bundle, name: &str) {
     static BUILT: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/attack").join(format!("{name}.c"));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/attack")
+        .join(format!("{name}.c"));
     let out = std::env::temp_dir().join(format!("berth-attack-{}-{name}", std::process::id()));
     {
         let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
