@@ -252,6 +252,9 @@ fn default_root() -> PathBuf {
     libberth::container::default_root()
 }
 
+/// The largest `--preserve-fds` (the kernel's default limit of open descriptors, nr_open).
+const MAX_PRESERVE_FDS: i32 = 1 << 20;
+
 /// The C entry point: Berth skips the Rust runtime's start-up (it reads /proc/self/maps to find the
 /// main thread's stack guard and installs stack-overflow handlers), work repeated on every
 /// create and exec otherwise. Arguments and environment still come through `std::env`.
@@ -264,6 +267,18 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
 
 fn berth_main() -> u8 {
     let cli = Cli::parse();
+    let preserve_fds = match &cli.cmd {
+        Cmd::Create(a) | Cmd::Run { create: a, .. } => a.preserve_fds,
+        Cmd::Exec(a) => a.preserve_fds,
+        _ => 0,
+    };
+    if !(0..=MAX_PRESERVE_FDS).contains(&preserve_fds) {
+        eprintln!("berth: --preserve-fds {preserve_fds}: must be between 0 and {MAX_PRESERVE_FDS}");
+        return 1;
+    }
+    // Before the runtime opens anything (its log file first): no descriptor of its own may land in
+    // the range that is passed on to the container.
+    libberth::linux::fds::claim_preserved(preserve_fds);
     let format = match cli.log_format {
         LogFormat::Text => libberth::log::Format::Text,
         LogFormat::Json => libberth::log::Format::Json,

@@ -153,7 +153,6 @@ impl Runtime {
         };
         let console = opts.console_socket.map(connect_console).transpose()?;
         let locked = self.store.create(id)?;
-        let lock_fds: Vec<std::os::fd::RawFd> = locked.lock_fd().into_iter().collect();
         let mut undo = Undo {
             dir: None,
             cgroup: None,
@@ -220,7 +219,8 @@ impl Runtime {
             preserve_fds: opts.preserve_fds,
             no_new_keyring: opts.no_new_keyring,
             cgroup_path: &cg_path,
-            close_in_child: &lock_fds,
+            // SAFETY: geteuid cannot fail.
+            unprivileged_maps: unsafe { libc::geteuid() } != 0,
         };
         let runner = HookRunner {
             rec: &rec,

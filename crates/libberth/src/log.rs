@@ -2,6 +2,7 @@
 //! containerd and podman read the json lines (`{"level":..,"msg":..,"time":..}`) from the log file.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -59,7 +60,21 @@ pub fn has_file() -> bool {
     LOGGER.get().is_some_and(|l| l.file.is_some())
 }
 
+/// Set in a runtime process that enters a container (init, an exec child): it holds no log file
+/// (it closes every descriptor it does not need) and says nothing on stderr, which is the
+/// container's; its errors reach the runtime over the sync channel.
+static DETACHED: AtomicBool = AtomicBool::new(false);
+
+/// Stop logging in this process (see `DETACHED`); called right after the clone of init or an exec
+/// child, before the log file's descriptor is closed.
+pub fn detach() {
+    DETACHED.store(true, Ordering::Relaxed);
+}
+
 pub fn log(level: Level, msg: &str) {
+    if DETACHED.load(Ordering::Relaxed) {
+        return;
+    }
     let (file, format, min) = match LOGGER.get() {
         Some(l) => (l.file.as_ref(), l.format, l.min),
         None => (None, Format::Text, Level::Warn),

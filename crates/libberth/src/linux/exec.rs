@@ -20,7 +20,7 @@
 
 use super::init::{apply_process, environment};
 use super::process::{clone_raw, NsRestore};
-use super::sync::{self, Channel};
+use super::sync::{self, Channel, ExecSteps};
 use crate::container::SignalGuard;
 use crate::error::Context;
 use crate::state::Record;
@@ -225,19 +225,6 @@ fn check_lsm(p: &Process) -> Result<()> {
     Ok(())
 }
 
-fn apply_lsm(p: &Process) -> Result<()> {
-    if let Some(a) = p.apparmor_profile().as_ref().filter(|a| !a.is_empty()) {
-        let v = format!("exec {a}");
-        std::fs::write("/proc/thread-self/attr/apparmor/exec", &v)
-            .or_else(|_| std::fs::write("/proc/thread-self/attr/exec", &v))
-            .with_ctx(|| format!("process.apparmorProfile {a:?}"))?;
-    }
-    if let Some(l) = p.selinux_label().as_ref().filter(|l| !l.is_empty()) {
-        std::fs::write("/proc/thread-self/attr/exec", l).with_ctx(|| format!("process.selinuxLabel {l:?}"))?;
-    }
-    Ok(())
-}
-
 fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     // SAFETY: pidfd_open with a pid and no flags; returns a new close-on-exec descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
@@ -347,6 +334,19 @@ struct ChildPlan<'a> {
     preserve_fds: i32,
 }
 
+impl ChildPlan<'_> {
+    /// What the child holds after its clone: the channel, the init's pidfd and root, the console
+    /// socket (each closed as soon as it has served).
+    fn keep(&self, chan: RawFd) -> [RawFd; 4] {
+        [
+            chan,
+            self.pidfd,
+            self.root.map_or(-1, |r| r.as_raw_fd()),
+            self.console.unwrap_or(-1),
+        ]
+    }
+}
+
 /// The container's seccomp profile (kept by create in the state directory, see
 /// `container::SECCOMP_FILE`) and the state JSON its notify listener is sent with.
 pub struct Confinement<'a> {
@@ -428,11 +428,6 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
             Err(e) => return Err(Error::sys("join the container's pid namespace", e)),
         }
     }
-    if fork && !o.detach {
-        // The process is our grandchild: make it come back to us when the intermediate leaves.
-        // SAFETY: prctl with integer arguments.
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    }
     let plan = ChildPlan {
         process,
         pidfd: pidfd.as_raw_fd(),
@@ -447,8 +442,13 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
     let (ours, theirs) = sync::pair()?;
     let child = clone_raw(0);
     if let Ok(0) = child {
-        drop(ours);
+        // Born in the container's pid namespace: hidden from its processes (no ptrace, no
+        // /proc/<pid>/fd) and holding nothing but what it needs, from the first instruction.
+        super::fds::hide();
+        crate::log::detach();
+        std::mem::forget(ours);
         std::mem::forget(restore);
+        super::fds::close_from_except(3 + o.preserve_fds.max(0), &plan.keep(theirs.raw()));
         child_main(&plan, theirs, filter);
     }
     drop(restore);
@@ -461,17 +461,22 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
         Some(list) => super::tuning::set_cpu_affinity(child, &list, "process.execCPUAffinity.initial"),
         None => Ok(()),
     }
-    .and_then(|_| serve(&ours, &targets, child, &mut pid, conf));
+    .and_then(|_| {
+        let expect = ExecSteps {
+            pid: fork,
+            master: process.terminal() == Some(true) && o.console_socket.is_none(),
+            listener: conf.seccomp.is_some_and(|s| s.listener_path().is_some()),
+        };
+        serve(&ours, &targets, child, &mut pid, conf, expect)
+    });
     let master = match r {
         Ok(m) => m,
         Err(e) => {
-            // SAFETY: kill and reap our own child; once it reported the process it forked, it is
-            // already reaped (never signal its pid again) and that process is the one to end.
+            // SAFETY: kill and reap our own child: the first one, or, once it reported the process
+            // it made (our child too, CLONE_PARENT), that one (the first is already reaped).
             unsafe {
                 libc::kill(pid, libc::SIGKILL);
-                if pid == child || !o.detach {
-                    libc::waitpid(pid, std::ptr::null_mut(), 0);
-                }
+                libc::waitpid(pid, std::ptr::null_mut(), 0);
             }
             return Err(e);
         }
@@ -480,38 +485,46 @@ pub fn spawn(rec: &Record, process: &Process, o: &ExecOpts, conf: &Confinement) 
 }
 
 /// The runtime's side: place the child in the cgroup, let it go on, and follow it to its exec.
+/// Each message is taken only where the protocol has it, once (see `ExecSteps`); the pid in `P` is
+/// believed only for the runtime's own child.
 fn serve(
     chan: &Channel,
     targets: &[PathBuf],
     child: i32,
     pid: &mut i32,
     conf: &Confinement,
+    expect: ExecSteps,
 ) -> Result<Option<OwnedFd>> {
     join_cgroups(targets, child)?;
     // The child may already have failed and closed its end; its message tells why.
     let _ = chan.send(b'G', &[]);
     let mut master = None;
+    let mut expect = expect;
     loop {
-        match chan.recv_msg()? {
-            None => return Ok(master),
-            Some((b'P', payload, _)) => {
-                *pid = std::str::from_utf8(&payload)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| err!("exec: bad pid from the intermediate process"))?;
+        let msg = chan.recv_msg()?;
+        let Some((tag, payload, fd)) = msg else {
+            if expect.pid {
+                bail!("exec: the intermediate process left without reporting the pid");
+            }
+            return Ok(master);
+        };
+        expect.take(tag, fd.is_some())?;
+        match tag {
+            b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
+            b'P' => {
+                *pid = super::process::verified_child(&payload, "exec")?;
                 // SAFETY: reap the intermediate process, our child.
                 unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
             }
-            Some((b'M', _, fd)) => master = fd,
-            Some((b'N', _, _)) => {
+            b'M' => master = fd,
+            _ => {
+                // N
                 let fd = super::console::recv_fd(chan.raw())?;
                 let s = conf
                     .seccomp
                     .ok_or_else(|| err!("exec: a seccomp listener without a profile"))?;
                 super::seccomp::send_to_listener(s, *pid, &conf.state_json, &fd)?;
             }
-            Some((b'E', msg, _)) => return Err(Error::new(String::from_utf8_lossy(&msg).into_owned())),
-            Some((t, _, _)) => bail!("exec: unexpected message {:?} from the process", t as char),
         }
     }
 }
@@ -531,24 +544,22 @@ fn child_main(plan: &ChildPlan, chan: Channel, mut filter: super::seccomp::Plan)
 fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan) -> Result<std::convert::Infallible> {
     setns_pidfd(plan.pidfd, plan.join).ctx("join the container's namespaces")?;
     if plan.fork {
-        // Wait to be in the cgroup so that the process forked below is born there.
+        // Wait to be in the cgroup so that the process made below is born there.
         chan.expect(b'G')?;
-        // SAFETY: single-threaded fork.
-        match unsafe { libc::fork() } {
-            -1 => {
-                return Err(Error::sys(
-                    "fork into the container's pid namespace",
-                    std::io::Error::last_os_error(),
-                ))
-            }
-            0 => {}
-            grandchild => {
+        // The process is made the runtime's own child (CLONE_PARENT): the runtime checks that the
+        // pid reported in `P` is its child before it believes it.
+        match super::process::clone_raw(libc::CLONE_PARENT) {
+            Err(e) => return Err(e.context("fork into the container's pid namespace")),
+            Ok(0) => {}
+            Ok(grandchild) => {
                 let _ = chan.send(b'P', grandchild.to_string().as_bytes());
                 // SAFETY: the intermediate leaves at once.
                 unsafe { libc::_exit(0) }
             }
         }
     }
+    // SAFETY: closing the init's pidfd, needed only for setns above (nothing else owns it here).
+    unsafe { libc::close(plan.pidfd) };
     if let Some(root) = plan.root {
         let here = nix::sys::stat::stat("/").ok().map(|s| (s.st_dev, s.st_ino));
         let there = nix::sys::stat::fstat(root).ok().map(|s| (s.st_dev, s.st_ino));
@@ -556,6 +567,8 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
             nix::unistd::fchdir(root).ctx("enter the container's root")?;
             nix::unistd::chroot(".").ctx("enter the container's root")?;
         }
+        // SAFETY: as above, the root's descriptor has served.
+        unsafe { libc::close(root.as_raw_fd()) };
     }
     let p = plan.process;
     if p.terminal() == Some(true) {
@@ -565,8 +578,12 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
             None => super::console::setup(size, false, |fd, _| chan.send_fd(b'M', &[], fd))?,
         }
     }
-    apply_lsm(p)?;
-    let program = apply_process(p, environment(p), plan.preserve_fds, filter, chan)?;
+    if let Some(sock) = plan.console {
+        // SAFETY: the console socket has served (or was never needed).
+        unsafe { libc::close(sock) };
+    }
+    super::tuning::set_exec_labels(p)?;
+    let program = apply_process(p, environment(p), plan.preserve_fds, &[], filter, chan)?;
     if !plan.fork {
         chan.expect(b'G')?;
     }
@@ -584,6 +601,32 @@ fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A hostile process holding the child's end of the channel reports a pid that is not the
+    /// runtime's child: the runtime refuses it and never takes it for the process.
+    #[test]
+    fn a_reported_pid_that_is_not_our_child_is_refused() {
+        let (ours, theirs) = sync::pair().unwrap();
+        theirs.send(b'P', b"1").unwrap();
+        let mut pid = 12345;
+        let conf = Confinement {
+            seccomp: None,
+            state_json: Vec::new(),
+        };
+        let expect = ExecSteps {
+            pid: true,
+            master: false,
+            listener: false,
+        };
+        let e = serve(&ours, &[], 12345, &mut pid, &conf, expect).unwrap_err();
+        assert!(e.to_string().contains("not a child of the runtime"), "{e}");
+        assert_eq!(pid, 12345);
+        // Unsolicited: a P when none is expected.
+        theirs.send(b'P', b"1").unwrap();
+        let expect = ExecSteps { pid: false, ..expect };
+        assert!(serve(&ours, &[], 12345, &mut pid, &conf, expect).is_err());
+        assert_eq!(pid, 12345);
+    }
 
     #[test]
     fn later_env_entries_win_in_place() {

@@ -44,6 +44,12 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
             return Err(Error::sys("create namespaces", std::io::Error::last_os_error()));
         }
     }
+    // An unprivileged runtime (or newuidmap) writes our ID maps as our owner: only for that moment,
+    // while the container has no process but this one, may we be dumpable.
+    let open_for_maps = cfg.unprivileged_maps && plan.has(libc::CLONE_NEWUSER);
+    if open_for_maps {
+        super::fds::set_dumpable(true);
+    }
     chan.send(b'U', &[])?;
     // The ID-mapped trees of mounts, if any, come before the go-ahead.
     let mut idmapped = Vec::new();
@@ -53,7 +59,12 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
                 let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
                 idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
             }
-            Some((b'G', payload, _)) => break payload,
+            Some((b'G', payload, _)) => {
+                if open_for_maps {
+                    super::fds::hide();
+                }
+                break payload;
+            }
             Some((b'E', p, _)) => return Err(Error::new(String::from_utf8_lossy(&p).into_owned())),
             _ => bail!("container init: the runtime went away during setup"),
         }
@@ -129,7 +140,20 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     }
     super::tuning::apply(spec, process)?;
     let mut filter = seccomp::Plan::new(spec, process)?;
-    let program = apply_process(process, environment(process), cfg.preserve_fds, &mut filter, chan)?;
+    // Init keeps the exec fifo (held until its execve) and the channel; the console socket has
+    // served and is closed with the rest.
+    let fifo = match cfg.gate {
+        Gate::Fifo(fd) => fd,
+        Gate::Channel => -1,
+    };
+    let program = apply_process(
+        process,
+        environment(process),
+        cfg.preserve_fds,
+        &[fifo],
+        &mut filter,
+        chan,
+    )?;
     chan.send(b'R', &[])?;
     // Wait until the runtime has recorded the container; until then, die with it.
     chan.expect(b'G')?;
@@ -180,11 +204,17 @@ fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel)
     if plan.has(libc::CLONE_NEWTIME) {
         write_time_offsets(spec)?;
     }
-    // SAFETY: single-threaded fork.
-    match unsafe { libc::fork() } {
-        -1 => Err(Error::sys("fork init", std::io::Error::last_os_error())),
-        0 => Ok(()),
-        child => {
+    // The real init is made the runtime's own child (CLONE_PARENT): the runtime believes the pid in
+    // `P` only for its child, and init dies with the runtime again (the death signal of the
+    // intermediate's clone is not inherited).
+    match super::process::clone_raw(libc::CLONE_PARENT) {
+        Err(e) => Err(e.context("fork init")),
+        Ok(0) => {
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            Ok(())
+        }
+        Ok(child) => {
             let _ = chan.send(b'P', child.to_string().as_bytes());
             // SAFETY: the intermediate leaves at once.
             unsafe { libc::_exit(0) }
@@ -248,21 +278,29 @@ impl Program {
 }
 
 /// What the container's init and an exec'd process share once they see the container's filesystem:
-/// oom_score_adj, rlimits, the program looked up, cwd, bounding set, user and groups, capabilities,
-/// no_new_privs, umask, and every descriptor but stdio and the preserved ones marked close-on-exec.
-/// The seccomp filter is loaded at its point on the way (see `seccomp::Point`).
+/// oom_score_adj, rlimits, every descriptor closed but stdio, the preserved ones, the channel and
+/// `keep` (before the working directory is entered, so that it cannot be reached through a
+/// descriptor: CVE-2024-21626), the program looked up, cwd (checked to be inside the root), bounding
+/// set, user and groups, capabilities, no_new_privs, umask. The seccomp filter is loaded at its point
+/// on the way (see `seccomp::Point`).
 pub(crate) fn apply_process(
     process: &Process,
     env: Vec<String>,
     preserve_fds: i32,
+    keep: &[std::os::fd::RawFd],
     filter: &mut seccomp::Plan,
     chan: &Channel,
 ) -> Result<Program> {
     security::set_oom_score_adj(process)?;
     security::set_rlimits(process)?;
+    super::procfs::release();
+    let mut held = keep.to_vec();
+    held.push(chan.raw());
+    super::fds::close_from_except(3 + preserve_fds.max(0), &held);
     let exe = find_executable(process, &env)?;
     let cwd = process.cwd();
     nix::unistd::chdir(cwd).with_ctx(|| format!("process.cwd {}", cwd.display()))?;
+    check_cwd_inside_root(cwd)?;
     let caps = process.capabilities().as_ref();
     filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
     security::drop_bounding(caps)?;
@@ -270,7 +308,6 @@ pub(crate) fn apply_process(
     security::set_capabilities(caps)?;
     security::set_no_new_privs(process)?;
     security::set_umask(process);
-    close_host_fds(preserve_fds);
     let argv: Vec<CString> = process
         .args()
         .iter()
@@ -280,6 +317,18 @@ pub(crate) fn apply_process(
     let envp: Vec<CString> = env.iter().map(|e| cstring(e)).collect::<Result<_>>()?;
     filter.load_at(seccomp::Point::BeforeReady, chan)?;
     Ok(Program { exe, argv, envp })
+}
+
+/// The working directory must be inside the process's root: the kernel's getcwd says
+/// "(unreachable)" for one outside it (a host directory reached through a magic link).
+fn check_cwd_inside_root(cwd: &Path) -> Result<()> {
+    let mut buf = [0u8; 4096];
+    // SAFETY: getcwd writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::syscall(libc::SYS_getcwd, buf.as_mut_ptr(), buf.len()) };
+    if n > 0 && buf[0] == b'/' {
+        return Ok(());
+    }
+    bail!("process.cwd {}: outside the container's root", cwd.display())
 }
 
 fn cstring(s: &str) -> Result<CString> {
@@ -347,26 +396,6 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
 
 fn setgroups_allowed() -> bool {
     std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
-}
-
-/// Mark every descriptor above stdio and the preserved ones close-on-exec.
-fn close_host_fds(preserve: i32) {
-    let first = 3 + preserve.max(0) as u32;
-    // SAFETY: close_range only changes descriptor flags.
-    let r = unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    if r != 0 {
-        // Old kernels: walk /proc/self/fd.
-        if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
-            let fds: Vec<i32> = rd
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse().ok())
-                .collect();
-            for fd in fds.into_iter().filter(|&fd| fd >= first as i32) {
-                // SAFETY: setting FD_CLOEXEC on a descriptor number.
-                unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-            }
-        }
-    }
 }
 
 /// Restore default signal handling for the program: empty mask, default dispositions.

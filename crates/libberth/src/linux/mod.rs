@@ -9,6 +9,7 @@
 pub mod console;
 pub mod exec;
 pub mod exeseal;
+pub mod fds;
 pub mod fs;
 pub mod idmap;
 pub mod init;

@@ -34,9 +34,20 @@ pub struct InitConfig<'a> {
     /// Keep the runtime's session keyring instead of joining a new one named after the container.
     pub no_new_keyring: bool,
     pub cgroup_path: &'a str,
-    /// Runtime descriptors init must close at once (the container's state lock: flock locks are
-    /// shared with a forked child, which would hold the lock until it execs).
-    pub close_in_child: &'a [RawFd],
+    /// Whether the runtime writes ID maps without root: init is then dumpable while it waits for
+    /// them (the runtime, or newuidmap, writes /proc/<pid>/uid_map as the owner of init).
+    pub unprivileged_maps: bool,
+}
+
+impl InitConfig<'_> {
+    /// The descriptors init holds after its clone (besides stdio and the preserved ones).
+    fn keep(&self, chan: RawFd) -> [RawFd; 3] {
+        let fifo = match self.gate {
+            Gate::Fifo(fd) => fd,
+            Gate::Channel => -1,
+        };
+        [chan, fifo, self.console_sock.unwrap_or(-1)]
+    }
 }
 
 /// The namespace work of a config, split the way the clone needs it.
@@ -319,12 +330,14 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
     }
     let pid = clone_raw(flags)?;
     if pid == 0 {
-        for &fd in cfg.close_in_child {
-            // SAFETY: closing the child's copy of a runtime descriptor it must not keep.
-            unsafe { libc::close(fd) };
-        }
-        drop(ours);
+        // Hidden from the container's processes (no ptrace, no /proc/<pid>/fd) until its execve,
+        // and holding only what it needs: the channel, the exec fifo, the console socket and the
+        // preserved descriptors (not the state lock, the runtime's namespace handles, its log).
+        super::fds::hide();
+        crate::log::detach();
+        std::mem::forget(ours);
         std::mem::forget(restore);
+        super::fds::close_from_except(3 + cfg.preserve_fds.max(0), &cfg.keep(theirs.raw()));
         super::init::child_main(cfg, &plan, theirs, fast);
     }
     drop(restore);
@@ -351,11 +364,28 @@ pub fn spawn(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent) -> Result<S
 
 fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, sp: &mut Spawned) -> Result<()> {
     let linux = cfg.spec.linux().as_ref();
+    #[allow(deprecated)]
+    let want_hooks = cfg.spec.hooks().as_ref().is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    });
+    let mut steps = super::sync::InitSteps {
+        mapped: false,
+        want_pid: !plan.fast() && plan.forks_init(),
+        want_hooks,
+        want_master: cfg.spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true))
+            && cfg.console_sock.is_none(),
+        want_listener: linux
+            .and_then(|l| l.seccomp().as_ref())
+            .is_some_and(|s| s.listener_path().is_some()),
+    };
     loop {
         let Some((tag, payload, fd)) = sp.chan.recv_msg()? else {
             bail!("container init exited during setup");
         };
+        steps.take(tag, fd.is_some())?;
         match tag {
+            b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
             b'U' => {
                 cgroup.add(sp.pid)?;
                 if plan.has(libc::CLONE_NEWUSER) {
@@ -370,10 +400,7 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
             }
             b'P' => {
                 let intermediate = sp.pid;
-                sp.pid = std::str::from_utf8(&payload)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| err!("bad pid from init"))?;
+                sp.pid = verified_child(&payload, "init")?;
                 // SAFETY: reap the intermediate process, our child.
                 unsafe { libc::waitpid(intermediate, std::ptr::null_mut(), 0) };
             }
@@ -389,9 +416,50 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 super::seccomp::send_to_listener(s, sp.pid, &parent.hook_state(sp.pid), &fd)?;
             }
             b'M' => sp.master = fd,
-            b'R' => return Ok(()),
-            b'E' => return Err(Error::new(String::from_utf8_lossy(&payload).into_owned())),
-            t => bail!("sync channel: unexpected message {:?}", t as char),
+            _ => return Ok(()), // R
         }
+    }
+}
+
+/// The pid in a `P` message, believed only if that process is the runtime's own child (the
+/// intermediate makes it with CLONE_PARENT): a pid a container process slipped in is refused.
+pub(crate) fn verified_child(payload: &[u8], who: &str) -> Result<i32> {
+    let pid: i32 = std::str::from_utf8(payload)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|&p| p > 0)
+        .ok_or_else(|| err!("{who}: bad pid message"))?;
+    if parent_of(pid) != Some(std::process::id() as i32) {
+        bail!("{who}: the reported pid {pid} is not a child of the runtime");
+    }
+    Ok(pid)
+}
+
+/// The parent pid of `pid` (field 4 of /proc/<pid>/stat, after the command's closing parenthesis).
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_own_children_are_believed() {
+        let child = std::process::Command::new("sleep").arg("5").spawn().unwrap();
+        let pid = child.id() as i32;
+        assert_eq!(verified_child(pid.to_string().as_bytes(), "t").unwrap(), pid);
+        // pid 1 and ourselves are not our children; garbage is not a pid.
+        assert!(verified_child(b"1", "t").is_err());
+        assert!(verified_child(std::process::id().to_string().as_bytes(), "t").is_err());
+        for bad in [&b""[..], b"-5", b"0", b"12x"] {
+            assert!(verified_child(bad, "t").is_err());
+        }
+        let mut child = child;
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

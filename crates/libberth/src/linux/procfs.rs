@@ -6,12 +6,13 @@
 //! where a new procfs may not be mounted, a detached clone of the /proc mount that is checked to
 //! really be procfs), and every write opens its file beneath that handle with `openat2`
 //! (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV) and checks
-//! that the opened file is on procfs. The handle is made once, only when something is written.
+//! that the opened file is on procfs. The handle is made once, only when something is written, and
+//! closed ([`release`]) before the process enters the container's working directory.
 
 use super::fs::OPEN_TREE_CLONE;
 use crate::{bail, Error, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -63,11 +64,13 @@ fn cloned_proc() -> std::io::Result<OwnedFd> {
     super::fs::open_tree(libc::AT_FDCWD, c"/proc", OPEN_TREE_CLONE)
 }
 
-/// This process's private procfs handle (made on first use).
+/// This process's private procfs handle, made on first use and dropped by [`release`].
+static HANDLE: Mutex<Option<OwnedFd>> = Mutex::new(None);
+
 fn handle() -> Result<RawFd> {
-    static H: OnceLock<OwnedFd> = OnceLock::new();
-    if let Some(h) = H.get() {
-        return Ok(h.as_raw_fd());
+    let mut h = HANDLE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(fd) = h.as_ref() {
+        return Ok(fd.as_raw_fd());
     }
     let fd = match fresh_procfs() {
         Ok(fd) => fd,
@@ -78,7 +81,14 @@ fn handle() -> Result<RawFd> {
     if !is_procfs(fd.as_raw_fd()) {
         bail!("/proc is not procfs");
     }
-    Ok(H.get_or_init(|| fd).as_raw_fd())
+    Ok(h.insert(fd).as_raw_fd())
+}
+
+/// Close the private procfs handle: it is an unmasked, writable procfs of the host's kernel
+/// (host sysctls included), so init and exec children drop it before they enter the container's
+/// working directory and drop privileges. A later write opens a new one.
+pub fn release() {
+    HANDLE.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
 /// Write `data` to the procfs file `rel` (relative to the procfs root, e.g. "sys/net/ipv4/ip_forward"

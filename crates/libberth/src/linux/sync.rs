@@ -1,15 +1,18 @@
-//! The channel between the runtime and the container's init process: a SOCK_SEQPACKET socket pair,
-//! one message per packet, each a tag byte followed by an optional payload.
+//! The channel between the runtime and the container's init process (or an `exec` child): a
+//! SOCK_SEQPACKET socket pair, one message per packet, each a tag byte followed by an optional
+//! payload, and the protocol's order, which the runtime enforces ([`InitSteps`], [`ExecSteps`]):
+//! a message the runtime did not ask for ends the operation.
 //!
 //! child -> parent: `U` (namespaces made: place me in the cgroup, write my ID maps), `H` (mounts done:
 //! run the createRuntime hooks), `P<pid>` (the real init's pid, when an intermediate process had to
-//! fork it), `N` (a seccomp notify listener follows, in the next packet, as SCM_RIGHTS), `R` (ready: waiting for start), `E<message>` (failed).
+//! fork it; believed only for the runtime's own child), `N` (a seccomp notify listener follows, in the
+//! next packet, as SCM_RIGHTS), `R` (ready: waiting for start), `E<message>` (failed).
 //! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself; parent -> child
 //! `I<index>` carries the detached ID-mapped tree of mounts[index] (SCM_RIGHTS).
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;
-use crate::Result;
+use crate::{bail, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// A received message: tag, payload and the descriptor that came with it, if any.
@@ -173,9 +176,155 @@ impl Channel {
     }
 }
 
+/// Where init's setup stands, as the runtime sees it: each message is taken only at its step and
+/// once (`U` first; `P` only when init forks, right after the go-ahead; `H` only with
+/// createRuntime/prestart hooks; `N` only with a seccomp listener; `M` only, with its descriptor,
+/// for a terminal Berth relays; `R` last, after `H`); anything else ends the create. `E` is taken
+/// anywhere.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InitSteps {
+    pub mapped: bool,
+    pub want_pid: bool,
+    pub want_hooks: bool,
+    pub want_master: bool,
+    pub want_listener: bool,
+}
+
+impl InitSteps {
+    /// Check that `tag` (with or without a descriptor) may come now and record it.
+    pub fn take(&mut self, tag: u8, has_fd: bool) -> Result<()> {
+        let ok = match tag {
+            b'E' => true,
+            b'U' => {
+                !self.mapped && {
+                    self.mapped = true;
+                    true
+                }
+            }
+            _ if !self.mapped => false,
+            b'P' => std::mem::take(&mut self.want_pid),
+            _ if self.want_pid => false,
+            b'H' => std::mem::take(&mut self.want_hooks),
+            b'N' => std::mem::take(&mut self.want_listener),
+            b'M' => has_fd && std::mem::take(&mut self.want_master),
+            b'R' => !self.want_hooks,
+            _ => false,
+        };
+        if !ok {
+            bail!("sync channel: unexpected message {:?} from init", tag as char);
+        }
+        Ok(())
+    }
+}
+
+/// The messages the runtime takes from an `exec` child, fixed before the clone; each is taken once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExecSteps {
+    /// `P`, before anything else: the child forks into the pid namespace and reports the pid.
+    pub pid: bool,
+    /// `M` with its descriptor: a terminal without a console socket, relayed by Berth.
+    pub master: bool,
+    /// `N`: a seccomp profile with a listener.
+    pub listener: bool,
+}
+
+impl ExecSteps {
+    pub fn take(&mut self, tag: u8, has_fd: bool) -> Result<()> {
+        let ok = match tag {
+            b'E' => true,
+            b'P' => std::mem::take(&mut self.pid),
+            _ if self.pid => false,
+            b'M' => has_fd && std::mem::take(&mut self.master),
+            b'N' => std::mem::take(&mut self.listener),
+            _ => false,
+        };
+        if !ok {
+            bail!("exec: unexpected message {:?} from the process", tag as char);
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn steps(want_pid: bool, want_hooks: bool, want_master: bool, want_listener: bool) -> InitSteps {
+        InitSteps {
+            mapped: false,
+            want_pid,
+            want_hooks,
+            want_master,
+            want_listener,
+        }
+    }
+
+    fn run(mut s: InitSteps, msgs: &[(u8, bool)]) -> Result<()> {
+        msgs.iter().try_for_each(|&(t, fd)| s.take(t, fd))
+    }
+
+    #[test]
+    fn init_messages_only_at_their_step_and_once() {
+        let all = steps(true, true, true, true);
+        let good = [
+            (b'U', false),
+            (b'P', false),
+            (b'H', false),
+            (b'M', true),
+            (b'N', false),
+            (b'R', false),
+        ];
+        run(all, &good).unwrap();
+        run(steps(false, false, false, false), &[(b'U', false), (b'R', false)]).unwrap();
+        // Nothing before U, U once.
+        for bad in [&[(b'P', false)][..], &[(b'R', false)], &[(b'U', false), (b'U', false)]] {
+            assert!(run(all, bad).is_err(), "{bad:?}");
+        }
+        // P only when init forks, right after U, once.
+        assert!(run(steps(false, false, false, false), &[(b'U', false), (b'P', false)]).is_err());
+        assert!(run(all, &[(b'U', false), (b'H', false)]).is_err());
+        assert!(run(all, &[(b'U', false), (b'P', false), (b'P', false)]).is_err());
+        // H, M, N only when asked for; M with its descriptor; R not before the hooks.
+        let none = steps(false, false, false, false);
+        for t in [b'H', b'M', b'N', b'G', b'S', b'A', b'I', 0] {
+            assert!(run(none, &[(b'U', false), (t, true)]).is_err(), "{:?}", t as char);
+        }
+        assert!(run(steps(false, false, true, false), &[(b'U', false), (b'M', false)]).is_err());
+        assert!(run(steps(false, true, false, false), &[(b'U', false), (b'R', false)]).is_err());
+        // E anywhere.
+        run(all, &[(b'E', false)]).unwrap();
+        run(all, &[(b'U', false), (b'E', false)]).unwrap();
+    }
+
+    #[test]
+    fn exec_messages_only_when_expected_and_once() {
+        let all = ExecSteps {
+            pid: true,
+            master: true,
+            listener: true,
+        };
+        let none = ExecSteps {
+            pid: false,
+            master: false,
+            listener: false,
+        };
+        let run = |mut e: ExecSteps, msgs: &[(u8, bool)]| msgs.iter().try_for_each(|&(t, fd)| e.take(t, fd));
+        run(all, &[(b'P', false), (b'M', true), (b'N', false)]).unwrap();
+        run(none, &[(b'E', false)]).unwrap();
+        for bad in [
+            &[(b'P', false)][..],
+            &[(b'M', true)],
+            &[(b'N', false)],
+            &[(b'G', false)],
+            &[(b'U', false)],
+        ] {
+            assert!(run(none, bad).is_err(), "{bad:?}");
+        }
+        // P first and once; M with its descriptor.
+        assert!(run(all, &[(b'M', true)]).is_err());
+        assert!(run(all, &[(b'P', false), (b'P', false)]).is_err());
+        assert!(run(all, &[(b'P', false), (b'M', false)]).is_err());
+    }
 
     #[test]
     fn last_message_of_a_peer_that_left_with_unread_input_is_kept() {

@@ -72,6 +72,12 @@ pub fn apply(spec: &Spec, p: &Process) -> Result<()> {
             set_memory_policy(mp)?;
         }
     }
+    set_exec_labels(p)
+}
+
+/// The LSM labels of the next execve (AppArmor profile, SELinux label), written through the
+/// private procfs (never the container's /proc).
+pub(crate) fn set_exec_labels(p: &Process) -> Result<()> {
     if let Some(profile) = non_empty(p.apparmor_profile()) {
         // Takes effect at the next execve.
         super::procfs::write("self/attr/apparmor/exec", format!("exec {profile}").as_bytes())
