@@ -361,3 +361,150 @@ fn tiocsti_container_cannot_type_into_the_callers_terminal() {
         out.describe()
     );
 }
+
+/// The unprivileged user of the rootless tests (tests/userns.rs makes it too): (uid, gid).
+fn rootless_user() -> (u32, u32) {
+    const USER: &str = "berth-rootless";
+    let lookup = || {
+        let out = std::process::Command::new("getent")
+            .args(["passwd", USER])
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let f: Vec<&str> = line.trim().split(':').collect();
+        (f.len() > 3).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+    };
+    if let Some(ids) = lookup() {
+        return ids;
+    }
+    let out = std::process::Command::new("useradd")
+        .args(["--no-create-home", "--user-group", USER])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() || lookup().is_some(),
+        "useradd: {}",
+        out.describe()
+    );
+    lookup().expect("the rootless test user")
+}
+
+/// CVE-2019-5736 (runc) for a rootless runtime: an unprivileged user's own copy of the runtime
+/// (say ~/bin/berth), and a container whose root is that user. The runtime cannot make a read-only
+/// mount of itself without privilege; it must still never let the container's handle on
+/// `/proc/<init>/exe` reach the installed file. The test plays the container process: it keeps an
+/// O_PATH handle on the created init's exe and, once the runtime has exited, reopens it for
+/// writing and writes; the installed copy (the test's own) must be unchanged.
+#[test]
+fn cve_2019_5736_rootless_runtime_binary_cannot_be_rewritten() {
+    use std::os::unix::fs::{chown, FileExt, OpenOptionsExt};
+    if !require_root() {
+        return;
+    }
+    let (uid, gid) = rootless_user();
+    let as_user = |c: &mut std::process::Command| {
+        c.uid(uid).gid(gid);
+    };
+    let home = TempDir::new("adv-rootless-bin");
+    let bin = home.join("berth");
+    let cp = std::process::Command::new("cp")
+        .arg(runtime())
+        .arg(&bin)
+        .status()
+        .unwrap();
+    assert!(cp.success(), "cp the runtime");
+    chown(&bin, Some(uid), Some(gid)).unwrap();
+    let xdg = TempDir::new("adv-rootless-xdg");
+    fs::set_permissions(xdg.path(), fs::Permissions::from_mode(0o700)).unwrap();
+    chown(xdg.path(), Some(uid), Some(gid)).unwrap();
+    let mut b = Bundle::default();
+    let logs = TempDir::new("adv-rootless-out");
+    // Output through files: a created container's init keeps its stdio open.
+    let berth = |args: &[&str]| {
+        let (out, err) = (logs.join("out"), logs.join("err"));
+        let mut c = std::process::Command::new(&bin);
+        c.args(args)
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("XDG_RUNTIME_DIR", xdg.path())
+            .stdin(std::process::Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(fs::File::create(&err).unwrap());
+        as_user(&mut c);
+        let status = c.status().expect("run the user's runtime");
+        std::process::Output {
+            status,
+            stdout: fs::read(&out).unwrap_or_default(),
+            stderr: fs::read(&err).unwrap_or_default(),
+        }
+    };
+    b.config["process"]["args"] = json!(["true"]);
+    b.remove_namespace("network");
+    b.set_namespace("user", None);
+    b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": uid, "size": 1 }]);
+    b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": gid, "size": 1 }]);
+    b.config["linux"].as_object_mut().unwrap().remove("resources");
+    for m in b.config["mounts"].as_array_mut().unwrap() {
+        if m["destination"] == "/sys" {
+            *m = json!({ "destination": "/sys", "type": "none", "source": "/sys",
+                         "options": ["rbind", "nosuid", "noexec", "nodev", "ro"] });
+        }
+        if m["destination"] == "/dev/pts" {
+            m["options"] = json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+        }
+    }
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/sys/fs/cgroup");
+    b.save();
+    let own = std::process::Command::new("chown")
+        .arg("-R")
+        .arg(format!("{uid}:{gid}"))
+        .arg(&b.dir)
+        .status()
+        .unwrap();
+    assert!(own.success());
+    let before = fs::read(&bin).unwrap();
+    let id = unique_id();
+    let bundle = b.dir.to_str().unwrap().to_string();
+    let out = berth(&["create", "--bundle", &bundle, &id]);
+    // Whatever happens below, the container goes.
+    struct DeleteForce<F: Fn(&[&str]) -> std::process::Output>(F, String);
+    impl<F: Fn(&[&str]) -> std::process::Output> Drop for DeleteForce<F> {
+        fn drop(&mut self) {
+            (self.0)(&["delete", "--force", &self.1]);
+        }
+    }
+    let _cleanup = DeleteForce(&berth, id.clone());
+    assert!(out.status.success(), "rootless create: {}", out.describe());
+    let state: Value = serde_json::from_slice(&berth(&["state", &id]).stdout).unwrap();
+    let pid = state["pid"].as_i64().unwrap();
+    let exe = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .expect("O_PATH on init's exe");
+    let started = berth(&["start", &id]);
+    poll("the container to stop", || {
+        let s: Value = serde_json::from_slice(&berth(&["state", &id]).stdout).unwrap_or_default();
+        s["status"] == "stopped"
+    });
+    let deleted = berth(&["delete", &id]);
+    assert!(
+        started.status.success() && deleted.status.success(),
+        "{}",
+        deleted.describe()
+    );
+    use std::os::fd::AsRawFd;
+    let reopened = fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", exe.as_raw_fd()));
+    if let Ok(f) = reopened {
+        let _ = f.write_at(b"PWNED", 0);
+    }
+    assert!(
+        fs::read(&bin).unwrap() == before,
+        "the user's runtime binary was rewritten through /proc/<init>/exe"
+    );
+}
