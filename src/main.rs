@@ -260,6 +260,12 @@ const MAX_PRESERVE_FDS: i32 = 1 << 20;
 /// create and exec otherwise. Arguments and environment still come through `std::env`.
 #[no_mangle]
 pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    // The Rust runtime's start-up (skipped) would ignore SIGPIPE: a hook that exits without
+    // reading its state, a closed console or log pipe must give EPIPE, never kill Berth
+    // mid-operation. Blocked signals are still queued, so `run` keeps forwarding SIGPIPE; children
+    // get the default back (std's Command, init's and exec's reset_signals).
+    // SAFETY: setting a signal disposition at start-up, before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     let code = berth_main();
     let _ = std::io::Write::flush(&mut std::io::stdout());
     code as libc::c_int

@@ -420,3 +420,31 @@ fn cve_2025_52565_console_bind_cannot_be_redirected() {
     // 'c': the console is the pty (a character device), not a link; no mount on core_pattern.
     assert_eq!(lines(&out), ["c", "0", "readable"], "output: {out:?}");
 }
+
+/// A hostile image puts a FIFO where /etc/passwd should be (read for HOME when the process has
+/// none): neither create nor exec may block on it.
+#[test]
+fn fifo_planted_as_etc_passwd_does_not_hang_create_or_exec() {
+    if !require_root() {
+        return;
+    }
+    let mut b = Bundle::sh("echo home=$HOME; sleep 10");
+    let passwd = b.rootfs().join("etc/passwd");
+    fs::remove_file(&passwd).unwrap();
+    nix_mkfifo(&passwd);
+    b.config["process"]["env"] = json!(["PATH=/bin"]);
+    b.writable_root();
+    let rt = Runtime::new();
+    let id = unique_id();
+    // Runtime::exec fails the test if a call takes longer than its timeout.
+    rt.create_and_start(&b, &id);
+    let out = rt.cmd(&["exec", &id, "sh", "-c", "echo exec-home=$HOME"]);
+    assert!(out.out().contains("exec-home=/"), "{}", out.describe());
+    rt.delete_force(&id).ok("delete");
+}
+
+fn nix_mkfifo(p: &std::path::Path) {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0, "mkfifo");
+}

@@ -336,3 +336,29 @@ fn create_container_hook_path_resolves_on_host() {
     rt.run(&b, &unique_id()).ok("run");
     assert_eq!(hook_names(&b), ["createContainer"]);
 }
+
+/// A hook that exits without reading its state (here larger than a pipe's buffer, so the write is
+/// sure to meet a closed pipe) must not kill the runtime with SIGPIPE: create, start and delete
+/// succeed and leave nothing behind.
+#[test]
+fn hook_that_does_not_read_its_state_does_not_kill_the_runtime() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    b.config["annotations"] = json!({ "big": "x".repeat(256 * 1024) });
+    let quick = hooks.host_script("quick", "exit 0");
+    b.config["hooks"] = json!({
+        "createRuntime": [quick.clone()], "poststart": [quick.clone()], "poststop": [quick]
+    });
+    for _ in 0..3 {
+        let id = unique_id();
+        rt.create(&b, &id).ok("create");
+        rt.start(&id).ok("start");
+        rt.wait_for_status(&id, "stopped");
+        rt.delete(&id).ok("delete");
+        rt.assert_no_state(&id);
+    }
+}

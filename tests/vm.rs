@@ -1042,3 +1042,383 @@ fn vm_bind_mounts_as_in_a_linux_container() {
     rt.assert_no_state(&id);
     assert!(procs_mentioning(rt.root.to_str().unwrap()).is_empty());
 }
+
+// ---------------------------------------------------------------------------
+// The guest as attacker (issue 19, docs/SECURITY.md "VM containers: the guest as attacker"): a
+// fully privileged workload (every capability, no seccomp, no pid namespace, every device) runs
+// tests/attack/vm_guest.c, which takes the agent's descriptors and speaks on the host's ports
+// itself. Each test judges the effect on the host.
+// ---------------------------------------------------------------------------
+
+const ALL_CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// A VM container whose workload is as privileged as a guest can be, with the attack program.
+fn hostile_vm(script: &str) -> Bundle {
+    let mut b = Bundle::sh(script);
+    vm(&mut b);
+    let caps = json!(ALL_CAPS);
+    b.config["process"]["capabilities"] =
+        json!({"bounding": caps, "effective": caps, "permitted": caps, "inheritable": caps, "ambient": caps});
+    b.config["process"]["noNewPrivileges"] = json!(false);
+    b.config["linux"]["resources"]["devices"] = json!([{"allow": true, "access": "rwm"}]);
+    b.remove_namespace("pid");
+    b.writable_root();
+    install_attack(&b, "vm_guest");
+    b
+}
+
+/// Children of `parent` whose name starts with `comm`.
+fn children_named(parent: i32, comm: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let Some((name, rest)) = stat.split_once(") ") else {
+                return false;
+            };
+            let ppid: i32 = rest.split(' ').nth(1).and_then(|x| x.parse().ok()).unwrap_or(0);
+            ppid == parent && name.split_once('(').is_some_and(|(_, n)| n.starts_with(comm))
+        })
+        .collect()
+}
+
+fn file_len(p: &Path) -> u64 {
+    std::fs::metadata(p).map_or(0, |m| m.len())
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Items 1, 3 and 7 of issue 19: qemu holds nothing of the state directory (a qemu escape could
+/// otherwise rewrite state.json, e.g. add a poststop hook `delete` runs as host root); the console
+/// and exit port cannot fill the host's disk; the container's stdout shares the caller's open
+/// file (its offset), so neither overwrites the other.
+#[test]
+fn vm_guest_cannot_reach_the_state_directory_or_fill_the_disk() {
+    if skip("vm_guest_cannot_reach_the_state_directory_or_fill_the_disk") {
+        return;
+    }
+    let b = hostile_vm(
+        "echo container-line; vm_guest flood-console 16 >/dev/null 2>&1; \
+         vm_guest flood-exit 8 >/dev/null 2>&1; echo flooded; \
+         while [ ! -e /go ]; do sleep 0.2; done; echo container-end",
+    );
+    b.save();
+    let rt = Runtime::new();
+    let id = unique_id();
+    let _cleanup = ForceDelete(&rt, id.clone());
+    let dir = rt.root.join(&id);
+    // The caller writes first, through a descriptor that is not in append mode.
+    let scratch = TempDir::new("vm-stdout");
+    let out_path = scratch.join("out");
+    let mut mine = std::fs::File::create(&out_path).unwrap();
+    std::io::Write::write_all(&mut mine, b"caller-before\n").unwrap();
+    let theirs = mine.try_clone().unwrap();
+    let mut create = rt.command(&[
+        "create".as_ref(),
+        "--bundle".as_ref(),
+        b.dir.as_os_str(),
+        std::ffi::OsStr::new(&id),
+    ]);
+    create.stdin(Stdio::null()).stdout(theirs).stderr(Stdio::inherit());
+    let st = create.status().expect("berth create");
+    assert!(st.success(), "create failed");
+    rt.start(&id).ok("start");
+    wait_until("the guest's floods", Duration::from_secs(240), || {
+        std::fs::read_to_string(&out_path)
+            .unwrap_or_default()
+            .contains("flooded")
+    });
+    // 16 MiB on the console and 8 MiB on the exit port: bounded on the host's disk.
+    let console = file_len(&dir.join("console.log")) + file_len(&dir.join("console.log.1"));
+    assert!(console <= 1 << 20, "console log of {console} bytes");
+    assert!(
+        file_len(&dir.join("console.log.1")) > 0,
+        "the flood reached the console log (rotated)"
+    );
+    assert!(
+        file_len(&dir.join("exit")) <= 64,
+        "exit file of {} bytes",
+        file_len(&dir.join("exit"))
+    );
+    // qemu's root holds nothing of the state directory, and it holds no descriptor of it.
+    let monitor = rt.state(&id)["pid"].as_i64().unwrap() as i32;
+    let qemu = children_named(monitor, "qemu-system");
+    assert_eq!(qemu.len(), 1, "one qemu under the monitor {monitor}");
+    let q = qemu[0];
+    let in_jail = Path::new(&format!("/proc/{q}/root")).join(dir.strip_prefix("/").unwrap());
+    assert!(
+        !in_jail.exists(),
+        "the state directory is in qemu's root: {}",
+        in_jail.display()
+    );
+    assert!(
+        !Path::new(&format!("/proc/{q}/root"))
+            .join(dir.join("state.json").strip_prefix("/").unwrap())
+            .exists(),
+        "state.json reachable from qemu"
+    );
+    // Nor another qemu: it has a pid namespace of its own.
+    assert_ne!(
+        ns_link(&q.to_string(), "pid"),
+        ns_link(&monitor.to_string(), "pid"),
+        "qemu shares the host's pid namespace (other containers' qemus are uid 0 without capabilities too)"
+    );
+    for e in std::fs::read_dir(format!("/proc/{q}/fd")).unwrap().flatten() {
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        assert!(
+            !target.starts_with(&dir) && !target.starts_with(&rt.root),
+            "qemu holds descriptor {} of {}",
+            e.file_name().to_string_lossy(),
+            target.display()
+        );
+    }
+    // Let the container end; the caller then writes again through its own descriptor.
+    std::fs::write(b.rootfs().join("go"), "").unwrap();
+    wait_until("the container's end", Duration::from_secs(60), || {
+        rt.state(&id)["status"] == "stopped"
+    });
+    std::io::Write::write_all(&mut mine, b"caller-after\n").unwrap();
+    let text = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(
+        text, "caller-before\ncontainer-line\nflooded\ncontainer-end\ncaller-after\n",
+        "the container's output and the caller's overwrote each other"
+    );
+    let exit = std::fs::read_to_string(dir.join("exit")).unwrap_or_default();
+    assert_eq!(exit, "exit 42\n", "the exit port's first line, and nothing more");
+    rt.delete(&id).ok("delete");
+}
+
+/// Item 4 of issue 19: the guest holds its agent stopped (ptrace), so it answers nothing.
+/// `kill KILL` ends the VM from the host at once; `kill --all TERM` asks, and without an answer
+/// ends it from the host too, in bounded time.
+#[test]
+fn vm_kill_ends_a_vm_whose_agent_does_not_answer() {
+    if skip("vm_kill_ends_a_vm_whose_agent_does_not_answer") {
+        return;
+    }
+    let rt = Runtime::new();
+    let mut vms = Vec::new();
+    for _ in 0..2 {
+        let b = hostile_vm("vm_guest stop-agent > /stopped");
+        let id = unique_id();
+        rt.create(&b, &id).ok("create");
+        vms.push((b, id));
+    }
+    for (b, id) in &vms {
+        rt.start(id).ok("start");
+        wait_until("the agent stopped by the guest", Duration::from_secs(120), || {
+            std::fs::read_to_string(b.rootfs().join("stopped"))
+                .unwrap_or_default()
+                .contains("stop-agent: ok")
+        });
+    }
+    for ((_, id), (how, within)) in vms.iter().zip([("KILL", 5), ("TERM", 20)]) {
+        let monitor = rt.state(id)["pid"].as_i64().unwrap() as i32;
+        let qemu = children_named(monitor, "qemu-system");
+        assert_eq!(qemu.len(), 1, "one qemu under the monitor");
+        let t = Instant::now();
+        if how == "KILL" {
+            rt.kill(id, "KILL").ok("kill KILL");
+        } else {
+            rt.cmd(&["kill", "--all", id.as_str(), "TERM"]).ok("kill --all TERM");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(within),
+            "kill {how} took {:?}",
+            t.elapsed()
+        );
+        wait_until("the VM ended from the host", Duration::from_secs(10), || {
+            rt.state(id)["status"] == "stopped"
+        });
+        assert!(process_gone(monitor), "the monitor is gone after kill {how}");
+        wait_until("qemu gone", Duration::from_secs(10), || process_gone(qemu[0]));
+        rt.delete(id).ok("delete");
+    }
+}
+
+fn vm_hwm_kib(pid: i32) -> u64 {
+    status_line(pid, "VmHWM")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
+/// Items 2 and 5 of issue 19: the guest floods an exec's stream ignoring its window, while the
+/// exec's caller reads nothing; the exec helper must not queue it (it is cut off, not grown),
+/// lives in the container's host cgroup; then the guest sends a frame header of 4 GiB and junk:
+/// the monitor cuts the guest off (the VM stops) instead of buffering it.
+#[test]
+fn vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends() {
+    if skip("vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends") {
+        return;
+    }
+    let b = hostile_vm("exec sleep 1000");
+    let rt = Runtime::new();
+    let id = unique_id();
+    rt.create(&b, &id).ok("create");
+    rt.start(&id).ok("start");
+    let scratch = TempDir::new("vm-exec-flood");
+    let pid_file = scratch.join("helper.pid");
+    // Stream 3 (create was 1, start 2): an exec whose stdout is a pipe nobody reads.
+    let mut exec = rt
+        .command(&[
+            "exec".as_ref(),
+            "--pid-file".as_ref(),
+            pid_file.as_os_str(),
+            std::ffi::OsStr::new(&id),
+            "sleep".as_ref(),
+            "1000".as_ref(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the exec helper's pid file", Duration::from_secs(60), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| !s.trim().is_empty())
+    });
+    let helper: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let cgroup = std::fs::read_to_string(format!("/proc/{helper}/cgroup")).unwrap_or_default();
+    assert!(
+        cgroup.lines().all(|l| l.contains(&id) || l.ends_with(":/")),
+        "the exec helper is not in the container's host cgroup:\n{cgroup}"
+    );
+    // It holds its stream, its stdio and its signalfd, nothing else of Berth's or its caller's.
+    for e in std::fs::read_dir(format!("/proc/{helper}/fd")).unwrap().flatten() {
+        let n: i32 = e.file_name().to_string_lossy().parse().unwrap();
+        let target = std::fs::read_link(e.path()).unwrap_or_default();
+        let t = target.to_string_lossy();
+        assert!(
+            n <= 2 || t.starts_with("socket:") || t == "anon_inode:[signalfd]",
+            "the exec helper holds descriptor {n}: {t}"
+        );
+    }
+    let before = vm_hwm_kib(helper);
+    rt.cmd(&[
+        "exec",
+        "-d",
+        id.as_str(),
+        "vm_guest",
+        "flood-streams",
+        "48",
+        "3",
+        "3",
+        "bad-frame",
+    ])
+    .ok("exec the flood");
+    let mut hwm = before;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !process_gone(helper) && Instant::now() < deadline && hwm < 40 << 10 {
+        hwm = hwm.max(vm_hwm_kib(helper));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        hwm < 24 << 10,
+        "the exec helper grew from {before} KiB to {hwm} KiB on output nobody read"
+    );
+    assert!(process_gone(helper), "the exec helper outlived its broken stream");
+    // The broken frame: the monitor stops the guest rather than buffer 4 GiB.
+    wait_until("the VM cut off after a broken frame", Duration::from_secs(60), || {
+        rt.state(&id)["status"] == "stopped"
+    });
+    let _ = exec.kill();
+    let _ = exec.wait();
+    rt.delete(&id).ok("delete");
+}
+
+/// Item 6 of issue 19: guest root tries to leave host privileges in the rootfs shared through
+/// virtio-fs (virtiofsd writes it as host root): device nodes, set-user/group-ID bits on a
+/// root-owned program, file capabilities and trusted xattrs. The host sees none of them.
+#[test]
+fn vm_guest_root_cannot_plant_privileges_in_the_rootfs() {
+    if skip("vm_guest_root_cannot_plant_privileges_in_the_rootfs") {
+        return;
+    }
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let b = hostile_vm("vm_guest plant /; ls -la /planted-*");
+    let rt = Runtime::new();
+    let out = rt.run(&b, &unique_id());
+    assert_eq!(out.code(), 0, "{}", out.describe());
+    let report = out.out();
+    let root = b.rootfs();
+    for dev in ["planted-mem", "planted-disk"] {
+        if let Ok(m) = std::fs::symlink_metadata(root.join(dev)) {
+            let ft = m.file_type();
+            assert!(
+                !ft.is_char_device() && !ft.is_block_device(),
+                "the guest made device {dev} on the host:\n{report}"
+            );
+        }
+    }
+    for f in ["planted-suid", "planted-created-suid", "planted-mknod-suid"] {
+        if let Ok(m) = std::fs::symlink_metadata(root.join(f)) {
+            assert_eq!(
+                m.mode() & 0o6000,
+                0,
+                "{f} is set-user/group-ID on the host (mode {:o}, owner {}):\n{report}",
+                m.mode(),
+                m.uid()
+            );
+        }
+    }
+    assert!(root.join("planted-suid").exists(), "the plain file was made:\n{report}");
+    let path = std::ffi::CString::new(root.join("planted-suid").as_os_str().as_encoded_bytes()).unwrap();
+    for name in [c"security.capability", c"trusted.overlay.opaque"] {
+        let mut buf = [0u8; 64];
+        // SAFETY: lgetxattr into a local buffer of its length, with NUL-terminated strings.
+        let n = unsafe { libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        assert!(n < 0, "the host file has {name:?} set by the guest:\n{report}");
+    }
+}

@@ -368,7 +368,13 @@ impl Runtime {
             bail!("container {id:?} is not running (stopped)");
         }
         if all {
-            signal_all(&Cgroup::open(&rec.cgroup_path), sig);
+            let cg = Cgroup::open(&rec.cgroup_path);
+            if rec.cgroup_owned {
+                signal_all(&cg, sig);
+            } else {
+                // A cgroup the container only joined may hold processes that are not its own.
+                signal_own_members(&cg, &rec, sig);
+            }
             return Ok(());
         }
         // SAFETY: sending a signal to the recorded, still-alive init.
@@ -548,21 +554,75 @@ fn crash_point(step: &str) {
     }
 }
 
-/// Signal every process of a cgroup. The cgroup is frozen meanwhile (where the host can), so a
-/// process forking at that moment cannot leave a child unsignalled.
+/// Signal every process of a cgroup Berth made, sub-cgroups included. The cgroup is frozen
+/// meanwhile (where the host can), so a process forking at that moment cannot leave a child
+/// unsignalled.
 fn signal_all(cg: &Cgroup, sig: i32) {
-    let pids = cg.procs();
+    let pids = cg.all_procs();
     if pids.is_empty() {
         return;
     }
     let frozen = cgroups::freeze::can_freeze(cg) && cgroups::freeze::freeze(cg).is_ok();
-    let pids = if frozen { cg.procs() } else { pids };
+    let pids = if frozen { cg.all_procs() } else { pids };
     for pid in pids {
         // SAFETY: signal processes of the container's cgroup.
         unsafe { libc::kill(pid, sig) };
     }
     if frozen {
         let _ = cgroups::freeze::thaw(cg);
+    }
+}
+
+/// The (device, inode) of a process's namespace of `kind`.
+fn namespace_of(pid: i32, kind: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// `kill --all` in a cgroup the container joined: signal only the container's own processes,
+/// those in its init's mount namespace (every container has one of its own) or, when it has one,
+/// its pid namespace. Each process is held by a pidfd while it is checked and signalled, so a pid
+/// reused by a host process between the listing and the signal is never hit. Without a live init
+/// there is nothing to tell the container's processes by (with a pid namespace of its own, none
+/// are left): nothing is signalled.
+fn signal_own_members(cg: &Cgroup, rec: &Record, sig: i32) {
+    if !state::process_alive(rec.pid, rec.pid_start) {
+        return;
+    }
+    let init_mnt = namespace_of(rec.pid, "mnt");
+    let init_pid = if rec.own_pid_ns {
+        namespace_of(rec.pid, "pid")
+    } else {
+        None
+    };
+    // The namespaces read are the recorded init's only if it is still that process.
+    if !state::process_alive(rec.pid, rec.pid_start) || init_mnt.is_none() {
+        return;
+    }
+    for pid in cg.all_procs() {
+        // SAFETY: pidfd_open with integer arguments; the descriptor is owned below.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        if fd < 0 {
+            continue;
+        }
+        // SAFETY: fd is a fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let member =
+            namespace_of(pid, "mnt") == init_mnt || (init_pid.is_some() && namespace_of(pid, "pid") == init_pid);
+        if member {
+            // SAFETY: signal through the pidfd of a process checked to be the container's.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    sig,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+        }
     }
 }
 

@@ -131,7 +131,7 @@ pub fn validate_id(id: &str) -> Result<()> {
         bail!("container ID: empty");
     }
     if id.len() > 1024 {
-        bail!("container ID {:?}...: longer than 1024 bytes", &id[..32]);
+        bail!("container ID {:?}...: longer than 1024 bytes", prefix_within(id, 32));
     }
     if id == "." || id == ".." || id.contains('/') || id.contains('\0') {
         bail!("container ID {id:?}: invalid (must not be '.', '..', or contain '/')");
@@ -140,6 +140,15 @@ pub fn validate_id(id: &str) -> Result<()> {
         bail!("container ID {id:?}: invalid (allowed: letters, digits and _ + - . @ :)");
     }
     Ok(())
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix_within(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 pub struct Store {
@@ -391,6 +400,18 @@ mod tests {
             assert!(validate_id(good).is_ok(), "{good:?}");
         }
         assert!(validate_id(&"x".repeat(2000)).is_err());
+    }
+
+    #[test]
+    fn a_long_id_with_a_multibyte_char_at_byte_32_is_an_error_not_a_panic() {
+        let id = format!("{}é{}", "a".repeat(31), "b".repeat(1000));
+        let e = validate_id(&id).unwrap_err().to_string();
+        assert!(
+            e.contains(&"a".repeat(31)) && e.contains("longer than 1024 bytes"),
+            "{e}"
+        );
+        assert_eq!(prefix_within("aé", 2), "a");
+        assert_eq!(prefix_within("abc", 32), "abc");
     }
 
     #[test]

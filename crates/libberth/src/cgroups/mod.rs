@@ -137,6 +137,18 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> R
     if p.is_empty() {
         return Ok(format!("/{id}"));
     }
+    // "/", "//", "/." name a hierarchy's root (every process of the host); ".", "./" the runtime's
+    // own cgroup (its caller's processes). Neither is the container's to limit, signal or remove.
+    if p.split('/').all(|c| c.is_empty() || c == ".") {
+        bail!(
+            "linux.cgroupsPath: {p:?} names {}, not a cgroup of the container's own",
+            if p.starts_with('/') {
+                "the root cgroup"
+            } else {
+                "the runtime's own cgroup"
+            }
+        );
+    }
     if p.starts_with('/') {
         return Ok(p);
     }
@@ -201,6 +213,17 @@ impl Cgroup {
     /// Make the cgroup in every hierarchy. Returns whether Berth made it (false: it existed, joined).
     /// Without root, hierarchies Berth may not write (not delegated) are skipped with a debug log.
     pub fn create(&self) -> Result<bool> {
+        // Joining a cgroup is only for an empty one (as runc 1.2): processes already there are not
+        // the container's, and would be limited, frozen and signalled with it.
+        if self.exists() {
+            let n = self.all_procs().len();
+            if n > 0 {
+                bail!(
+                    "linux.cgroupsPath: the cgroup {} is not empty ({n} process(es) in it); a container's cgroup must be new or empty",
+                    self.dirs[0].1.display()
+                );
+            }
+        }
         let mut made = false;
         for (h, dir) in &self.dirs {
             if dir.exists() {
@@ -302,45 +325,94 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Every process in the cgroup.
-    pub fn procs(&self) -> Vec<i32> {
-        // Prefer the pids controller (v1) or the unified hierarchy: they hold every process.
-        let pick = self
-            .dirs
+    /// The hierarchy directory that lists every process: the pids controller (v1) or the
+    /// unified hierarchy, else the first.
+    fn procs_dir(&self) -> Option<&Path> {
+        self.dirs
             .iter()
             .find(|(h, _)| h.name == "pids")
             .or_else(|| self.dirs.iter().find(|(h, _)| h.v2))
-            .or_else(|| self.dirs.first());
-        let Some((_, dir)) = pick else { return Vec::new() };
-        std::fs::read_to_string(dir.join("cgroup.procs"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+            .or_else(|| self.dirs.first())
+            .map(|(_, d)| d.as_path())
     }
 
-    /// Remove the cgroup directories (leaves only; parents stay as other containers may use them).
+    /// Every process in the cgroup itself.
+    pub fn procs(&self) -> Vec<i32> {
+        self.procs_dir().map(read_procs).unwrap_or_default()
+    }
+
+    /// Every process in the cgroup and in the sub-cgroups below it (which the container may have
+    /// made).
+    pub fn all_procs(&self) -> Vec<i32> {
+        let mut out = Vec::new();
+        if let Some(dir) = self.procs_dir() {
+            walk_tree(dir, 0, &mut |d| out.extend(read_procs(d)));
+        }
+        out
+    }
+
+    /// Remove the cgroup directories with every sub-cgroup in them, deepest first, killing what
+    /// is still inside (only for a cgroup Berth made; parents stay as other containers may use them).
     pub fn remove(&self) -> Result<()> {
         let mut first_err = None;
         for (_, dir) in &self.dirs {
-            let mut tries = 0;
-            loop {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                    // Processes that were just killed may still be leaving the cgroup.
-                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
-                        tries += 1;
-                        std::thread::sleep(std::time::Duration::from_millis(5));
-                    }
-                    Err(e) => {
-                        first_err.get_or_insert(Error::sys(format!("remove cgroup {}", dir.display()), e));
-                        break;
-                    }
+            let mut subtree = Vec::new();
+            walk_tree(dir, 0, &mut |d| subtree.push(d.to_path_buf()));
+            // walk_tree lists a directory before its children: the reverse is deepest first.
+            for d in subtree.iter().rev() {
+                if let Err(e) = remove_one(d) {
+                    first_err.get_or_insert(e);
                 }
             }
         }
         first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// The pids in a cgroup directory's cgroup.procs.
+fn read_procs(dir: &Path) -> Vec<i32> {
+    std::fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// Call `f` on `dir` and then on every cgroup below it (directories only; cgroupfs has no
+/// symlinks), parents before children. Depth is bounded as the kernel's own nesting is not.
+fn walk_tree(dir: &Path, depth: u32, f: &mut dyn FnMut(&Path)) {
+    if depth > 64 || !dir.is_dir() {
+        return;
+    }
+    f(dir);
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_tree(&e.path(), depth + 1, f);
+        }
+    }
+}
+
+/// rmdir one (leaf) cgroup, killing what is in it and waiting for the dying to leave.
+fn remove_one(dir: &Path) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            // Processes that were just killed may still be leaving the cgroup.
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && tries < 200 => {
+                if tries % 50 == 0 {
+                    for pid in read_procs(dir) {
+                        // SAFETY: signal a process of a cgroup this runtime made and is removing.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => return Err(Error::sys(format!("remove cgroup {}", dir.display()), e)),
+        }
     }
 }
 
@@ -414,6 +486,12 @@ mod tests {
         assert_eq!(container_path(Some(Path::new("/a/b")), "c1", false).unwrap(), "/a/b");
         assert_eq!(container_path(Some(Path::new("a/b")), "c1", false).unwrap(), "@a/b");
         assert!(container_path(Some(Path::new("/a/../b")), "c1", false).is_err());
+        for root in ["/", "//", "/.", ".", "./"] {
+            let e = container_path(Some(Path::new(root)), "c1", false)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("linux.cgroupsPath"), "{root}: {e}");
+        }
         assert!(container_path(None, "c1", true)
             .unwrap_err()
             .to_string()

@@ -25,7 +25,9 @@ pub struct UpdateFlags {
     pub blkio_weight: Option<String>,
 }
 
-/// A size such as `64m`, `1G`, `512KiB` or `1048576` (bytes); `-1` means unlimited.
+/// A size such as `64m`, `1G`, `1.5g`, `512KiB` or `1048576` (bytes); `-1` means unlimited. None
+/// when it is not a size or is more bytes than a cgroup limit holds (2^63-1): never a saturated or
+/// wrapped number, which the kernel would take as "no limit".
 pub fn parse_size(s: &str) -> Option<i64> {
     let t = s.trim();
     if t == "-1" {
@@ -33,24 +35,32 @@ pub fn parse_size(s: &str) -> Option<i64> {
     }
     let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().ok()?;
     let unit = unit.trim().to_ascii_lowercase();
     let unit = unit
         .strip_suffix("ib")
         .or_else(|| unit.strip_suffix('b'))
         .unwrap_or(&unit);
-    let mul: f64 = match unit {
-        "" => 1.0,
-        "k" => 1024.0,
-        "m" => 1024.0 * 1024.0,
-        "g" => 1024.0 * 1024.0 * 1024.0,
-        "t" => 1024f64.powi(4),
-        "p" => 1024f64.powi(5),
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
         _ => return None,
     };
-    Some((n * mul) as i64)
+    if num.contains('.') {
+        let n: f64 = num.parse().ok()?;
+        let bytes = n * (1u64 << shift) as f64;
+        // i64::MAX as f64 rounds up to 2^63: anything at or above it does not fit.
+        if !bytes.is_finite() || bytes >= i64::MAX as f64 {
+            return None;
+        }
+        return Some(bytes as i64);
+    }
+    let n: i64 = num.parse().ok()?;
+    n.checked_mul(1i64 << shift)
 }
-
 /// The resources for `update`: the `--resources` JSON (if any) with the flags laid over it.
 pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxResources> {
     let mut v: Value = match json {
@@ -64,19 +74,15 @@ pub fn update_resources(json: Option<&[u8]>, f: &UpdateFlags) -> Result<LinuxRes
     let mut set = |flag: &str, path: &[&str], val: &Option<String>, kind: char| -> Result<()> {
         let Some(raw) = val else { return Ok(()) };
         let parsed: Value = match kind {
-            's' => parse_size(raw)
-                .map(Value::from)
-                .ok_or_else(|| err!("--{flag}: {raw:?} is not a size"))?,
-            'i' => raw
-                .trim()
-                .parse::<i64>()
-                .map(Value::from)
-                .map_err(|_| err!("--{flag}: {raw:?} is not an integer"))?,
-            'u' => raw
-                .trim()
-                .parse::<u64>()
-                .map(Value::from)
-                .map_err(|_| err!("--{flag}: {raw:?} is not a non-negative integer"))?,
+            's' => parse_size(raw).map(Value::from).ok_or_else(|| {
+                err!("--{flag}: {raw:?} is not a size (bytes with an optional k/m/g/t/p unit, at most 2^63-1 bytes, or -1)")
+            })?,
+            'i' => raw.trim().parse::<i64>().map(Value::from).map_err(|e| {
+                err!("--{flag}: {raw:?} is not an integer from -2^63 to 2^63-1 ({e})")
+            })?,
+            'u' => raw.trim().parse::<u64>().map(Value::from).map_err(|e| {
+                err!("--{flag}: {raw:?} is not an integer from 0 to 2^64-1 ({e})")
+            })?,
             _ => Value::from(raw.as_str()),
         };
         let mut cur = &mut v;
@@ -297,7 +303,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    (secs > 0.0).then(|| Duration::from_secs_f64(secs))
+    // try_from: a number too large for a Duration is an error, not a panic.
+    Duration::try_from_secs_f64(secs).ok().filter(|_| secs > 0.0)
 }
 
 #[cfg(test)]
@@ -313,9 +320,22 @@ mod tests {
         assert_eq!(parse_size("1000"), Some(1000));
         assert_eq!(parse_size("-1"), Some(-1));
         assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("1.5k"), Some(1536));
+        assert_eq!(parse_size("9223372036854775807"), Some(i64::MAX));
+        for huge in [
+            "99999999999999999999999",
+            "9223372036854775808",
+            "8589934592g",
+            "9e99",
+            "8192p",
+            "99999999999999999999.5",
+        ] {
+            assert_eq!(parse_size(huge), None, "{huge}");
+        }
         assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
         assert_eq!(parse_duration("200ms"), Some(Duration::from_millis(200)));
         assert_eq!(parse_duration("0"), None);
+        assert_eq!(parse_duration("99999999999999999999999999999999h"), None);
     }
 
     #[test]

@@ -149,6 +149,18 @@ pub fn plan(cg: &Cgroup, linux: &Linux, mode: Mode) -> Result<Plan> {
 fn plan_resources(p: &mut Planner, r: &LinuxResources, mode: Mode) -> Result<()> {
     const F: &str = "linux.resources";
     if let Some(m) = r.memory() {
+        // -1 is "unlimited"; any other negative number is not a size (v2 would take it as "max").
+        for (name, v) in [
+            ("limit", m.limit()),
+            ("swap", m.swap()),
+            ("reservation", m.reservation()),
+            ("kernel", m.kernel()),
+            ("kernelTCP", m.kernel_tcp()),
+        ] {
+            if let Some(v) = v.filter(|&v| v < -1) {
+                bail!("{F}.memory.{name}: {v} is not a size (bytes, or -1 for unlimited)");
+            }
+        }
         let any = m.limit().is_some()
             || m.swap().is_some()
             || m.reservation().is_some()

@@ -542,6 +542,9 @@ fn child_main(plan: &ChildPlan, chan: Channel, mut filter: super::seccomp::Plan)
 }
 
 fn child_run(plan: &ChildPlan, chan: &Channel, filter: &mut super::seccomp::Plan) -> Result<std::convert::Infallible> {
+    if plan.process.terminal() != Some(true) {
+        super::init::detach_from_terminal();
+    }
     setns_pidfd(plan.pidfd, plan.join).ctx("join the container's namespaces")?;
     if plan.fork {
         // Wait to be in the cgroup so that the process made below is born there.

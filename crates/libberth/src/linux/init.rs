@@ -34,6 +34,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
     let process = spec.process().as_ref().ok_or_else(|| err!("process: missing"))?;
+    if process.terminal() != Some(true) {
+        detach_from_terminal();
+    }
     if !fast {
         for (t, path) in &plan.join {
             setns(*t, path)?;
@@ -59,11 +62,11 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
                 let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
                 idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
             }
-            Some((b'G', payload, _)) => {
+            Some((b'G', payload, fd)) => {
                 if open_for_maps {
                     super::fds::hide();
                 }
-                break payload;
+                break super::sync::blob(payload, fd)?;
             }
             Some((b'E', p, _)) => return Err(Error::new(String::from_utf8_lossy(&p).into_owned())),
             _ => bail!("container init: the runtime went away during setup"),
@@ -187,6 +190,16 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     Err(program.exec(|| filter.load_at(seccomp::Point::BeforeExec, chan)))
 }
 
+/// A session of our own without a controlling terminal, as runc's init and exec have: a
+/// container that shares the caller's terminal as stdio (no `process.terminal`) cannot push input
+/// into it with TIOCSTI (allowed only on one's controlling terminal). With a terminal, the console
+/// setup makes the session and takes the pty as its controlling terminal.
+pub(crate) fn detach_from_terminal() {
+    // SAFETY: setsid takes no arguments; it fails only for a process group leader, which a freshly
+    // cloned child is not.
+    unsafe { libc::setsid() };
+}
+
 /// With a pid or time namespace in the general path: unshare it (a joined one was entered with
 /// setns above) and fork the real init; this intermediate process reports the init's pid and leaves.
 fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel) -> Result<()> {
@@ -304,7 +317,7 @@ pub(crate) fn apply_process(
     let caps = process.capabilities().as_ref();
     filter.load_at(seccomp::Point::BeforeCapabilities, chan)?;
     security::drop_bounding(caps)?;
-    security::set_user(process, setgroups_allowed())?;
+    security::set_user(process)?;
     security::set_capabilities(caps)?;
     security::set_no_new_privs(process)?;
     security::set_umask(process);
@@ -348,11 +361,29 @@ pub(crate) fn environment(p: &Process) -> Vec<String> {
 }
 
 fn home_of(uid: u32) -> Option<String> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let passwd = read_image_file(Path::new("/etc/passwd"), 1 << 20)?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
         (f.len() >= 6 && f[2].parse() == Ok(uid)).then(|| f[5].to_string())
     })
+}
+
+/// A small file of the image, read without blocking on a FIFO or a device planted in its place:
+/// opened non-blocking, read only if it is a regular file, at most `max` bytes.
+fn read_image_file(path: &Path, max: u64) -> Option<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    f.take(max).read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 /// Find args[0] in the container: as a path, or along PATH from the process's environment.
@@ -392,10 +423,6 @@ fn find_executable(p: &Process, env: &[String]) -> Result<CString> {
         }
     }
     bail!("process.args[0]: {arg0:?}: executable file not found in $PATH ({path_var})")
-}
-
-fn setgroups_allowed() -> bool {
-    std::fs::read_to_string("/proc/self/setgroups").map_or(true, |s| s.trim() != "deny")
 }
 
 /// Restore default signal handling for the program: empty mask, default dispositions.

@@ -396,7 +396,7 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 for (i, tree) in super::idmap::prepare(cfg.spec, cfg.bundle, sp.pid)? {
                     sp.chan.send_fd(b'I', i.to_string().as_bytes(), tree.as_raw_fd())?;
                 }
-                sp.chan.send(b'G', &parent.hook_state(sp.pid))?;
+                sp.chan.send_blob(b'G', &parent.hook_state(sp.pid))?;
             }
             b'P' => {
                 let intermediate = sp.pid;

@@ -91,10 +91,9 @@ pub fn release() {
     HANDLE.lock().unwrap_or_else(|e| e.into_inner()).take();
 }
 
-/// Write `data` to the procfs file `rel` (relative to the procfs root, e.g. "sys/net/ipv4/ip_forward"
-/// or "self/oom_score_adj", where "self" is replaced by this process's pid since symlinks are not
-/// followed).
-pub fn write(rel: &str, data: &[u8]) -> Result<()> {
+/// Open the procfs file `rel` (see [`write`] for its form) beneath the private handle, without
+/// following any symlink, and check that it is on procfs.
+fn open(rel: &str, flags: libc::c_int) -> Result<(std::fs::File, String)> {
     let root = handle()?;
     let rel = match rel.strip_prefix("self/") {
         Some(rest) => format!("{}/{rest}", std::process::id()),
@@ -104,12 +103,32 @@ pub fn write(rel: &str, data: &[u8]) -> Result<()> {
     use super::fs::{openat2, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, RESOLVE_NO_SYMLINKS, RESOLVE_NO_XDEV};
     let resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS | RESOLVE_NO_XDEV;
     let file = std::fs::File::from(
-        openat2(root, &path, libc::O_WRONLY | libc::O_CLOEXEC, resolve)
-            .map_err(|e| Error::sys(format!("/proc/{rel}"), e))?,
+        openat2(root, &path, flags | libc::O_CLOEXEC, resolve).map_err(|e| Error::sys(format!("/proc/{rel}"), e))?,
     );
     if !is_procfs(file.as_raw_fd()) {
         bail!("/proc/{rel}: not a procfs file");
     }
+    Ok((file, rel))
+}
+
+/// Read the procfs file `rel` (a small one: at most 64 KiB) through the private procfs, never the
+/// container's /proc (which a hostile image or mount could fake).
+pub fn read(rel: &str) -> Result<String> {
+    let (file, rel) = open(rel, libc::O_RDONLY)?;
+    let mut text = String::new();
+    use std::io::Read;
+    (&file)
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::sys(format!("read /proc/{rel}"), e))?;
+    Ok(text)
+}
+
+/// Write `data` to the procfs file `rel` (relative to the procfs root, e.g. "sys/net/ipv4/ip_forward"
+/// or "self/oom_score_adj", where "self" is replaced by this process's pid since symlinks are not
+/// followed).
+pub fn write(rel: &str, data: &[u8]) -> Result<()> {
+    let (file, rel) = open(rel, libc::O_WRONLY)?;
     use std::io::Write;
     (&file)
         .write_all(data)

@@ -212,15 +212,17 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
             s.clone()
         }
     });
-    let make = match (&source, bind) {
-        (Some(s), true) if std::fs::metadata(s).is_ok_and(|md| !md.is_dir()) => Make::File,
+    // A bind's source is opened once (following symlinks, as a path from the config does) and
+    // mounted through that descriptor: what was looked at is what gets mounted, even if a
+    // co-tenant renames or swaps the path in between.
+    let source_fd = match (&source, bind) {
+        (Some(s), true) => Some(open_path(s).with_ctx(|| format!("source {}", s.display()))?),
+        _ => None,
+    };
+    let make = match &source_fd {
+        Some(fd) if fs::fstat(fd.as_raw_fd())?.st_mode & libc::S_IFMT != libc::S_IFDIR => Make::File,
         _ => Make::Dir,
     };
-    if bind {
-        if let Some(s) = &source {
-            std::fs::metadata(s).with_ctx(|| format!("source {}", s.display()))?;
-        }
-    }
     let target = fs::mkpath_in_root(root, dest, make)?;
     let tpath = fs::fd_path(&target);
     let src = source.as_ref().map(|s| s.to_string_lossy().into_owned());
@@ -230,8 +232,11 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
         let rec = opts.set & MsFlags::MS_REC;
         match plan.idmapped.iter().find(|(i, _)| *i == index) {
             Some((_, tree)) => super::idmap::attach(tree, &tpath)?,
-            None => sys_mount(src.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
-                .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?,
+            None => {
+                let from = source_fd.as_ref().map(fs::fd_path);
+                sys_mount(from.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
+                    .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?
+            }
         }
         let extra = opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
         if !extra.is_empty() || !opts.clear.is_empty() {
@@ -261,6 +266,16 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// An O_PATH descriptor of `path` (symlinks followed).
+fn open_path(path: &Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(path)
+        .map(OwnedFd::from)
 }
 
 /// A `cgroup` mount on a v1 or hybrid host: a tmpfs holding a bind of the container's own cgroup of
@@ -380,6 +395,11 @@ fn create_default_devices(root: RawFd, in_userns: bool) -> Result<()> {
 }
 
 /// mknod a device in `dir`, or, where mknod is not allowed (user namespace), bind the host's.
+///
+/// `dir` may be a directory others can write (a bind-mounted shared volume): every step after the
+/// name is made goes through a descriptor of the node itself, opened without following symlinks
+/// and checked to be what was made, so a concurrent swap of the name for a symlink cannot redirect
+/// the chmod, chown or bind mount to another file.
 #[allow(clippy::too_many_arguments)]
 fn make_device(
     dir: &OwnedFd,
@@ -393,38 +413,93 @@ fn make_device(
     in_userns: bool,
 ) -> Result<()> {
     let c = fs::cpath(name);
-    // SAFETY: dir is a directory descriptor, c NUL-terminated.
+    // SAFETY: dir is a directory descriptor, c NUL-terminated; unlinkat does not follow symlinks.
     unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) };
     if in_userns {
+        // O_EXCL (which implies not following a final symlink): the bind target is a new, empty
+        // regular file of our own, and the mount goes onto that descriptor.
         // SAFETY: as above.
         let fd = unsafe {
             libc::openat(
                 dir.as_raw_fd(),
                 c.as_ptr(),
-                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_RDONLY | libc::O_CLOEXEC,
                 0o644,
             )
         };
         if fd < 0 {
             return Err(Error::sys("create bind target", std::io::Error::last_os_error()));
         }
-        // SAFETY: fd was just opened.
-        unsafe { libc::close(fd) };
+        // SAFETY: fd was just opened and is owned by nothing else.
+        let target = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
         let host = format!("/dev/{name}");
-        let target = format!("{}/{name}", fs::fd_path(dir));
-        return sys_mount(Some(&host), &target, None, MsFlags::MS_BIND, None).ctx("bind from host");
+        return sys_mount(Some(&host), &fs::fd_path(&target), None, MsFlags::MS_BIND, None).ctx("bind from host");
     }
     let dev = libc::makedev(major as u32, minor as u32);
-    // SAFETY: as above.
+    // SAFETY: as above; mknodat never follows a symlink at the final component (EEXIST).
     let r = unsafe { libc::mknodat(dir.as_raw_fd(), c.as_ptr(), kind | (mode & 0o7777), dev) };
     if r != 0 {
         return Err(Error::sys("mknod", std::io::Error::last_os_error()));
     }
-    // mknod is subject to the umask: set the mode and owner explicitly.
+    let node = open_node_nofollow(dir, &c)?;
+    let st = fs::fstat(node.as_raw_fd())?;
+    let rdev_matters = kind != libc::S_IFIFO;
+    // A node just made has one link: another one swapped in under the name might be a hard link
+    // to a node elsewhere.
+    if st.st_mode & libc::S_IFMT != kind || (rdev_matters && st.st_rdev != dev) || st.st_nlink != 1 {
+        bail!("{name}: replaced by something else while being created (a concurrent change to the directory)");
+    }
+    // mknod is subject to the umask: set the mode and owner explicitly, on the node we made.
+    set_mode_and_owner(&node, mode & 0o7777, uid, gid)
+}
+
+/// Open `name` in `dir` as an O_PATH descriptor of the entry itself, never a symlink's target.
+fn open_node_nofollow(dir: &OwnedFd, name: &std::ffi::CStr) -> Result<OwnedFd> {
+    // SAFETY: dir is a directory descriptor, name NUL-terminated.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::sys("open the new node", std::io::Error::last_os_error()));
+    }
+    // SAFETY: fd was just opened and is owned by nothing else.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// chmod and chown the inode an O_PATH descriptor refers to. fchmod does not take O_PATH
+/// descriptors; fchmodat2(AT_EMPTY_PATH) does (Linux 6.6), else chmod of the descriptor's
+/// /proc/self/fd magic link, which resolves to that very inode (not to any path), and a node
+/// checked not to be a symlink. fchownat(AT_EMPTY_PATH) takes O_PATH descriptors everywhere.
+fn set_mode_and_owner(node: &OwnedFd, mode: u32, uid: u32, gid: u32) -> Result<()> {
+    let empty = fs::cpath("");
+    // SAFETY: integer arguments and a NUL-terminated empty path; AT_EMPTY_PATH acts on the fd.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fchmodat2,
+            node.as_raw_fd(),
+            empty.as_ptr(),
+            mode as libc::c_uint,
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::EINVAL)) {
+            return Err(Error::sys("chmod", e));
+        }
+        let link = fs::cpath(&fs::fd_path(node));
+        // SAFETY: NUL-terminated path; the magic link names the descriptor's inode.
+        if unsafe { libc::chmod(link.as_ptr(), mode) } != 0 {
+            return Err(Error::sys("chmod", std::io::Error::last_os_error()));
+        }
+    }
     // SAFETY: as above.
-    unsafe {
-        libc::fchmodat(dir.as_raw_fd(), c.as_ptr(), mode & 0o7777, 0);
-        libc::fchownat(dir.as_raw_fd(), c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW);
+    if unsafe { libc::fchownat(node.as_raw_fd(), empty.as_ptr(), uid, gid, libc::AT_EMPTY_PATH) } != 0 {
+        return Err(Error::sys("chown", std::io::Error::last_os_error()));
     }
     Ok(())
 }

@@ -161,8 +161,55 @@ fn scmp_err(what: impl std::fmt::Display, e: libseccomp::error::SeccompError) ->
     }
 }
 
+/// Whether an action can let a syscall run: ALLOW, LOG, and NOTIFY (the listener decides).
+/// TRACE without a tracer fails the call with ENOSYS.
+fn lets_through(a: LinuxSeccompAction) -> bool {
+    matches!(
+        a,
+        LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog | LinuxSeccompAction::ScmpActNotify
+    )
+}
+
+/// Whether the profile may let `name` through: a rule naming it with an action that lets it
+/// through (conditions or not); else not when a rule without conditions names it with another
+/// action; else the default action.
+fn may_allow(s: &LinuxSeccomp, name: &str) -> bool {
+    let rules: Vec<_> = s
+        .syscalls()
+        .iter()
+        .flatten()
+        .filter(|r| r.names().iter().any(|n| n == name))
+        .collect();
+    if rules.iter().any(|r| lets_through(r.action())) {
+        return true;
+    }
+    if rules.iter().any(|r| r.args().as_ref().is_none_or(|a| a.is_empty())) {
+        return false;
+    }
+    lets_through(s.default_action())
+}
+
+/// A profile under which the container's process can never start is an error before anything is
+/// made. The filter is loaded in init before execve (and, without noNewPrivileges, before the
+/// capabilities and user are set), so a profile that refuses execve leaves init unable to exec, to
+/// report why, or even to exit (exit_group refused too: the C library then crashes with SIGSEGV,
+/// which looked like the container's own status 139).
+pub fn check_startable(s: &LinuxSeccomp) -> Result<()> {
+    if !may_allow(s, "execve") {
+        bail!(
+            "linux.seccomp: the profile does not allow execve (defaultAction {}, and no rule allows it): the container's process could never start",
+            serde_json::to_value(s.default_action())
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
 /// Compile `linux.seccomp` into BPF. Pure computation: nothing is loaded.
 pub fn compile(s: &LinuxSeccomp) -> Result<Filter> {
+    check_startable(s)?;
     let default = action(
         s.default_action(),
         s.default_errno_ret(),
@@ -454,7 +501,7 @@ mod tests {
     fn compiles_a_profile_with_every_operator() {
         let s = spec(
             r#"{"defaultAction":"SCMP_ACT_ERRNO","architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
-            "syscalls":[{"names":["read","write","no_such_syscall"],"action":"SCMP_ACT_ALLOW"},
+            "syscalls":[{"names":["read","write","execve","no_such_syscall"],"action":"SCMP_ACT_ALLOW"},
             {"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[
               {"index":0,"value":1,"op":"SCMP_CMP_NE"},{"index":0,"value":2,"op":"SCMP_CMP_LT"},
               {"index":0,"value":3,"op":"SCMP_CMP_LE"},{"index":0,"value":4,"op":"SCMP_CMP_EQ"},
@@ -464,6 +511,26 @@ mod tests {
         );
         let f = compile(&s).unwrap();
         assert!(!f.notify && f.bpf.len() > 64);
+    }
+
+    #[test]
+    fn a_profile_that_refuses_execve_is_an_error() {
+        for json in [
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}"#,
+            r#"{"defaultAction":"SCMP_ACT_KILL"}"#,
+            r#"{"defaultAction":"SCMP_ACT_TRACE","syscalls":[{"names":["read"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["execve"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        ] {
+            let e = check_startable(&spec(json)).unwrap_err().to_string();
+            assert!(e.contains("linux.seccomp") && e.contains("execve"), "{json}: {e}");
+        }
+        for json in [
+            r#"{"defaultAction":"SCMP_ACT_ALLOW"}"#,
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[{"names":["execve","exit_group"],"action":"SCMP_ACT_ALLOW"}]}"#,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["execve"],"action":"SCMP_ACT_ERRNO","args":[{"index":0,"value":0,"op":"SCMP_CMP_EQ"}]}]}"#,
+        ] {
+            assert!(check_startable(&spec(json)).is_ok(), "{json}");
+        }
     }
 
     #[test]

@@ -113,10 +113,13 @@ fn capset(eff: u64, perm: u64, inh: u64) -> Result<()> {
     Ok(())
 }
 
+/// The highest capability the kernel knows, asked of the kernel itself (PR_CAPBSET_READ fails with
+/// EINVAL past it), not of a /proc file the container's rootfs could fake.
 fn last_cap() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
+    // SAFETY: prctl with integer arguments only reads.
+    (0..64u32)
+        .take_while(|&n| unsafe { libc::prctl(libc::PR_CAPBSET_READ, n as libc::c_ulong, 0, 0, 0) } >= 0)
+        .last()
         .unwrap_or(40)
 }
 
@@ -138,22 +141,23 @@ pub fn drop_bounding(caps: Option<&LinuxCapabilities>) -> Result<()> {
     Ok(())
 }
 
-/// Switch to the process's user and groups, keeping capabilities across the switch.
-pub fn set_user(p: &Process, setgroups_allowed: bool) -> Result<()> {
+/// Switch to the process's user and groups, keeping capabilities across the switch. Where the user
+/// namespace denies setgroups (rootless, /proc/<pid>/setgroups "deny"), setgroups fails with EPERM:
+/// fine without additional groups, an error naming the field with them (the kernel is asked, not
+/// a /proc file the image could fake).
+pub fn set_user(p: &Process) -> Result<()> {
     let u = p.user();
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0) };
-    if setgroups_allowed {
-        let groups: Vec<libc::gid_t> = u.additional_gids().iter().flatten().copied().collect();
-        // SAFETY: groups is a valid slice.
-        if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
-            return Err(Error::sys(
-                "process.user.additionalGids: setgroups",
-                std::io::Error::last_os_error(),
-            ));
+    let groups: Vec<libc::gid_t> = u.additional_gids().iter().flatten().copied().collect();
+    // SAFETY: groups is a valid slice.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EPERM) if groups.is_empty() => {}
+            Some(libc::EPERM) => bail!("process.user.additionalGids: setgroups is denied in this user namespace"),
+            _ => return Err(Error::sys("process.user.additionalGids: setgroups", e)),
         }
-    } else if u.additional_gids().as_ref().is_some_and(|g| !g.is_empty()) {
-        bail!("process.user.additionalGids: setgroups is denied in this user namespace");
     }
     // SAFETY: plain system calls with integer arguments.
     unsafe {
@@ -227,6 +231,16 @@ pub fn set_umask(p: &Process) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn last_cap_is_the_kernels() {
+        let from_proc: u32 = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert_eq!(last_cap(), from_proc);
+    }
 
     #[test]
     fn capability_masks() {

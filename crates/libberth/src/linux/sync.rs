@@ -115,6 +115,32 @@ impl Channel {
         Ok(())
     }
 
+    /// Send `tag` with a payload of any size: inline when small, else in a sealed memfd carried as
+    /// the message's descriptor (a datagram is limited by the socket buffer: a state JSON with large
+    /// annotations would not fit). The receiver reads it with [`blob`].
+    pub fn send_blob(&self, tag: u8, payload: &[u8]) -> Result<()> {
+        if payload.len() <= INLINE_MAX {
+            return self.send(tag, payload);
+        }
+        let memfd = nix::sys::memfd::memfd_create(
+            c"berth-blob",
+            nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+        )
+        .ctx("sync channel: memfd")?;
+        let mut f = std::fs::File::from(memfd);
+        use std::io::Write;
+        f.write_all(payload).ctx("sync channel: memfd")?;
+        // SAFETY: fcntl on a descriptor we own; the seals only restrict later changes.
+        unsafe {
+            libc::fcntl(
+                f.as_raw_fd(),
+                libc::F_ADD_SEALS,
+                libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE,
+            )
+        };
+        self.send_fd(tag, &[], f.as_raw_fd())
+    }
+
     /// Like `recv`, also taking a descriptor that came with the message (see `send_fd`).
     pub fn recv_msg(&self) -> Result<Option<Message>> {
         let Some(len) = self.next_len()? else { return Ok(None) };
@@ -245,6 +271,20 @@ impl ExecSteps {
     }
 }
 
+/// Payloads up to this size go inline; larger ones in a memfd (see `Channel::send_blob`).
+const INLINE_MAX: usize = 32 * 1024;
+
+/// The payload of a message sent with `Channel::send_blob`: inline, or read from its memfd.
+pub fn blob(payload: Vec<u8>, fd: Option<OwnedFd>) -> Result<Vec<u8>> {
+    let Some(fd) = fd else { return Ok(payload) };
+    let mut f = std::fs::File::from(fd);
+    use std::io::{Read, Seek};
+    f.seek(std::io::SeekFrom::Start(0)).ctx("sync channel: memfd")?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).ctx("sync channel: memfd")?;
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,6 +364,18 @@ mod tests {
         assert!(run(all, &[(b'M', true)]).is_err());
         assert!(run(all, &[(b'P', false), (b'P', false)]).is_err());
         assert!(run(all, &[(b'P', false), (b'M', false)]).is_err());
+    }
+
+    #[test]
+    fn large_payloads_travel_in_a_memfd() {
+        let (a, b) = pair().unwrap();
+        for len in [0, 10, INLINE_MAX, INLINE_MAX + 1, 1 << 20] {
+            let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            a.send_blob(b'G', &data).unwrap();
+            let (tag, payload, fd) = b.recv_msg().unwrap().unwrap();
+            assert_eq!(tag, b'G');
+            assert_eq!(blob(payload, fd).unwrap(), data, "{len} bytes");
+        }
     }
 
     #[test]

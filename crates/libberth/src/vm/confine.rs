@@ -8,9 +8,9 @@
 //!   guest's config; the rest (memory, pids, quota/shares, hugepages, devices, unified) apply in
 //!   the guest as they would on a host;
 //! - qemu runs with its seccomp sandbox, no_new_privs, no capabilities, and in a mount namespace
-//!   of its own whose root holds only what it needs: /usr (read-only), the state directory, the
-//!   kernel, the initramfs, the `vm.image` disk, a few /dev nodes and a /proc that shows it only
-//!   the processes it may trace; virtiofsd runs with no_new_privs in its own namespace sandbox,
+//!   of its own whose root holds only what it needs: /usr (read-only), the kernel, the initramfs,
+//!   the `vm.image` disk, a few /dev nodes and a /proc that shows it only itself (its own pid
+//!   namespace) — not the state directory: its ports are descriptors (vm/ports.rs); virtiofsd runs with no_new_privs in its own namespace sandbox,
 //!   which sees only the rootfs.
 
 use crate::cgroups::{self, resources, Cgroup};
@@ -211,8 +211,7 @@ fn cs(p: &Path) -> CString {
 
 impl Jail {
     /// `root`: an empty directory (in the state directory) the new root is mounted on; `paths`:
-    /// host paths qemu must see at the same place (state directory read-write, the others as
-    /// `ro` says).
+    /// host paths qemu must see at the same place (read-only or not as `ro` says).
     pub fn new(root: &Path, paths: &[(&Path, bool)], kvm: bool) -> Jail {
         let mut entries = Vec::new();
         let mut dirs: Vec<PathBuf> = Vec::new();
@@ -428,7 +427,9 @@ pub fn qemu_jail(dir: &Path, kernel: &Path, initrd: &Path, image: Option<&Path>,
         });
     }
     std::fs::create_dir_all(&root).map_err(|e| Error::sys(root.display(), e))?;
-    let mut paths: Vec<(&Path, bool)> = vec![(dir, false), (kernel, true), (initrd, true)];
+    // Not the state directory: qemu gets its ports and sockets as descriptors (vm/ports.rs), so
+    // nothing it can write decides what the host runs or signals (state.json, hooks, markers).
+    let mut paths: Vec<(&Path, bool)> = vec![(kernel, true), (initrd, true)];
     if let Some(i) = image {
         paths.push((i, false));
     }

@@ -80,6 +80,9 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
         crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
     }
     drop(console);
+    // The helper is accounted to the container's host cgroup (so `delete` ends it with the VM,
+    // and what it costs is the container's), and waits there before it relays anything.
+    let gate = super::confine::Gate::new()?;
     // SAFETY: Berth is single-threaded; the child only relays and exits.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -87,12 +90,24 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
     }
     if pid == 0 {
         drop(master);
-        let code = helper(s, buf, peer, msg.stdin);
+        let code = if gate.wait() {
+            helper(s, buf, peer, msg.stdin)
+        } else {
+            255
+        };
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
     drop(peer);
     drop(s);
+    if let Err(e) = gate.release(&crate::cgroups::Cgroup::open(&rec.cgroup_path), pid) {
+        // SAFETY: our child, which has not started relaying.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+        return Err(e.context(format!("exec in container {id:?}: the container's cgroup")));
+    }
     if let Some(p) = &o.pid_file {
         crate::container::write_pid_file(p, pid)?;
     }
@@ -106,8 +121,31 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
     })
 }
 
+/// Close every descriptor but the standard ones and `keep`.
+fn close_all_but(keep: &[i32]) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let open: Vec<i32> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in open {
+        if fd > 2 && !keep.contains(&fd) {
+            // SAFETY: a descriptor this process does not use (the directory's own is closed
+            // already: EBADF, harmless).
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// The host process standing for the guest's: relay until the guest reports the exit status.
+/// It holds only its stream, its stdio (or terminal) and its signalfd, is not dumpable, and
+/// queues at most a window of the guest's output: a guest that sends more is cut off (255).
 fn helper(mut s: UnixStream, mut rx: FrameBuf, peer: Option<OwnedFd>, stdin: bool) -> i32 {
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    close_all_but(&[s.as_raw_fd(), peer.as_ref().map_or(-1, |p| p.as_raw_fd())]);
     let mut local = match peer {
         Some(p) => {
             relay::control_terminal(p.as_raw_fd());
@@ -130,10 +168,26 @@ fn helper(mut s: UnixStream, mut rx: FrameBuf, peer: Option<OwnedFd>, stdin: boo
     loop {
         // What came with the reply, then what comes.
         let mut out = Vec::new();
-        while let Ok(Some(f)) = rx.next_frame() {
-            if let Some(code) = local.deliver(f, &mut |a: Frame| out.push(a)) {
-                local.flush(Duration::from_secs(5));
-                return code;
+        loop {
+            let f = match rx.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!("berth: exec: {e}");
+                    return 255;
+                }
+            };
+            match local.deliver(f, &mut |a: Frame| out.push(a)) {
+                Ok(None) => {}
+                Ok(Some(code)) => {
+                    local.flush(Duration::from_secs(5));
+                    return code;
+                }
+                Err(e) => {
+                    // The guest ignored the window: drop the stream rather than queue it.
+                    eprintln!("berth: exec: the guest broke the protocol ({e})");
+                    return 255;
+                }
             }
         }
         for f in out {

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod hooks;
 pub mod image;
 mod mux;
+pub mod ports;
 pub mod proto;
 pub mod relay;
 
@@ -23,7 +24,7 @@ use crate::state::{self, Locked, Record, Status};
 use crate::{bail, err, Error, Result};
 use oci_spec::runtime::Spec;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +44,7 @@ const FS_SOCK: &str = "fs.sock";
 /// The socket of the virtiofsd sharing the bind mounts' sources (vm/binds.rs).
 const BINDS_SOCK: &str = "binds.sock";
 const EXIT_FILE: &str = "exit";
-const CONSOLE_LOG: &str = "console.log";
+const CONSOLE_LOG: &str = ports::CONSOLE_LOG;
 
 const DEFAULT_MEM_MIB: u64 = 256;
 const MIN_MEM_MIB: u64 = 128;
@@ -248,8 +249,10 @@ impl Plan {
         cmd.args(["-device", "virtio-serial-device,max_ports=8"]);
     }
 
-    /// The qemu command line for a container whose state directory is `dir`.
-    fn command(&self, dir: &Path) -> Command {
+    /// The qemu command line. qemu opens no host path but the kernel, the initramfs and the
+    /// `vm.image` disk: every port and the virtio-fs sockets are descriptors it inherits (the
+    /// QEMU_*_FD below); `stdout`/`stderr` say whether those ports are relayed (else `null`).
+    fn command(&self, stdout: bool, stderr: bool) -> Command {
         let mut cmd = Command::new(&self.hypervisor);
         self.common_args(&mut cmd);
         cmd.arg("-append").arg(&self.cmdline);
@@ -258,25 +261,19 @@ impl Plan {
             cmd.arg("-device")
                 .arg(format!("virtserialport,chardev={id},name={name}"));
         };
-        cmd.arg("-chardev")
-            .arg(format!("file,id=con,path={}", qemu_path(&dir.join(CONSOLE_LOG))));
+        cmd.arg("-chardev").arg(format!("socket,id=con,fd={QEMU_CONSOLE_FD}"));
         cmd.args(["-device", "virtconsole,chardev=con"]);
         port(&mut cmd, "ctl", format!("socket,fd={QEMU_CTL_FD}"), proto::PORT_CTL);
-        let out = |fd: RawFd| {
-            if fd_usable(fd) {
-                format!("file,path=/proc/self/fd/{fd},append=on")
+        let out = |relayed: bool, fd: RawFd| {
+            if relayed {
+                format!("socket,fd={fd}")
             } else {
                 "null".to_string()
             }
         };
-        port(&mut cmd, "io", out(1), proto::PORT_STDIO);
-        port(&mut cmd, "err", out(2), proto::PORT_STDERR);
-        port(
-            &mut cmd,
-            "exit",
-            format!("file,path={}", qemu_path(&dir.join(EXIT_FILE))),
-            proto::PORT_EXIT,
-        );
+        port(&mut cmd, "io", out(stdout, QEMU_STDOUT_FD), proto::PORT_STDIO);
+        port(&mut cmd, "err", out(stderr, QEMU_STDERR_FD), proto::PORT_STDERR);
+        port(&mut cmd, "exit", format!("socket,fd={QEMU_EXIT_FD}"), proto::PORT_EXIT);
         match &self.image {
             Some((path, fmt)) => {
                 cmd.arg("-drive")
@@ -284,15 +281,13 @@ impl Plan {
                 cmd.args(["-device", "virtio-blk-device,drive=root"]);
             }
             None => {
-                cmd.arg("-chardev")
-                    .arg(format!("socket,id=fs,path=/proc/self/fd/{QEMU_DIR_FD}/{FS_SOCK}"));
+                cmd.arg("-chardev").arg(format!("socket,id=fs,fd={QEMU_FS_FD}"));
                 cmd.arg("-device")
                     .arg(format!("vhost-user-fs-device,chardev=fs,tag={}", proto::FS_TAG));
             }
         }
         if !self.binds.shares.is_empty() {
-            cmd.arg("-chardev")
-                .arg(format!("socket,id=binds,path=/proc/self/fd/{QEMU_DIR_FD}/{BINDS_SOCK}"));
+            cmd.arg("-chardev").arg(format!("socket,id=binds,fd={QEMU_BINDS_FD}"));
             cmd.arg("-device")
                 .arg(format!("vhost-user-fs-device,chardev=binds,tag={}", proto::BINDS_TAG));
         }
@@ -301,11 +296,19 @@ impl Plan {
     }
 }
 
-/// qemu reaches the sockets in the state directory through this descriptor of it (socket paths
-/// are limited to 108 bytes; a deep --root is not).
-const QEMU_DIR_FD: RawFd = 4;
-/// qemu's end of the control port's socketpair (the monitor holds the other end).
+/// The descriptors qemu inherits (docs/VM.md, "The protocol"): the control port's socketpair end
+/// (the monitor holds the other), the one-way ports' (vm/ports.rs), and its connections to the
+/// virtiofsds (made by the monitor). Nothing else: no path of the state directory.
 const QEMU_CTL_FD: RawFd = 5;
+const QEMU_CONSOLE_FD: RawFd = 6;
+const QEMU_STDOUT_FD: RawFd = 7;
+const QEMU_STDERR_FD: RawFd = 8;
+const QEMU_EXIT_FD: RawFd = 9;
+const QEMU_FS_FD: RawFd = 10;
+const QEMU_BINDS_FD: RawFd = 11;
+/// Where the monitor keeps qemu's descriptors before the fork: above every QEMU_*_FD, so that
+/// dup2 onto those never overwrites one still to be moved.
+const QEMU_FD_FLOOR: RawFd = 32;
 
 /// A short path for a socket in `dir`: the path itself, or one through /proc/self/fd when it is
 /// too long (the returned descriptor must stay open while the path is used).
@@ -336,14 +339,17 @@ fn qemu_path(p: &Path) -> String {
     p.to_string_lossy().replace(',', ",,")
 }
 
-/// Whether a standard descriptor is open on something a file chardev can reopen.
+/// Whether a standard descriptor is open on something the monitor can relay a port to.
 fn fd_usable(fd: RawFd) -> bool {
     // SAFETY: fstat into a local struct.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } != 0 {
         return false;
     }
-    matches!(st.st_mode & libc::S_IFMT, libc::S_IFREG | libc::S_IFIFO | libc::S_IFCHR)
+    matches!(
+        st.st_mode & libc::S_IFMT,
+        libc::S_IFREG | libc::S_IFIFO | libc::S_IFCHR | libc::S_IFSOCK
+    )
 }
 
 /// (KVM boots the guest, qemu has `-sandbox`), probed once per hypervisor and kernel and cached.
@@ -397,8 +403,20 @@ fn probe(qemu: &Path, kernel: &Path, initrd: &Path) -> (bool, bool) {
 
 /// Boot the guest under KVM in probe mode and look for the agent's marker on the exit port.
 fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
-    let dir = std::env::temp_dir().join(format!("berth-kvm-probe-{}", std::process::id()));
-    let _ = std::fs::create_dir_all(&dir);
+    // A directory of our own (made here, 0700, never one that exists already: /tmp is shared).
+    let mut nonce = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut nonce));
+    let dir = std::env::temp_dir().join(format!(
+        "berth-kvm-probe-{}-{:016x}",
+        std::process::id(),
+        u64::from_ne_bytes(nonce)
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        if std::fs::DirBuilder::new().mode(0o700).create(&dir).is_err() {
+            return false;
+        }
+    }
     let log = dir.join("console");
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
@@ -544,6 +562,36 @@ fn console_tail(dir: &Path) -> String {
     }
 }
 
+/// Mark every descriptor from `first` to `last` close-on-exec (between fork and exec: whatever
+/// the caller of Berth leaked into it, e.g. a make jobserver's pipe, does not reach qemu or
+/// virtiofsd; Rust's own exec-error pipe keeps working until the exec).
+fn cloexec_range(first: u32, last: u32) {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range with integer arguments.
+    unsafe { libc::syscall(libc::SYS_close_range, first, last, CLOSE_RANGE_CLOEXEC) };
+}
+
+/// Close what the monitor inherited without close-on-exec (Berth opens everything with it):
+/// nothing but the standard descriptors is meant for a VM container (`--preserve-fds` is refused).
+fn close_inherited() {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<RawFd> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds.into_iter().filter(|&fd| fd > 2) {
+        // SAFETY: fcntl/close on descriptor numbers of this process; a closed one gives EBADF.
+        unsafe {
+            let fl = libc::fcntl(fd, libc::F_GETFD);
+            if fl >= 0 && fl & libc::FD_CLOEXEC == 0 {
+                libc::close(fd);
+            }
+        }
+    }
+}
+
 fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
     // SAFETY: dup2/fcntl on descriptors we own, between fork and exec.
     unsafe {
@@ -564,8 +612,16 @@ fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
 /// The monitor: the container's host process. Starts virtiofsd and qemu as its children (they die
 /// with it), waits for qemu, and exits with the container's status from the exit port.
 fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mux: Mon) -> i32 {
-    // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu.
-    unsafe { libc::setsid() };
+    // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu; not
+    // dumpable: no core file or /proc access to what it holds (every guest-facing descriptor);
+    // SIGPIPE ignored: Berth's stdout whose reader went away is an EPIPE for the port relay,
+    // which then drops what comes (as qemu did when it wrote there itself), not the VM's end.
+    unsafe {
+        libc::setsid();
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
+    close_inherited();
     if let Some(t) = &mux.tty {
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
         relay::control_terminal(t.as_raw_fd());
@@ -594,24 +650,44 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
             }
         }
     }
-    let mut q = plan.command(dir);
-    let dirfd = match nix::fcntl::open(
-        dir,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        Ok(fd) => fd,
+    let stop_fsd = |fsd: Vec<std::process::Child>| {
+        for mut f in fsd {
+            let _ = f.kill();
+            let _ = f.wait();
+        }
+    };
+    let (ports, ends) = match ports::Ports::new(dir, fd_usable(1), fd_usable(2)) {
+        Ok(p) => p,
         Err(e) => {
-            eprintln!("berth: VM container: {}: {e}", dir.display());
+            eprintln!("berth: VM container: socketpair: {e}");
+            stop_fsd(fsd);
             return 255;
         }
     };
-    let raw = dirfd.as_raw_fd();
+    // qemu's connections to the virtiofsds, made here: qemu gets descriptors, not the sockets'
+    // paths, and nobody else can connect once the names are gone.
+    let mut fs_conns = Vec::new();
+    for (name, wanted) in [(FS_SOCK, fs.is_some()), (BINDS_SOCK, mux.binds.is_some())] {
+        if !wanted {
+            fs_conns.push(None);
+            continue;
+        }
+        match connect(dir, name) {
+            Ok(c) => fs_conns.push(Some(OwnedFd::from(c))),
+            Err(e) => {
+                eprintln!("berth: VM container: {}: {e}", dir.join(name).display());
+                stop_fsd(fsd);
+                return 255;
+            }
+        }
+        let _ = std::fs::remove_file(dir.join(name));
+    }
     let image = plan.image.as_ref().map(|(p, _)| p.as_path());
     let jail = match confine::qemu_jail(dir, &plan.kernel, &plan.initrd, image, plan.kvm) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("berth: {e}");
+            stop_fsd(fsd);
             return 255;
         }
     };
@@ -619,51 +695,130 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         Ok(p) => p,
         Err(e) => {
             eprintln!("berth: VM container: socketpair: {e}");
+            stop_fsd(fsd);
             return 255;
         }
     };
-    let qraw = qemu_ctl.as_raw_fd();
+    let mut q = plan.command(ends.stdout.is_some(), ends.stderr.is_some());
+    // (target, source) for qemu's descriptors; the sources moved above every target first.
+    let wanted: Vec<(RawFd, Option<OwnedFd>)> = vec![
+        (QEMU_CTL_FD, Some(OwnedFd::from(qemu_ctl))),
+        (QEMU_CONSOLE_FD, Some(ends.console)),
+        (QEMU_STDOUT_FD, ends.stdout),
+        (QEMU_STDERR_FD, ends.stderr),
+        (QEMU_EXIT_FD, Some(ends.exit)),
+        (QEMU_FS_FD, fs_conns[0].take()),
+        (QEMU_BINDS_FD, fs_conns[1].take()),
+    ];
+    let mut moved: Vec<(RawFd, OwnedFd)> = Vec::new();
+    for (target, src) in wanted {
+        let Some(src) = src else { continue };
+        // SAFETY: F_DUPFD_CLOEXEC returns a new descriptor, owned below.
+        let high = unsafe { libc::fcntl(src.as_raw_fd(), libc::F_DUPFD_CLOEXEC, QEMU_FD_FLOOR) };
+        if high < 0 {
+            eprintln!("berth: VM container: dup: {}", std::io::Error::last_os_error());
+            stop_fsd(fsd);
+            return 255;
+        }
+        // SAFETY: a fresh descriptor.
+        moved.push((target, unsafe { OwnedFd::from_raw_fd(high) }));
+    }
+    let plan_fds: Vec<(RawFd, RawFd)> = moved.iter().map(|(t, f)| (*t, f.as_raw_fd())).collect();
+    q.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
     // SAFETY: async-signal-safe calls between fork and exec.
     unsafe {
         q.pre_exec(move || {
-            clear_cloexec_to(raw, QEMU_DIR_FD)
-                .and_then(|_| clear_cloexec_to(qraw, QEMU_CTL_FD))
-                .and_then(|_| jail.enter())
+            for &(target, src) in &plan_fds {
+                clear_cloexec_to(src, target)?;
+            }
+            cloexec_range(3, (QEMU_CTL_FD - 1) as u32);
+            cloexec_range((QEMU_BINDS_FD + 1) as u32, u32::MAX);
+            jail.enter()
         })
     };
     let _ = std::fs::write(dir.join(VM_FILE), format!("{q:?}\n"));
     crate::log::debug(&format!("VM container: {q:?}"));
-    let (status, code) = match q.spawn() {
+    // qemu in a pid namespace of its own (its first process): an escaped qemu cannot address
+    // another container's qemu (same uid, no capabilities either: ptrace would be allowed).
+    // SAFETY: unshare with a flag; it changes only where this process's next child is born.
+    if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+        crate::log::debug(&format!(
+            "VM container: no pid namespace for qemu: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let spawned = q.spawn();
+    drop(moved);
+    let mut ports = ports;
+    let code = match spawned {
         Ok(mut ch) => {
-            drop(qemu_ctl);
             let local = match mux.tty {
                 Some(t) => relay::Local::terminal(0, t),
                 None => relay::Local::pipes(0, mux.stdin.then_some(0), None, None),
             };
-            mux::serve(&mut ch, dir, ctl, mux.listener, local)
+            mux::serve(&mut ch, dir, ctl, mux.listener, local, &mut ports).1
         }
         Err(e) => {
             eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
-            (None, None)
+            None
         }
     };
-    for mut f in fsd {
-        let _ = f.kill();
-        let _ = f.wait();
+    stop_fsd(fsd);
+    // The status the guest wrote on the exit port (the monitor keeps the file for those who
+    // look after it is gone), else the one it sent on stream 0; none (the guest crashed, or
+    // qemu failed to start): 255, as for a lost process.
+    let code = match ports.exit_code() {
+        Some(c) => {
+            let _ = std::fs::write(dir.join(EXIT_FILE), format!("exit {c}\n"));
+            Some(c)
+        }
+        None => code,
+    };
+    code.unwrap_or(255)
+}
+
+/// virtiofsd runs as host root and writes the host's files for the guest, whose root is hostile:
+/// what it must not make there (docs/SECURITY.md, "VM containers"). No device nodes and no file
+/// capabilities (those capabilities dropped); the guest's `security.*` and `trusted.*` xattrs are
+/// stored as `user.virtiofs.security.*`/`user.virtiofs.trusted.*` (which grant nothing on the
+/// host), the host's own are hidden from it, and the guest may not name `user.virtiofs.*` itself.
+const VIRTIOFSD_MODCAPS: &str = "--modcaps=-mknod:-setfcap";
+const VIRTIOFSD_XATTRMAP: &str = "--xattrmap=\
+:prefix:all:security.:user.virtiofs.:\
+:prefix:all:trusted.:user.virtiofs.:\
+:bad:client:user.virtiofs.::\
+:bad:server::security.:\
+:bad:server::trusted.:\
+:ok:all:::";
+
+/// And no set-user-ID or set-group-ID bit: a seccomp filter under virtiofsd's own refuses (EPERM)
+/// every chmod and every file creation whose mode has S_ISUID or S_ISGID, so guest root cannot
+/// leave a setuid-root program in the host's rootfs. (A set-group-ID directory cannot be made
+/// from the guest either; one inherited from its parent still is.)
+fn virtiofsd_filter() -> Result<crate::linux::seccomp::Filter> {
+    let mut rules = Vec::new();
+    for bit in [libc::S_ISUID, libc::S_ISGID] {
+        let mode =
+            |index: u32| serde_json::json!({"index": index, "value": bit, "valueTwo": bit, "op": "SCMP_CMP_MASKED_EQ"});
+        let creat = |index: u32| serde_json::json!({"index": index, "value": libc::O_CREAT, "valueTwo": libc::O_CREAT, "op": "SCMP_CMP_MASKED_EQ"});
+        let rule = |names: &[&str], args: Vec<serde_json::Value>| serde_json::json!({"names": names, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM, "args": args});
+        rules.push(rule(&["chmod", "fchmod", "creat", "mknod"], vec![mode(1)]));
+        rules.push(rule(&["fchmodat", "fchmodat2", "mknodat"], vec![mode(2)]));
+        rules.push(rule(&["open"], vec![creat(1), mode(2)]));
+        rules.push(rule(&["openat"], vec![creat(2), mode(3)]));
     }
-    let text = std::fs::read_to_string(dir.join(EXIT_FILE)).unwrap_or_default();
-    // No status from the guest (it crashed, or qemu failed to start): 255, as for a lost process.
-    let _ = status;
-    text.lines()
-        .find_map(|l| l.strip_prefix("exit "))
-        .and_then(|c| c.trim().parse().ok())
-        .or(code)
-        .unwrap_or(255)
+    // openat2's mode is in a structure a filter cannot read: refused as unknown (ENOSYS), so a
+    // caller falls back to openat.
+    rules.push(serde_json::json!({"names": ["openat2"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    let spec: oci_spec::runtime::LinuxSeccomp =
+        serde_json::from_value(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}))
+            .map_err(|e| err!("virtiofsd's seccomp filter: {e}"))?;
+    crate::linux::seccomp::compile(&spec)
 }
 
 /// Start a virtiofsd serving `shared` on the listening socket `l` (its descriptor 3), with its
-/// own namespace sandbox and no_new_privs; `stage` makes the bind mounts' staging tree first, in
-/// a mount namespace of its own (binds.rs).
+/// own namespace sandbox, no_new_privs, fewer capabilities, mapped xattrs and the filter above;
+/// `stage` makes the bind mounts' staging tree first, in a mount namespace of its own (binds.rs).
 fn spawn_virtiofsd(
     bin: &Path,
     l: &UnixListener,
@@ -671,22 +826,34 @@ fn spawn_virtiofsd(
     stage: Option<binds::Stage>,
 ) -> std::io::Result<std::process::Child> {
     let fd = l.as_raw_fd();
+    let filter = virtiofsd_filter().map_err(|e| std::io::Error::other(e.to_string()))?;
     let mut c = Command::new(bin);
     c.arg("--fd=3").arg("--shared-dir").arg(shared).args([
         "--cache=auto",
         "--sandbox=namespace",
         "--log-level=error",
         "--xattr",
+        // O_PATH descriptors, not file handles: virtiofsd then keeps no CAP_DAC_READ_SEARCH,
+        // without which open_by_handle_at cannot reach a host file outside its shared directory.
+        "--inode-file-handles=never",
+        VIRTIOFSD_MODCAPS,
+        VIRTIOFSD_XATTRMAP,
     ]);
     c.stdin(std::process::Stdio::null());
-    // SAFETY: async-signal-safe calls between fork and exec (the stage is prepared beforehand).
+    // SAFETY: system calls between fork and exec (the stage and the filter are prepared
+    // beforehand; the monitor is single-threaded).
     unsafe {
         c.pre_exec(move || {
             clear_cloexec_to(fd, 3)?;
+            cloexec_range(4, u32::MAX);
             if let Some(s) = &stage {
                 s.enter()?;
             }
-            confine::no_new_privs()
+            confine::no_new_privs()?;
+            filter
+                .load()
+                .map(drop)
+                .map_err(|e| std::io::Error::other(e.to_string()))
         })
     };
     c.spawn()
@@ -892,7 +1059,13 @@ pub fn start(locked: &Locked, rec: &Record) -> Result<()> {
     Ok(())
 }
 
+/// How long `kill` waits for the guest's answer (`--all`: then the VM is ended from the host).
+const KILL_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// `kill`: deliver the signal to the guest's process (or every process of the container).
+/// SIGKILL does not ask the guest: the VM is ended from the host at once (end_from_host), as a
+/// Linux container's init dies whatever it does; `--all` with another signal asks the guest and,
+/// without an answer within KILL_TIMEOUT, ends the VM from the host too.
 pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
     let id = &rec.id;
     if locked.status(Some(rec)) == Status::Stopped {
@@ -901,13 +1074,68 @@ pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
         }
         bail!("container {id:?} is not running (stopped)");
     }
-    request(
-        &locked.dir,
-        &format!("kill {sig} {}", all as u8),
-        Duration::from_secs(30),
-    )
-    .map(|_| ())
-    .map_err(|e| e.context(format!("kill container {id:?}")))
+    if sig == libc::SIGKILL {
+        end_from_host(rec);
+        return Ok(());
+    }
+    match request(&locked.dir, &format!("kill {sig} {}", all as u8), KILL_TIMEOUT) {
+        Ok(_) => Ok(()),
+        Err(e) if all => {
+            crate::log::warn(&format!("kill container {id:?}: {e}; ending the VM from the host"));
+            end_from_host(rec);
+            Ok(())
+        }
+        Err(e) => Err(e.context(format!("kill container {id:?}"))),
+    }
+}
+
+/// End a VM container without its guest: SIGKILL to every process of the container's host cgroup
+/// when Berth made it (the monitor, qemu, virtiofsd and the exec helpers, frozen first so that
+/// they all die of it, as a Linux container's processes do: an exec's caller gets 137), then to
+/// the monitor (the recorded pid, checked through a pidfd against its recorded start time; qemu
+/// and virtiofsd die with it, exec helpers see their stream close). Waits (≤ 10 s) until the
+/// monitor is gone.
+fn end_from_host(rec: &Record) {
+    use crate::cgroups::freeze;
+    if rec.cgroup_owned {
+        let cg = crate::cgroups::Cgroup::open(&rec.cgroup_path);
+        let frozen = freeze::can_freeze(&cg) && freeze::freeze(&cg).is_ok();
+        for pid in cg.procs() {
+            // SAFETY: SIGKILL to a process of the container's own host cgroup.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        if frozen {
+            let _ = freeze::thaw(&cg);
+        }
+    }
+    // SAFETY: pidfd_open on a pid; the descriptor is owned below.
+    let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, rec.pid, 0) } as RawFd;
+    if raw < 0 {
+        return;
+    }
+    // SAFETY: a fresh descriptor.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(raw) };
+    // The pidfd names one process for good: checked once, it cannot be another's later.
+    if !state::process_alive(rec.pid, rec.pid_start) {
+        return;
+    }
+    // SAFETY: pidfd_send_signal on our pidfd with no siginfo.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    let mut p = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut p, 1, 10_000) };
 }
 
 /// Give a pty the size of Berth's own terminal (stdin, else stdout), if it has one.
@@ -996,11 +1224,7 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
             // SAFETY: non-blocking wait for the monitor, our child.
             let r = unsafe { libc::waitpid(rec.pid, &mut st, libc::WNOHANG) };
             if r == rec.pid {
-                break if libc::WIFEXITED(st) {
-                    libc::WEXITSTATUS(st)
-                } else {
-                    255
-                };
+                break crate::signal::exit_code(st);
             }
             let mut sig = 0;
             // SAFETY: sigwait on the blocked set.

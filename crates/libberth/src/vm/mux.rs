@@ -5,9 +5,14 @@
 //! client's frames with the stream's id on the way in and routes the guest's frames back by id.
 //! Stream 0 is the container's own process, whose stdin (or terminal) the monitor relays itself.
 //! One poll loop, no threads; the monitor never blocks on a peer: it buffers, and the per-stream
-//! windows (proto::WINDOW, acknowledged end to end) bound what it buffers.
+//! windows (proto::WINDOW, acknowledged end to end) bound what it buffers — enforced here, not
+//! trusted: a guest that sends a frame over the limit or more than a window a client has not
+//! taken is cut off (qemu is killed, the container ends with 255; docs/VM.md, "The protocol"),
+//! and a stream whose client queue overflows is closed. The one-way ports (stdout, stderr, exit,
+//! console) are served in the same loop (vm/ports.rs).
 
-use super::proto::{kind, Frame, FrameBuf};
+use super::ports::Ports;
+use super::proto::{kind, Frame, FrameBuf, WINDOW};
 use super::relay::{self, Local};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -22,6 +27,13 @@ struct Client {
     rx: FrameBuf,
     tx: Vec<u8>,
 }
+
+/// What may wait for a client: a window of output and its few control frames. More means the
+/// guest ignored the window (the client acknowledges only what it wrote out).
+const CLIENT_TX_MAX: usize = WINDOW + 64 * 1024;
+/// What may wait for the guest before clients are no longer read (a stopped guest must not make
+/// the monitor buffer what host clients keep sending).
+const GUEST_TX_MAX: usize = 4 << 20;
 
 /// Write what the socket takes now; false when the peer is gone.
 fn flush_nb(sock: &mut UnixStream, tx: &mut Vec<u8>) -> bool {
@@ -51,6 +63,7 @@ pub fn serve(
     mut guest: UnixStream,
     listener: UnixListener,
     mut local: Local,
+    ports: &mut Ports,
 ) -> (Option<ExitStatus>, Option<i32>) {
     let mut sigs = relay::RELAYED.to_vec();
     sigs.push(libc::SIGWINCH);
@@ -82,13 +95,15 @@ pub fn serve(
             ),
         ];
         let slots = local.register(&mut fds);
+        let port_slots = ports.register(&mut fds);
         let first_client = fds.len();
         let ids: Vec<u32> = clients.keys().copied().collect();
+        let read_clients = gtx.len() < GUEST_TX_MAX;
         for id in &ids {
             let c = &clients[id];
             fds.push(pfd(
                 c.sock.as_raw_fd(),
-                libc::POLLIN | if c.tx.is_empty() { 0 } else { libc::POLLOUT },
+                if read_clients { libc::POLLIN } else { 0 } | if c.tx.is_empty() { 0 } else { libc::POLLOUT },
             ));
         }
         let timeout = if pidfd >= 0 { 500 } else { 100 };
@@ -132,8 +147,12 @@ pub fn serve(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => guest_open = false,
             }
-            route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code);
+            if let Err(why) = route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code) {
+                cut_off(child, &why);
+                guest_open = false;
+            }
         }
+        ports.handle(&fds, &port_slots);
         if guest_open && !gtx.is_empty() && fds[3].revents & libc::POLLOUT != 0 && !flush_nb(&mut guest, &mut gtx) {
             guest_open = false;
         }
@@ -177,13 +196,17 @@ pub fn serve(
         // qemu is gone (the guest powered off, or it died): what it passed on is in the socket.
         let exited = (pidfd < 0 || fds[0].revents != 0) && matches!(child.try_wait(), Ok(Some(_)));
         if exited {
+            // What is left in the socket is bounded (qemu is gone); a broken frame ends it.
             while guest_open {
                 match guest.read(&mut buf) {
                     Ok(k) if k > 0 => grx.push(&buf[..k]),
                     _ => guest_open = false,
                 }
+                if route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code).is_err() {
+                    guest_open = false;
+                }
             }
-            route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code);
+            ports.drain(Duration::from_secs(5));
             local.flush(Duration::from_secs(1));
             for c in clients.values_mut() {
                 let _ = c.sock.set_nonblocking(false);
@@ -201,16 +224,24 @@ pub fn serve(
     }
 }
 
+/// The guest broke the protocol: stop it (the container ends; its status is 255).
+fn cut_off(child: &mut Child, why: &str) {
+    eprintln!("berth: VM container: the guest broke the control protocol ({why}); stopping it");
+    let _ = child.kill();
+}
+
+/// Pass the guest's whole frames on; Err when the guest broke the protocol (a frame over the
+/// limit, output beyond the window on stream 0).
 fn route_from_guest(
     grx: &mut FrameBuf,
     local: &mut Local,
     clients: &mut BTreeMap<u32, Client>,
     gtx: &mut Vec<u8>,
     code: &mut Option<i32>,
-) {
-    while let Ok(Some(f)) = grx.next_frame() {
+) -> Result<(), String> {
+    while let Some(f) = grx.next_frame()? {
         if f.stream == 0 {
-            if let Some(c) = local.deliver(f, &mut |a: Frame| a.encode_into(gtx)) {
+            if let Some(c) = local.deliver(f, &mut |a: Frame| a.encode_into(gtx))? {
                 // The container's process ended: its output out first, then let the guest go.
                 local.flush(Duration::from_secs(1));
                 *code = Some(c);
@@ -221,6 +252,13 @@ fn route_from_guest(
             if !flush_nb(&mut c.sock, &mut c.tx) {
                 c.tx.clear();
             }
+            if c.tx.len() > CLIENT_TX_MAX {
+                // More than a window the client has not taken: the guest ignored its window.
+                let id = f.stream;
+                clients.remove(&id);
+                Frame::new(id, kind::CLOSE, Vec::new()).encode_into(gtx);
+            }
         }
     }
+    Ok(())
 }

@@ -222,10 +222,19 @@ impl Local {
         }
     }
 
-    /// A frame from the guest for this stream; Some(code) once the process ended.
-    pub fn deliver(&mut self, f: Frame, send: &mut impl FnMut(Frame)) -> Option<i32> {
+    /// A frame from the guest for this stream; Some(code) once the process ended. Err when the
+    /// guest sent more output than the window allows (nothing is queued beyond it: the caller
+    /// drops the guest or the stream).
+    pub fn deliver(&mut self, f: Frame, send: &mut impl FnMut(Frame)) -> Result<Option<i32>, String> {
         match f.kind {
             kind::STDOUT | kind::STDERR => {
+                if self.outq.len() + self.errq.len() + f.data.len() > WINDOW {
+                    return Err(format!(
+                        "stream {}: {} bytes of output beyond the window of {WINDOW}",
+                        self.stream,
+                        self.outq.len() + self.errq.len() + f.data.len()
+                    ));
+                }
                 let to_err = f.kind == kind::STDERR && self.err.is_some();
                 let (fd, q) = if to_err {
                     (self.err, &mut self.errq)
@@ -238,11 +247,15 @@ impl Local {
                     send(Frame::new(self.stream, kind::ACK, f.data.len().to_string()));
                 }
             }
-            kind::ACK => self.credit += f.number().unwrap_or(0).max(0) as usize,
-            kind::EXIT => return Some(f.number().unwrap_or(255) as i32),
+            kind::ACK => {
+                // Never more credit than the window: an ack for bytes never sent is ignored.
+                let n = f.number().unwrap_or(0).clamp(0, WINDOW as i64) as usize;
+                self.credit = (self.credit + n).min(WINDOW);
+            }
+            kind::EXIT => return Ok(Some(f.number().unwrap_or(255).clamp(0, 255) as i32)),
             _ => {}
         }
-        None
+        Ok(None)
     }
 
     /// Write out what is queued (the process ended); gives up after `timeout` without progress.
@@ -356,13 +369,15 @@ mod tests {
         }
         assert_eq!(sent, WINDOW, "no more than the window before an ack");
         let mut noop = |_: Frame| {};
-        l.deliver(Frame::new(3, kind::ACK, "1000"), &mut noop);
+        l.deliver(Frame::new(3, kind::ACK, "1000"), &mut noop).unwrap();
         let more: usize = round(&mut l).iter().map(|f| f.data.len()).sum();
         assert_eq!(more, 1000);
         // Output is written out and acknowledged; stderr without a descriptor goes to stdout.
         let mut acks = Vec::new();
-        l.deliver(Frame::new(3, kind::STDOUT, "hello "), &mut |f| acks.push(f));
-        l.deliver(Frame::new(3, kind::STDERR, "world"), &mut |f| acks.push(f));
+        l.deliver(Frame::new(3, kind::STDOUT, "hello "), &mut |f| acks.push(f))
+            .unwrap();
+        l.deliver(Frame::new(3, kind::STDERR, "world"), &mut |f| acks.push(f))
+            .unwrap();
         assert!(acks.is_empty(), "acknowledged only once written");
         let acked: i64 = round(&mut l)
             .iter()
@@ -379,12 +394,33 @@ mod tests {
         let mut rest = Vec::new();
         for _ in 0..20 {
             rest.extend(round(&mut l));
-            l.deliver(Frame::new(3, kind::ACK, WINDOW.to_string()), &mut noop);
+            l.deliver(Frame::new(3, kind::ACK, WINDOW.to_string()), &mut noop)
+                .unwrap();
             if rest.iter().any(|f| f.kind == kind::STDIN_END) {
                 break;
             }
         }
         assert!(rest.iter().any(|f| f.kind == kind::STDIN_END), "EOF sent");
-        assert_eq!(l.deliver(Frame::new(3, kind::EXIT, "137"), &mut noop), Some(137));
+        assert_eq!(l.deliver(Frame::new(3, kind::EXIT, "137"), &mut noop), Ok(Some(137)));
+    }
+
+    #[test]
+    fn output_beyond_the_window_is_refused_not_queued() {
+        let (_out_r, out_w) = pipe();
+        let mut l = Local::pipes(5, None, Some(out_w.as_raw_fd()), None);
+        let mut noop = |_: Frame| {};
+        // Nobody reads the pipe: a window is queued, not a byte more.
+        let chunk = vec![b'o'; 64 * 1024];
+        for _ in 0..WINDOW / chunk.len() {
+            assert_eq!(
+                l.deliver(Frame::new(5, kind::STDOUT, chunk.clone()), &mut noop),
+                Ok(None)
+            );
+        }
+        assert!(l.deliver(Frame::new(5, kind::STDOUT, "x"), &mut noop).is_err());
+        assert!(l.outq.len() <= WINDOW);
+        // Credit never grows past the window, whatever the guest acknowledges.
+        l.deliver(Frame::new(5, kind::ACK, "99999999999"), &mut noop).unwrap();
+        assert_eq!(l.credit, WINDOW);
     }
 }
