@@ -31,13 +31,13 @@ fn fake_proc_through_a_volume(b: &mut Bundle, volume: &Path) {
 
 /// CVE-2019-19921 (runc; and the CVE-2023-27561/28642 regressions): the proc mount follows a
 /// `/proc` symlink of the image onto a path that a volume covers, so what the runtime reads from
-/// the container's /proc afterwards is the attacker's. Berth reads `/proc/sys/kernel/cap_last_cap`
-/// there to know how far to drop the bounding set: a fake "0" leaves capabilities 1..40 in it, and
-/// a root process without no_new_privs (Docker's default) gains all of them at its execve. The
+/// the container's /proc afterwards is the attacker's. A runtime that reads
+/// `/proc/sys/kernel/cap_last_cap` there to know how far to drop the bounding set (Berth did until
+/// `security::last_cap` asked the kernel) takes a fake "0", leaves capabilities 1..40 in it, and a
+/// root process without no_new_privs (Docker's default) gains all of them at its execve. The
 /// effect judged: a file of the volume with mode 000 (the container has no CAP_DAC_OVERRIDE) is
 /// written.
 #[test]
-#[ignore = "needs fix in linux/security.rs (drop_bounding trusts the container's /proc/sys/kernel/cap_last_cap) and linux/rootfs.rs (proc mounted through a symlink)"]
 fn cve_2019_19921_fake_proc_cannot_keep_capabilities_in_the_bounding_set() {
     if !require_root() {
         return;
@@ -108,11 +108,11 @@ fn cve_2023_25173_runtime_supplementary_groups_do_not_reach_the_container() {
     assert_eq!(fs::read_to_string(&file).unwrap(), "untouched\n");
 }
 
-/// CVE-2023-25173 through a fake /proc (the CVE-2019-19921 class): init asks the container's
-/// `/proc/self/setgroups` whether it may call setgroups; a fake one saying "deny" makes it skip
-/// the call, and the runtime's own supplementary groups stay with the container's process.
+/// CVE-2023-25173 through a fake /proc (the CVE-2019-19921 class): a runtime that asks the
+/// container's `/proc/self/setgroups` whether it may call setgroups (Berth did until
+/// `security::set_user` took the answer from setgroups itself) skips the call on a fake "deny",
+/// and its own supplementary groups stay with the container's process.
 #[test]
-#[ignore = "needs fix in linux/init.rs (setgroups_allowed reads the container's /proc) and linux/rootfs.rs (proc mounted through a symlink)"]
 fn cve_2023_25173_fake_proc_setgroups_cannot_keep_the_runtime_groups() {
     if !require_root() {
         return;
@@ -318,7 +318,6 @@ fn open_test_pty() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
 /// administrator's shell, pushes "echo INJECTED" into that terminal's input, which the shell runs as
 /// host root once the container is gone. Judged on the test's own pty: nothing may be queued.
 #[test]
-#[ignore = "needs fix in linux/init.rs and linux/exec.rs: setsid() for a process without process.terminal, as runc does"]
 fn tiocsti_container_cannot_type_into_the_callers_terminal() {
     use std::os::fd::AsRawFd;
     if !require_root() {
