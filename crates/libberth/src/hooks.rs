@@ -1,11 +1,13 @@
 //! The six OCI hooks. A hook is run with its `args` (args[0] is argv[0]), exactly its `env`, the
-//! container's state JSON on stdin and, when `timeout` is given, killed after that many seconds. A hook
-//! that fails or times out fails the operation (except poststart and poststop, which only warn), and the
-//! error names the hook by its phase, index and path.
+//! container's state JSON on stdin (a memory file, as its stdout and stderr are) and, when
+//! `timeout` is given, killed after that many seconds. A hook that fails or times out fails the
+//! operation (except poststart and poststop, which only warn), and the error names the hook by its
+//! phase, index and path, with the start of what it wrote.
 
 use crate::{err, Error, Result};
 use oci_spec::runtime::Hook;
-use std::io::{Read, Write};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::fd::FromRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,12 +33,24 @@ fn run_one(h: &Hook, state_json: &[u8]) -> Result<()> {
             cmd.env(k, v);
         }
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    // The state is read from a memory file and the output written to one, not through pipes: a
+    // hook that does not read a large state, or writes more than a pipe holds before it exits,
+    // must not block the runtime (nor escape its timeout while the runtime is stuck writing).
+    let mut input = memory_file(c"hook-state")?;
+    input
+        .write_all(state_json)
+        .map_err(|e| Error::sys("write the state for the hook", e))?;
+    input
+        .seek(SeekFrom::Start(0))
+        .map_err(|e| Error::sys("rewind the hook's state", e))?;
+    let mut output = memory_file(c"hook-output")?;
+    let dup = |f: &std::fs::File| f.try_clone().map_err(|e| Error::sys("hook output", e));
+    cmd.stdin(Stdio::from(input))
+        .stdout(Stdio::from(dup(&output)?))
+        .stderr(Stdio::from(dup(&output)?));
     let mut child = cmd.spawn().map_err(|e| Error::sys("start", e))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        // A hook that does not read its stdin is fine: ignore EPIPE.
-        let _ = stdin.write_all(state_json);
-    }
+    // The runtime's copies of the hook's stdio would otherwise stay open in `cmd` until it drops.
+    drop(cmd);
     let deadline = h.timeout().map(|t| Instant::now() + Duration::from_secs(t as u64));
     let status = wait_with_deadline(&mut child, deadline)?;
     let Some(status) = status else {
@@ -47,13 +61,12 @@ fn run_one(h: &Hook, state_json: &[u8]) -> Result<()> {
     if status.success() {
         return Ok(());
     }
-    let mut out = String::new();
-    if let Some(mut s) = child.stderr.take() {
-        let _ = s.read_to_string(&mut out);
+    // What it wrote (stderr and stdout as they came), at most the first 64 KiB.
+    let mut bytes = Vec::new();
+    if output.seek(SeekFrom::Start(0)).is_ok() {
+        let _ = (&mut output).take(64 * 1024).read_to_end(&mut bytes);
     }
-    if let Some(mut s) = child.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
+    let out = String::from_utf8_lossy(&bytes);
     let how = match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit status {c}"),
         (_, Some(s)) => format!("killed by signal {s}"),
@@ -65,6 +78,17 @@ fn run_one(h: &Hook, state_json: &[u8]) -> Result<()> {
     } else {
         Err(err!("{how}: {out}"))
     }
+}
+
+/// An anonymous memory file (memfd), close-on-exec.
+fn memory_file(name: &std::ffi::CStr) -> Result<std::fs::File> {
+    // SAFETY: memfd_create with a NUL-terminated name; the result is a new descriptor we own.
+    let fd = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(Error::sys("memfd for a hook", std::io::Error::last_os_error()));
+    }
+    // SAFETY: just created, ours.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Wait for the child; None if the deadline passed first. Uses a pidfd so no polling loop is needed.
