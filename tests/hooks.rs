@@ -561,3 +561,38 @@ fn poststart_hooks_come_from_create_not_from_a_rewritten_bundle() {
     assert_eq!(hook_names(&b), ["poststart"]);
     rt.delete(&id).ok("delete");
 }
+
+/// A hook that writes more than a pipe holds, or does not read a state larger than a pipe holds,
+/// does not block the runtime: it runs to its end, and its timeout still applies. A failing hook's
+/// error shows the start of what it wrote.
+#[test]
+fn hook_with_large_output_or_unread_large_state_does_not_block() {
+    if !require_root() {
+        return;
+    }
+    let hooks = Hooks::new();
+    let rt = Runtime::new();
+    let mut b = Bundle::new(&["true"]);
+    // A state of about 300 KiB (an engine's large annotation).
+    b.config["annotations"] = json!({ "big": "x".repeat(300 * 1024) });
+    b.config["hooks"] = json!({ "createRuntime": [
+        hooks.host_script("loud", "head -c 300000 /dev/zero | tr '\\0' o; head -c 300000 /dev/zero | tr '\\0' e >&2"),
+        hooks.host_script("deaf", "sleep 0.2"),
+    ] });
+    let started = Instant::now();
+    rt.run(&b, &unique_id())
+        .ok("run with a loud hook and a hook that ignores its state");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    b.config["hooks"] = json!({ "createRuntime": [
+        { "path": "/bin/sh", "args": ["sh", "-c", "sleep 30"], "timeout": 1 },
+    ] });
+    let started = Instant::now();
+    rt.run(&b, &unique_id())
+        .fails("a hook past its timeout, its state unread");
+    assert!(started.elapsed() < Duration::from_secs(15), "the timeout held");
+    b.config["hooks"] = json!({ "createRuntime": [
+        hooks.host_script("fail", "echo first words; head -c 300000 /dev/zero; exit 3"),
+    ] });
+    let out = rt.run(&b, &unique_id()).fails("a failing hook with a lot of output");
+    assert!(out.err().contains("first words"), "{}", out.describe());
+}

@@ -65,6 +65,13 @@ pub fn document(rootless: bool, uid: u32, gid: u32) -> Value {
             { "type": "mount" }, { "type": "cgroup" }, { "type": "user" }
         ]);
         linux.as_object_mut().map(|l| l.remove("resources"));
+        // The host's /sys is bound with `rbind,ro`, which makes only its top mount read-only: the
+        // cgroup filesystems under it would stay writable, and the container's root (the caller)
+        // could write every cgroup the caller owns on the host (CVE-2023-25809). Hide them.
+        linux["maskedPaths"]
+            .as_array_mut()
+            .expect("maskedPaths")
+            .push(json!("/sys/fs/cgroup"));
         // Without a network namespace of its own the container cannot mount sysfs: bind the host's.
         let mounts = spec["mounts"].as_array_mut().expect("mounts");
         mounts.retain(|m| m["destination"] != "/sys/fs/cgroup");
@@ -95,6 +102,8 @@ mod tests {
                     .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::User),
                 rootless
             );
+            let masked = spec.linux().as_ref().unwrap().masked_paths().as_ref().unwrap();
+            assert_eq!(masked.iter().any(|p| p == "/sys/fs/cgroup"), rootless);
         }
     }
 }

@@ -114,7 +114,7 @@ pub fn become_controlled_by(peer: &OwnedFd) -> Result<()> {
 
 /// Bind the pty onto /dev/console (CVE-2025-52565 class): the source is the peer descriptor itself
 /// and the target is resolved without following symlinks and must be a plain file or a character
-/// device, so a /dev/console planted as a symlink (say to /proc/sys/kernel/core_pattern) is replaced,
+/// device, and the mount goes from one descriptor to the other, so a /dev/console planted as a symlink (say to /proc/sys/kernel/core_pattern) is replaced,
 /// never followed.
 fn bind_console_to(peer: &OwnedFd) -> Result<()> {
     use std::os::unix::fs::FileTypeExt;
@@ -159,14 +159,15 @@ fn bind_console_to(peer: &OwnedFd) -> Result<()> {
     if kind != libc::S_IFREG && kind != libc::S_IFCHR {
         return Err(crate::err!("/dev/console: not a file or a character device"));
     }
-    nix::mount::mount(
-        Some(format!("/proc/self/fd/{}", peer.as_raw_fd()).as_str()),
-        format!("/proc/self/fd/{}", target.as_raw_fd()).as_str(),
-        None::<&str>,
-        nix::mount::MsFlags::MS_BIND,
-        None::<&str>,
+    // Descriptor to descriptor with the mount API: no "/proc/self/fd/N" path, which would be
+    // resolved through the container's /proc (an image can make that a fake one, CVE-2019-19921).
+    let tree = super::fs::open_tree(
+        peer.as_raw_fd(),
+        c"",
+        super::fs::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as libc::c_uint,
     )
-    .ctx("bind the pty onto /dev/console")
+    .map_err(|e| Error::sys("clone the pty for /dev/console", e))?;
+    super::idmap::move_mount_onto(&tree, &target).map_err(|e| Error::sys("bind the pty onto /dev/console", e))
 }
 
 /// Give the pty to the process's user, as runc does for its stdio: only the owner changes (the

@@ -149,3 +149,26 @@ pub fn attach(tree: &OwnedFd, target: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// Attach a detached tree (from `open_tree`) onto the file or directory `target` refers to, from
+/// descriptor to descriptor: no path is resolved, so nothing in the container's /proc or rootfs can
+/// redirect it.
+pub(crate) fn move_mount_onto(tree: &OwnedFd, target: &OwnedFd) -> std::io::Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+    // SAFETY: move_mount between two descriptors we own, with empty NUL-terminated paths.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            target.as_raw_fd(),
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
