@@ -262,8 +262,13 @@ fn cve_2025_52565_fake_proc_cannot_redirect_the_console_bind() {
     let rt = Runtime::new();
     let console = ConsoleSocket::new();
     let id = unique_id();
-    rt.create_with(&b, &id, &["--console-socket", console.path_str()])
-        .ok("create with a fake /proc");
+    let out = rt.create_with(&b, &id, &["--console-socket", console.path_str()]);
+    if !out.status.success() {
+        // Refusing proc on a symlinked /proc (runc's rule) stops the attack earlier still.
+        assert_err_mentions(&out, "/proc", "proc mounted on a symlink");
+        rt.assert_no_state(&id);
+        return;
+    }
     let master = console.recv_master();
     rt.start(&id).ok("start");
     let out = read_until_closed(&master);
@@ -277,7 +282,6 @@ fn cve_2025_52565_fake_proc_cannot_redirect_the_console_bind() {
 /// /proc the masks land on a decoy and `/sys/firmware` (here: any masked directory that exists)
 /// stays readable.
 #[test]
-#[ignore = "needs fix in linux/rootfs.rs (mask_path/readonly_path mount through the container's /proc; proc mounted through a symlink)"]
 fn cve_2025_31133_fake_proc_cannot_defeat_masked_paths() {
     if !require_root() {
         return;
@@ -506,4 +510,32 @@ fn cve_2019_5736_rootless_runtime_binary_cannot_be_rewritten() {
         fs::read(&bin).unwrap() == before,
         "the user's runtime binary was rewritten through /proc/<init>/exe"
     );
+}
+
+/// CVE-2025-31133 class without a /proc mount at all: the config mounts no procfs, and the image
+/// ships a fake `/proc/self/fd/N` tree of symlinks to a decoy. Masked and read-only paths must still
+/// land on their targets (they are mounted from descriptor to descriptor, never through /proc).
+#[test]
+fn masked_and_readonly_paths_hold_without_a_procfs_and_with_a_fake_proc_tree() {
+    if !require_root() || runc_gap("runc needs /proc to mask paths") {
+        return;
+    }
+    let mut b =
+        Bundle::sh("ls /sys/kernel | wc -l; ls /decoy | wc -l; touch /data/x 2>/dev/null && echo writable || echo ro");
+    b.writable_root();
+    b.config["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|m| m["destination"] != "/proc");
+    let fd_dir = b.rootfs().join("proc/self/fd");
+    fs::create_dir_all(&fd_dir).unwrap();
+    fs::create_dir_all(b.rootfs().join("decoy")).unwrap();
+    fs::create_dir_all(b.rootfs().join("data")).unwrap();
+    for n in 0..256 {
+        std::os::unix::fs::symlink("/decoy", fd_dir.join(n.to_string())).unwrap();
+    }
+    b.config["linux"]["maskedPaths"] = json!(["/sys/kernel"]);
+    b.config["linux"]["readonlyPaths"] = json!(["/data"]);
+    let out = run_ok(&b);
+    assert_eq!(lines(&out), ["0", "0", "ro"], "masks went astray: {out}");
 }

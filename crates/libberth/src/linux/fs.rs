@@ -57,6 +57,72 @@ pub(crate) fn open_tree(dir: RawFd, path: &std::ffi::CStr, flags: libc::c_uint) 
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// A new, detached mount of filesystem `fstype` (fsopen + fsconfig + fsmount) with the string
+/// options `opts` and the MOUNT_ATTR_* bits `attrs`: a mount no path leads to until it is moved
+/// with `move_mount_onto`, so nothing in the container's tree can redirect it.
+pub(crate) fn fresh_mount(
+    fstype: &std::ffi::CStr,
+    opts: &[(&std::ffi::CStr, &std::ffi::CStr)],
+    attrs: u64,
+) -> std::io::Result<OwnedFd> {
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let last = || std::io::Error::last_os_error();
+    // SAFETY: fsopen with a NUL-terminated name; the result is a new descriptor we own.
+    let fs = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    if fs < 0 {
+        return Err(last());
+    }
+    // SAFETY: fresh descriptor.
+    let fs = unsafe { OwnedFd::from_raw_fd(fs as RawFd) };
+    for (k, v) in opts {
+        // SAFETY: fsconfig on our fs context with NUL-terminated key and value.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(last());
+        }
+    }
+    // SAFETY: fsconfig CMD_CREATE takes no key or value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<u8>(),
+            std::ptr::null::<u8>(),
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(last());
+    }
+    // SAFETY: fsmount of our configured context; the result is a new descriptor we own.
+    let m = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            attrs as libc::c_uint,
+        )
+    };
+    if m < 0 {
+        return Err(last());
+    }
+    // SAFETY: fresh descriptor.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
 #[repr(C)]
 struct MountAttr {
     attr_set: u64,

@@ -11,16 +11,10 @@
 
 use super::fs::OPEN_TREE_CLONE;
 use crate::{bail, Error, Result};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_NOSUID: libc::c_uint = 0x2;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
-const MOUNT_ATTR_NOEXEC: libc::c_uint = 0x8;
 
 fn is_procfs(fd: RawFd) -> bool {
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
@@ -29,35 +23,8 @@ fn is_procfs(fd: RawFd) -> bool {
 }
 
 fn fresh_procfs() -> std::io::Result<OwnedFd> {
-    // SAFETY: plain system calls with valid arguments; every descriptor is closed on each path.
-    unsafe {
-        let fs = libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC);
-        if fs < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fs = OwnedFd::from_raw_fd(fs as RawFd);
-        if libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<u8>(),
-            std::ptr::null::<u8>(),
-            0,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-        let m = libc::syscall(
-            libc::SYS_fsmount,
-            fs.as_raw_fd(),
-            FSMOUNT_CLOEXEC,
-            MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC,
-        );
-        if m < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(OwnedFd::from_raw_fd(m as RawFd))
-    }
+    use super::fs::{MOUNT_ATTR_NODEV, MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID};
+    super::fs::fresh_mount(c"proc", &[], MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC)
 }
 
 fn cloned_proc() -> std::io::Result<OwnedFd> {

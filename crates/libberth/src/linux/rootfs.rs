@@ -881,6 +881,9 @@ pub fn finish(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// Masked and read-only paths are mounted from descriptor to descriptor (a detached mount moved
+/// onto the target's O_PATH handle): no "/proc/self/fd/N" path, which would be resolved through
+/// the container's /proc after pivot_root (a fake one could send the mount to a decoy).
 fn mask_path(root: RawFd, p: &str) -> Result<()> {
     let target = match fs::open_in_root(root, Path::new(p)) {
         Ok(t) => t,
@@ -888,15 +891,9 @@ fn mask_path(root: RawFd, p: &str) -> Result<()> {
         Err(e) => return Err(Error::sys("resolve", e)),
     };
     let st = fs::fstat(target.as_raw_fd())?;
-    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-        sys_mount(
-            Some("tmpfs"),
-            &fs::fd_path(&target),
-            Some("tmpfs"),
-            MsFlags::MS_RDONLY,
-            Some("size=0k,mode=755"),
-        )
-        .ctx("mount read-only tmpfs")
+    let cover = if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        fs::fresh_mount(c"tmpfs", &[(c"size", c"0k"), (c"mode", c"755")], fs::MOUNT_ATTR_RDONLY)
+            .map_err(|e| Error::sys("make a read-only tmpfs", e))?
     } else {
         // Only the real null device may hide a file (it could have been swapped for something else).
         let null = fs::open_in_root(root, Path::new("/dev/null")).ctx("/dev/null")?;
@@ -904,15 +901,14 @@ fn mask_path(root: RawFd, p: &str) -> Result<()> {
         if nst.st_mode & libc::S_IFMT != libc::S_IFCHR || nst.st_rdev != libc::makedev(1, 3) {
             bail!("/dev/null is not the null device (1:3)");
         }
-        sys_mount(
-            Some(&fs::fd_path(&null)),
-            &fs::fd_path(&target),
-            None,
-            MsFlags::MS_BIND,
-            None,
+        fs::open_tree(
+            null.as_raw_fd(),
+            c"",
+            fs::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as libc::c_uint,
         )
-        .ctx("bind /dev/null")
-    }
+        .map_err(|e| Error::sys("clone /dev/null", e))?
+    };
+    super::idmap::move_mount_onto(&cover, &target).map_err(|e| Error::sys("mount over", e))
 }
 
 fn readonly_path(root: RawFd, p: &str) -> Result<()> {
@@ -921,15 +917,22 @@ fn readonly_path(root: RawFd, p: &str) -> Result<()> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(Error::sys("resolve", e)),
     };
-    let t = fs::fd_path(&target);
-    sys_mount(Some(&t), &t, None, MsFlags::MS_BIND | MsFlags::MS_REC, None).ctx("bind onto itself")?;
-    let target = fs::open_in_root(root, Path::new(p)).ctx("reopen")?;
-    remount_bind(
-        &fs::fd_path(&target),
-        MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        MsFlags::empty(),
+    // A recursive copy of what is there, made read-only while detached, then moved over it.
+    let copy = fs::open_tree(
+        target.as_raw_fd(),
+        c"",
+        fs::OPEN_TREE_CLONE | (libc::AT_RECURSIVE | libc::AT_EMPTY_PATH) as libc::c_uint,
     )
-    .ctx("remount read-only")
+    .map_err(|e| Error::sys("bind onto itself", e))?;
+    fs::mount_setattr(
+        copy.as_raw_fd(),
+        c"",
+        libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+        fs::MOUNT_ATTR_RDONLY,
+        None,
+    )
+    .map_err(|e| Error::sys("remount read-only", e))?;
+    super::idmap::move_mount_onto(&copy, &target).map_err(|e| Error::sys("mount over", e))
 }
 
 #[cfg(test)]
