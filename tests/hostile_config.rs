@@ -527,3 +527,81 @@ fn update_numbers_that_overflow_are_refused_not_taken_as_no_limit() {
     assert_eq!(memory_limit(&rt, &id), "33554432");
     rt.delete_force(&id).ok("delete");
 }
+
+/// A co-tenant of a shared volume exchanges the directory a read-only bind was just mounted on for
+/// a symlink to the volume's root (renameat2 RENAME_EXCHANGE): the bind's read-only flag must still
+/// land on that bind (it is set on the detached tree before the mount is attached), never on
+/// whatever the path names afterwards. Judged by whether the container can write into the host
+/// directory the bind shows read-only.
+#[test]
+fn read_only_bind_in_a_shared_volume_stays_read_only_under_an_exchange_race() {
+    if !require_root() {
+        return;
+    }
+    let shared = TempDir::new("shared-vol");
+    let host = TempDir::new("ro-source");
+    const CREATES: usize = 40;
+    let mut b = Bundle::sh("for d in /vol/*; do touch $d/pwned 2>/dev/null; done; true");
+    b.bind(shared.path(), "/vol", &["rw"]);
+    b.bind(host.path(), "/vol/ro", &["ro"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let tenant = {
+        let (stop, dir) = (stop.clone(), shared.path().to_path_buf());
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            let name = std::ffi::CString::new(dir.join("ro").into_os_string().into_encoded_bytes()).unwrap();
+            let link_path = dir.join("link");
+            let link = std::ffi::CString::new(link_path.clone().into_os_string().into_encoded_bytes()).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if std::fs::symlink_metadata(&link_path).is_err() {
+                    let _ = std::os::unix::fs::symlink("/vol", &link_path);
+                }
+                if std::fs::symlink_metadata(dir.join("ro")).is_ok_and(|m| m.is_dir()) {
+                    // SAFETY: NUL-terminated paths; renameat2 only renames.
+                    let r = unsafe {
+                        libc::renameat2(
+                            libc::AT_FDCWD,
+                            name.as_ptr(),
+                            libc::AT_FDCWD,
+                            link.as_ptr(),
+                            libc::RENAME_EXCHANGE,
+                        )
+                    };
+                    if r == 0 {
+                        swaps += 1;
+                    }
+                }
+            }
+            swaps
+        })
+    };
+    let rt = Runtime::new();
+    let mut written = false;
+    let mut refused = 0;
+    for _ in 0..CREATES {
+        let id = unique_id();
+        if !rt.run(&b, &id).status.success() {
+            refused += 1;
+        }
+        rt.delete_force(&id);
+        if host.join("pwned").exists() {
+            written = true;
+            break;
+        }
+        // The next round starts from an empty volume.
+        for e in std::fs::read_dir(shared.path()).unwrap().flatten() {
+            let p = e.path();
+            let _ = std::fs::remove_file(&p).or_else(|_| std::fs::remove_dir_all(&p));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = tenant.join().unwrap();
+    notice(&format!(
+        "read-only bind race: {swaps} exchanges, {refused} of {CREATES} runs refused"
+    ));
+    assert!(
+        !written,
+        "a read-only bind stayed writable: the container wrote into the host directory"
+    );
+    assert!(swaps > 0, "the co-tenant never got to exchange a bind target");
+}

@@ -124,32 +124,6 @@ pub fn prepare(spec: &Spec, bundle: &Path, init: i32) -> Result<Vec<(usize, Owne
     Ok(out)
 }
 
-/// In init: attach a prepared tree at `target` (a /proc/self/fd path of the destination).
-pub fn attach(tree: &OwnedFd, target: &str) -> Result<()> {
-    let t = std::ffi::CString::new(target).map_err(|_| crate::err!("NUL byte in {target:?}"))?;
-    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
-    // The target is a /proc/self/fd magic link: follow it.
-    const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
-    // SAFETY: move_mount from our descriptor to a NUL-terminated path.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
-        )
-    };
-    if r != 0 {
-        return Err(Error::sys(
-            "attach the ID-mapped mount",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
-}
-
 /// Attach a detached tree (from `open_tree`) onto the file or directory `target` refers to, from
 /// descriptor to descriptor: no path is resolved, so nothing in the container's /proc or rootfs can
 /// redirect it.

@@ -358,21 +358,49 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
     let data = opts.data.join(",");
     let data = (!data.is_empty()).then_some(data.as_str());
     if bind {
-        let rec = opts.set & MsFlags::MS_REC;
-        match plan.idmapped.iter().find(|(i, _)| *i == index) {
-            Some((_, tree)) => super::idmap::attach(tree, &tpath)?,
+        // The bind is made as a detached tree whose flags are set before it is attached (no
+        // re-resolution of `dest` afterwards, which a co-tenant racing symlinks in a shared volume
+        // could point at another mount, leaving this one writable); the tree's descriptor then
+        // is the attached mount, for the recursive options and propagation.
+        let owned;
+        let tree = match plan.idmapped.iter().find(|(i, _)| *i == index) {
+            Some((_, tree)) => tree,
             None => {
-                let from = source_fd.as_ref().map(fs::fd_path);
-                sys_mount(from.as_deref(), &tpath, None, MsFlags::MS_BIND | rec, None)
-                    .with_ctx(|| format!("bind {}", src.as_deref().unwrap_or("")))?
+                let sfd = source_fd.as_ref().expect("a bind has a source");
+                let mut flags = fs::OPEN_TREE_CLONE | libc::AT_EMPTY_PATH as libc::c_uint;
+                if opts.set.contains(MsFlags::MS_REC) {
+                    flags |= libc::AT_RECURSIVE as libc::c_uint;
+                }
+                owned = fs::open_tree(sfd.as_raw_fd(), c"", flags)
+                    .map_err(|e| Error::sys(format!("bind {}", src.as_deref().unwrap_or("")), e))?;
+                &owned
             }
+        };
+        let (set, clear) = bind_attrs(
+            opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT),
+            opts.clear,
+        );
+        if set != 0 || clear != 0 {
+            fs::mount_setattr_clear(tree.as_raw_fd(), c"", libc::AT_EMPTY_PATH, set, clear, None)
+                .map_err(|e| Error::sys("bind mount options (mount_setattr)", e))?;
         }
-        let extra = opts.set & !(MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
-        if !extra.is_empty() || !opts.clear.is_empty() {
-            // Re-open: the descriptor still points at the directory under the new mount.
-            let target = fs::open_in_root(root, dest).ctx("reopen")?;
-            remount_bind(&fs::fd_path(&target), extra, opts.clear).ctx("remount with options")?;
+        if !later && (opts.rec_set != 0 || opts.rec_clear != 0) {
+            fs::mount_setattr_clear(
+                tree.as_raw_fd(),
+                c"",
+                libc::AT_EMPTY_PATH | libc::AT_RECURSIVE,
+                opts.rec_set,
+                opts.rec_clear,
+                None,
+            )
+            .map_err(|e| Error::sys("recursive mount options (mount_setattr)", e))?;
         }
+        super::idmap::move_mount_onto(tree, &target)
+            .map_err(|e| Error::sys(format!("bind {}", src.as_deref().unwrap_or("")), e))?;
+        for p in &opts.propagation {
+            sys_mount(None, &fs::fd_path(tree), None, *p, None).ctx("set propagation")?;
+        }
+        return Ok(());
     } else {
         let fstype = if typ.is_empty() { None } else { Some(typ) };
         let flags = opts.set & !MsFlags::MS_REC;
@@ -404,6 +432,41 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The MOUNT_ATTR_* bits to set and clear for a bind's flags (a bind takes its per-mount flags
+/// only; an access-time mode replaces the whole MOUNT_ATTR__ATIME field).
+fn bind_attrs(set: MsFlags, clear: MsFlags) -> (u64, u64) {
+    let bits = |f: MsFlags| {
+        let mut a = 0;
+        for (m, attr) in [
+            (MsFlags::MS_RDONLY, fs::MOUNT_ATTR_RDONLY),
+            (MsFlags::MS_NOSUID, fs::MOUNT_ATTR_NOSUID),
+            (MsFlags::MS_NODEV, fs::MOUNT_ATTR_NODEV),
+            (MsFlags::MS_NOEXEC, fs::MOUNT_ATTR_NOEXEC),
+            (MsFlags::MS_NODIRATIME, fs::MOUNT_ATTR_NODIRATIME),
+        ] {
+            if f.contains(m) {
+                a |= attr;
+            }
+        }
+        a
+    };
+    let (mut s, mut c) = (bits(set), bits(clear));
+    let atime = if set.contains(MsFlags::MS_NOATIME) {
+        Some(fs::MOUNT_ATTR_NOATIME)
+    } else if set.contains(MsFlags::MS_STRICTATIME) {
+        Some(fs::MOUNT_ATTR_STRICTATIME)
+    } else if set.contains(MsFlags::MS_RELATIME) {
+        Some(fs::MOUNT_ATTR_RELATIME)
+    } else {
+        None
+    };
+    if let Some(mode) = atime {
+        s |= mode;
+        c |= fs::MOUNT_ATTR_ATIME_MASK;
+    }
+    (s, c)
 }
 
 /// After everything is mounted: tmpfs mounts and /dev asked read-only are made so, and get their
