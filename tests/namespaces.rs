@@ -458,3 +458,27 @@ fn exec_enters_the_root_of_a_container_without_a_mount_namespace() {
     }
     assert!(left.is_empty(), "mounts left in the host's namespace: {left:?}");
 }
+
+/// A bind source inside a directory only the host's root may search (0700): the container's
+/// mapped root could not reach it, so the runtime opens it before the user namespace exists (runc's
+/// behaviour).
+#[test]
+fn user_namespace_bind_source_behind_a_root_only_directory() {
+    if !require_root() {
+        return;
+    }
+    let private = TempDir::new("root-only");
+    let vol = private.join("vol");
+    fs::create_dir_all(&vol).unwrap();
+    fs::write(vol.join("marker"), "x").unwrap();
+    fs::set_permissions(private.path(), std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    fs::set_permissions(&vol, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut b = Bundle::default();
+    b.set_namespace("user", None);
+    b.config["linux"]["uidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    b.config["linux"]["gidMappings"] = json!([{ "containerID": 0, "hostID": 100000, "size": 65536 }]);
+    // onto a directory the image has (the mapped root cannot make one in a root-owned rootfs)
+    b.bind(&vol, "/mnt", &["ro"]);
+    let out = run_script(&mut b, "ls /mnt");
+    assert_eq!(lines(&out), ["marker"]);
+}

@@ -56,11 +56,17 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     chan.send(b'U', &[])?;
     // The ID-mapped trees of mounts, if any, come before the go-ahead.
     let mut idmapped = Vec::new();
+    let mut bind_sources = Vec::new();
     let hook_state = loop {
         match chan.recv_msg()? {
-            Some((b'I', idx, Some(fd))) => {
+            Some((tag @ (b'I' | b'B'), idx, Some(fd))) => {
                 let i = std::str::from_utf8(&idx).ok().and_then(|s| s.parse().ok());
-                idmapped.push((i.ok_or_else(|| err!("sync channel: bad mount index"))?, fd));
+                let i = i.ok_or_else(|| err!("sync channel: bad mount index"))?;
+                if tag == b'I' {
+                    idmapped.push((i, fd));
+                } else {
+                    bind_sources.push((i, fd));
+                }
             }
             Some((b'G', payload, fd)) => {
                 if open_for_maps {
@@ -116,6 +122,7 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         cgroup_path: cfg.cgroup_path,
         new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
         idmapped: &idmapped,
+        bind_sources: &bind_sources,
         mount_ns: plan.mount_ns(),
     };
     rootfs::prepare(&plan_fs)?;

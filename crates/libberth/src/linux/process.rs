@@ -50,6 +50,77 @@ impl InitConfig<'_> {
     }
 }
 
+/// The bind sources of a container with a new user namespace and a new mount namespace, opened
+/// (O_PATH, symlinks followed as for a path from the config; relative ones are the bundle's) by
+/// the runtime as host root *inside init's mount namespace*, by mount index. Init, root of its user
+/// namespace only, may not be able to reach a source inside a directory only the host's root can
+/// search (0700); opened in init's own mount namespace, the source is a mount init may bind from
+/// (and its locked flags stay locked), which it would not be if opened in the runtime's namespace.
+/// runc does the same. Only as root.
+fn open_bind_sources(pid: i32, spec: &Spec, bundle: &Path, plan: &NsPlan) -> Result<Vec<(usize, OwnedFd)>> {
+    let binds: Vec<(usize, std::path::PathBuf)> = spec
+        .mounts()
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter(|(_, m)| {
+            m.typ().as_deref() == Some("bind") || m.options().iter().flatten().any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|(i, m)| m.source().as_ref().map(|s| (i, bundle.join(s))))
+        .collect();
+    // Rootless, the runtime can reach no more than init (and may not join its mount namespace).
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if binds.is_empty() || !root || !plan.has(libc::CLONE_NEWUSER) || !plan.has(libc::CLONE_NEWNS) {
+        return Ok(Vec::new());
+    }
+    in_mount_ns_of(pid, || {
+        binds
+            .iter()
+            .map(|(i, src)| {
+                let fd = nix::fcntl::open(
+                    src,
+                    nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC,
+                    nix::sys::stat::Mode::empty(),
+                )
+                .with_ctx(|| format!("mounts[{i}]: source {}", src.display()))?;
+                Ok((*i, fd))
+            })
+            .collect()
+    })
+}
+
+/// Run `f` in the mount namespace of `pid`, then come back to ours (and our working directory).
+/// The runtime is single-threaded here, as setns(CLONE_NEWNS) needs.
+fn in_mount_ns_of<T>(pid: i32, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let own = open_ns(Path::new("/proc/self/ns/mnt"))?;
+    let cwd = nix::fcntl::open(
+        ".",
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx("open the working directory")?;
+    let theirs = open_ns(Path::new(&format!("/proc/{pid}/ns/mnt")))?;
+    // SAFETY: setns on a namespace descriptor we own.
+    if unsafe { libc::setns(theirs.as_raw_fd(), libc::CLONE_NEWNS) } != 0 {
+        return Err(Error::sys(
+            "join init's mount namespace",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let r = f();
+    // SAFETY: as above; back to our own namespace, then our directory.
+    let back = unsafe { libc::setns(own.as_raw_fd(), libc::CLONE_NEWNS) };
+    if back != 0 {
+        return Err(Error::sys(
+            "return to the runtime's mount namespace",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    nix::unistd::fchdir(&cwd).ctx("return to the working directory")?;
+    r
+}
+
 /// The mount namespace a container's rootfs is built in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MountNs {
@@ -425,6 +496,9 @@ fn serve(cfg: &InitConfig, cgroup: &Cgroup, parent: &dyn Parent, plan: &NsPlan, 
                 }
                 for (i, tree) in super::idmap::prepare(cfg.spec, cfg.bundle, sp.pid)? {
                     sp.chan.send_fd(b'I', i.to_string().as_bytes(), tree.as_raw_fd())?;
+                }
+                for (i, src) in open_bind_sources(sp.pid, cfg.spec, cfg.bundle, plan)? {
+                    sp.chan.send_fd(b'B', i.to_string().as_bytes(), src.as_raw_fd())?;
                 }
                 sp.chan.send_blob(b'G', &parent.hook_state(sp.pid))?;
             }

@@ -209,6 +209,9 @@ pub struct Plan<'a> {
     pub new_cgroupns: bool,
     /// Detached ID-mapped trees made by the runtime, by mount index (see `idmap`).
     pub idmapped: &'a [(usize, std::os::fd::OwnedFd)],
+    /// Bind sources the runtime opened in init's mount namespace, by mount index (with a new user
+    /// namespace: see `process::open_bind_sources`).
+    pub bind_sources: &'a [(usize, std::os::fd::OwnedFd)],
     pub mount_ns: MountNs,
 }
 
@@ -345,7 +348,10 @@ fn mount_one(plan: &Plan, root: RawFd, index: usize, m: &Mount) -> Result<()> {
     // mounted through that descriptor: what was looked at is what gets mounted, even if a
     // co-tenant renames or swaps the path in between.
     let source_fd = match (&source, bind) {
-        (Some(s), true) => Some(open_path(s).with_ctx(|| format!("source {}", s.display()))?),
+        (Some(s), true) => Some(match plan.bind_sources.iter().find(|(i, _)| *i == index) {
+            Some((_, fd)) => fd.try_clone().with_ctx(|| format!("source {}", s.display()))?,
+            None => open_path(s).with_ctx(|| format!("source {}", s.display()))?,
+        }),
         _ => None,
     };
     let make = match &source_fd {

@@ -8,7 +8,8 @@
 //! fork it; believed only for the runtime's own child), `N` (a seccomp notify listener follows, in the
 //! next packet, as SCM_RIGHTS), `R` (ready: waiting for start), `E<message>` (failed).
 //! `M` carries a pty master (SCM_RIGHTS) when Berth relays the terminal itself; parent -> child
-//! `I<index>` carries the detached ID-mapped tree of mounts[index] (SCM_RIGHTS).
+//! `I<index>` carries the detached ID-mapped tree of mounts[index], `B<index>` the source of the
+//! bind mounts[index] opened in init's mount namespace (SCM_RIGHTS).
 //! parent -> child: `G<payload>` (go on; the payload is the state JSON for the hooks run by init), `S` (start now, when no fifo is used).
 
 use crate::error::Context;
