@@ -134,9 +134,10 @@ fn soak_sequential_and_parallel_lifecycles_leak_nothing() {
             s.spawn(move || {
                 let dir = base.dir.join(format!("w{w}"));
                 std::fs::create_dir_all(&dir).unwrap();
-                std::os::unix::fs::symlink(base.dir.join("rootfs"), dir.join("rootfs")).ok();
                 for i in 0..per {
                     let mut c = base.config.clone();
+                    // The shared rootfs by its absolute path (a symlinked root.path is refused).
+                    c["root"]["path"] = json!(base.dir.join("rootfs"));
                     c["linux"]["cgroupsPath"] = json!(format!("/{parent}/p{w}-{i}"));
                     std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
                     let out = rt.cmd(&["run", "--bundle", dir.to_str().unwrap(), &format!("soak-p{w}-{i}")]);
