@@ -16,7 +16,7 @@ pass() { echo "PASS $1"; passed=$((passed + 1)); }
 fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
 # What a failed command printed, on one line: its error lines when it has some (podman's), else all.
 reason() {
-  { grep -E '^Error|^berth:' "$1" || cat "$1"; } | tr '\n' ' ' | sed 's/  */ /g; s/ $//' | cut -c1-500
+  { grep -E '^Error' "$1" || grep -E '^berth:' "$1" || cat "$1"; } | tr '\n' ' ' | sed 's/  */ /g; s/ $//' | cut -c1-500
 }
 
 # check NAME EXPECTED-PATTERN COMMAND...: the command succeeds and its output matches the pattern.
