@@ -26,6 +26,7 @@ set -euo pipefail
 
 REFHOST_FORMAT=1 # bump to force a rebuild (the key also covers the packages and build steps)
 ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
+work='' qpid='' tpid=
 CACHE=${REFHOST_CACHE:-/var/cache/berth/refhost}
 TIMEOUT=${REFHOST_TIMEOUT:-900}
 MEM=${REFHOST_MEM:-3072}
@@ -180,6 +181,17 @@ accel() {
   cat "$probe"
 }
 
+# Kills what run() started (timeout passes the TERM on to qemu) and removes its scratch directory.
+cleanup_run() {
+  set +e
+  [ -z "$tpid" ] || kill "$tpid" 2>/dev/null
+  if [ -n "$qpid" ]; then
+    kill "$qpid" 2>/dev/null
+    wait "$qpid" 2>/dev/null
+  fi
+  [ -z "$work" ] || rm -rf "$work"
+}
+
 run() {
   local script=${1:-}
   [ -n "$script" ] && [ -f "$script" ] || die "usage: refhost.sh run SCRIPT (a bash script to run inside)"
@@ -187,11 +199,10 @@ run() {
   command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
   local berth=${BERTH_BIN:-$ROOT_DIR/target/release/berth}
   [ -x "$berth" ] || die "$berth missing: cargo build --release (or set BERTH_BIN)"
-  local work
+  # Globals: the EXIT trap reads them after run() returns.
   work=$(mktemp -d /tmp/refhost-run.XXXXXX)
-  qpid= # global: the EXIT trap reads it after run() returns
-  # shellcheck disable=SC2064 # expand $work now; qpid is read when the trap runs
-  trap 'if [ -n "$qpid" ]; then kill "$qpid" 2>/dev/null; wait "$qpid" 2>/dev/null; fi; rm -rf '"'$work'" EXIT
+  qpid='' tpid=''
+  trap cleanup_run EXIT
   trap 'exit 130' INT TERM
   mkdir -p "$work/share/bin" "$work/share/refhost"
   cp "$berth" "$work/share/bin/berth"
@@ -219,11 +230,15 @@ run() {
     -serial "file:$work/console" -serial "file:$work/out" \
     </dev/null >"$work/qemu.log" 2>&1 &
   qpid=$!
-  # Stream the script's output as it comes; tail leaves when qemu does.
-  tail -n +1 -F --pid="$qpid" "$work/out" 2>/dev/null || true
+  # Stream the script's output as it comes; tail leaves when qemu does. Both in the background:
+  # `wait` returns at once on INT/TERM (a foreground child would hold the trap until qemu exits).
+  tail -n +1 -F --pid="$qpid" "$work/out" 2>/dev/null &
+  tpid=$!
   local qrc=0
   wait "$qpid" || qrc=$?
-  qpid=
+  qpid=''
+  wait "$tpid" || true
+  tpid=''
   local rc
   rc=$(sed -n 's/.*REFHOST-EXIT rc=\([0-9]*\).*/\1/p' "$work/out" | tail -n1)
   if [ -z "$rc" ]; then
