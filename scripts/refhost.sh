@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# SC2016: the guest files and mmdebstrap's hooks are single-quoted on purpose ($1 is the hook's
+# root). SC2012: /boot holds plain Debian kernel names.
+# shellcheck disable=SC2016,SC2012
 # The reference host (issue 15): a stock Debian 12 (bookworm) machine — systemd on a pure cgroup v2
 # hierarchy, AppArmor enabled, podman/containerd/docker with their default configuration — built
 # from Debian packages with mmdebstrap, cached on this machine and booted under qemu to run a test
@@ -194,7 +197,9 @@ cleanup_run() {
 
 run() {
   local script=${1:-}
-  [ -n "$script" ] && [ -f "$script" ] || die "usage: refhost.sh run SCRIPT (a bash script to run inside)"
+  if [ -z "$script" ] || [ ! -f "$script" ]; then
+    die "usage: refhost.sh run SCRIPT (a bash script to run inside)"
+  fi
   [ -e "$IMAGE_DIR/done" ] || die "no image in $IMAGE_DIR: run 'scripts/refhost.sh build' first"
   command -v qemu-system-x86_64 >/dev/null || die "qemu-system-x86_64 missing (apt-get install qemu-system-x86)"
   local berth=${BERTH_BIN:-$ROOT_DIR/target/release/berth}

@@ -92,6 +92,7 @@ else
   fail podman-import-busybox "podman import of a busybox rootfs failed"
 fi
 image=localhost/refhost-busybox:latest
+# shellcheck disable=SC2016 # expanded inside the container
 inside='echo podman-ok; cat /proc/self/cgroup; echo "memory.max $(cat /sys/fs/cgroup/memory.max)"; echo "apparmor $(cat /proc/self/attr/current)"'
 
 known podman-systemd-driver 'issue 15 part 2' '^podman-ok$' \
