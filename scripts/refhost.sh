@@ -179,7 +179,8 @@ accel() {
       grep -q 'Kernel panic' "$log" && a=kvm
       rm -f "$log"
     fi
-    echo "$a" >"$probe"
+    # Not cached where the cache is not writable (a run as another user): probed again next time.
+    echo "$a" >"$probe" 2>/dev/null || { echo "$a"; return; }
   fi
   cat "$probe"
 }
