@@ -108,8 +108,10 @@ build() {
   local start tmp m
   start=$(date +%s)
   tmp=$(mktemp -d "$CACHE/.build.XXXXXX")
+  # --one-file-system: should mmdebstrap die with its chroot's /proc, /sys or /dev still mounted, the
+  # cleanup must not walk into them (a bind of the host's /dev would lose its nodes).
   # shellcheck disable=SC2064 # expand $tmp now
-  trap "rm -rf '$tmp'" EXIT
+  trap "rm -rf --one-file-system '$tmp'" EXIT
   m=$(mirror)
   m=${m%/}
   echo "refhost: building Debian 12 from $m into $IMAGE_DIR (a few minutes)"
@@ -117,6 +119,8 @@ build() {
   pkgs=$(IFS=,; echo "${PACKAGES[*]}")
   printf '%s' "$GUEST_UNIT" >"$tmp/refhost-run.service"
   printf '%s' "$GUEST_RUNNER" >"$tmp/refhost-run"
+  # In the background, so that INT/TERM reach it and are waited for: mmdebstrap unmounts its
+  # chroot's /proc, /sys and /dev before the scratch directory is removed.
   mmdebstrap --quiet --variant=apt --include="$pkgs" \
     --aptopt='Acquire::Retries "3"' \
     --essential-hook='mkdir -p "$1/etc/initramfs-tools/conf.d"; printf "MODULES=list\nCOMPRESS=zstd\n" >"$1/etc/initramfs-tools/conf.d/refhost"; mkdir -p "$1/etc/initramfs-tools"; printf "virtio_pci\nvirtio_blk\n" >"$1/etc/initramfs-tools/modules.refhost"' \
@@ -130,7 +134,11 @@ build() {
     --customize-hook='chroot "$1" dpkg-query -W -f "\${Package} \${Version}\n" >"$1/root/refhost-packages.txt"' \
     --customize-hook='touch "$1/etc/.updated" "$1/var/.updated"' \
     bookworm "$tmp/root" \
-    "deb $m bookworm main" "deb $m bookworm-updates main" "deb ${m%/debian}/debian-security bookworm-security main"
+    "deb $m bookworm main" "deb $m bookworm-updates main" "deb ${m%/debian}/debian-security bookworm-security main" &
+  mmdebstrap_pid=$!
+  trap 'kill -TERM "$mmdebstrap_pid" 2>/dev/null; wait "$mmdebstrap_pid"; exit 130' INT TERM
+  wait "$mmdebstrap_pid"
+  trap - INT TERM
   local kernel initrd used size
   kernel=$(ls "$tmp"/root/boot/vmlinuz-* | sort -V | tail -n1)
   initrd=$(ls "$tmp"/root/boot/initrd.img-* | sort -V | tail -n1)
@@ -141,7 +149,7 @@ build() {
   used=$(du -sm "$tmp/root" | cut -f1)
   size=$((used + used / 4 + 2048))
   mkfs.ext4 -q -F -L refhost -d "$tmp/root" "$tmp/root.img" "${size}M" >/dev/null
-  rm -rf "$tmp/root"
+  rm -rf --one-file-system "$tmp/root"
   basename "$kernel" >"$tmp/kernel-version"
   echo "$(($(date +%s) - start))" >"$tmp/build-seconds"
   rm -rf "$IMAGE_DIR"
@@ -151,7 +159,7 @@ build() {
   touch "$IMAGE_DIR/done"
   # Older keys are stale images of an earlier package list or format.
   for old in "$CACHE"/bookworm-*; do [ "$old" = "$IMAGE_DIR" ] || rm -rf "$old"; done
-  rm -rf "$tmp"
+  rm -rf --one-file-system "$tmp"
   trap - EXIT
   echo "refhost: built in $(cat "$IMAGE_DIR/build-seconds") s: $(du -sh --apparent-size "$IMAGE_DIR/root.img" | cut -f1) image ($(du -sh "$IMAGE_DIR/root.img" | cut -f1) used), $(cat "$IMAGE_DIR/kernel-version")"
 }
@@ -261,6 +269,6 @@ case "${1:-}" in
   build) build ;;
   run) shift; run "$@" ;;
   path) [ -e "$IMAGE_DIR/done" ] && echo "$IMAGE_DIR" ;;
-  clean) rm -rf "$CACHE"/bookworm-* "$CACHE"/.build.* ;;
+  clean) rm -rf --one-file-system "$CACHE"/bookworm-* "$CACHE"/.build.* ;;
   *) die "usage: refhost.sh build | run SCRIPT | path | clean" ;;
 esac
