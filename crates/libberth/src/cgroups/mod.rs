@@ -414,10 +414,17 @@ fn read_procs(dir: &Path) -> Vec<i32> {
 /// Call `f` on `dir` and then on every cgroup below it (directories only; cgroupfs has no
 /// symlinks), parents before children. Depth is bounded as the kernel's own nesting is not.
 fn walk_tree(dir: &Path, depth: u32, f: &mut dyn FnMut(&Path)) {
-    if depth > 64 || !dir.is_dir() {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return };
+    if depth > 64 || !meta.is_dir() {
         return;
     }
     f(dir);
+    // cgroupfs (kernfs) counts a directory's sub-directories in its link count: a leaf (the usual
+    // container cgroup) needs no listing.
+    if meta.nlink() <= 2 {
+        return;
+    }
     let Ok(rd) = std::fs::read_dir(dir) else { return };
     for e in rd.flatten() {
         if e.file_type().is_ok_and(|t| t.is_dir()) {

@@ -117,10 +117,18 @@ fn capset(eff: u64, perm: u64, inh: u64) -> Result<()> {
 /// EINVAL past it), not of a /proc file the container's rootfs could fake.
 fn last_cap() -> u32 {
     // SAFETY: prctl with integer arguments only reads.
-    (0..64u32)
-        .take_while(|&n| unsafe { libc::prctl(libc::PR_CAPBSET_READ, n as libc::c_ulong, 0, 0, 0) } >= 0)
-        .last()
-        .unwrap_or(40)
+    let known = |n: u32| unsafe { libc::prctl(libc::PR_CAPBSET_READ, n as libc::c_ulong, 0, 0, 0) } >= 0;
+    // Binary search for the last known number (capability 0 always exists).
+    let (mut lo, mut hi) = (0u32, 64u32);
+    while hi - lo > 1 {
+        let mid = (lo + hi) / 2;
+        if known(mid) {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
 }
 
 /// Drop from the bounding set every capability not listed (needs CAP_SETPCAP: do it first).
