@@ -42,11 +42,9 @@ fn smoke_checks_pass_on_the_reference_host() {
         notice("SKIP smoke_checks_pass_on_the_reference_host: set BERTH_REFHOST=1 to boot the reference host (about a minute; building its image the first time takes a few)");
         return;
     }
-    if !cached {
-        if !have("mmdebstrap") || !have("mkfs.ext4") {
-            notice("SKIP smoke_checks_pass_on_the_reference_host: building the image needs mmdebstrap and e2fsprogs (apt-get install mmdebstrap)");
-            return;
-        }
+    if !cached && (!have("mmdebstrap") || !have("mkfs.ext4")) {
+        notice("SKIP smoke_checks_pass_on_the_reference_host: building the image needs mmdebstrap and e2fsprogs (apt-get install mmdebstrap)");
+        return;
     }
     if !have("qemu-system-x86_64") {
         notice(
