@@ -94,6 +94,7 @@ fn smoke_checks_pass_on_the_reference_host() {
         "PASS berth-systemd-delete",
         "PASS berth-systemd-crash-delete",
         "PASS berth-systemd-features",
+        "PASS berth-systemd-no-bus",
         "PASS podman-systemd-driver",
         "PASS podman-systemd-memory-limit",
         "PASS podman-systemd-unit",

@@ -84,6 +84,13 @@ check berth-run-systemd-driver '^berth-ok$' \
 "$BERTH" --systemd-cgroup delete --force smoke-systemd >/dev/null 2>&1
 check berth-systemd-run-gone '^not-found$' systemctl show -P LoadState berth-smoke-systemd.scope
 
+# systemd out of reach (a bus address that leads nowhere): a clear error naming the bus call, and
+# nothing left behind.
+# shellcheck disable=SC2016 # expanded by the sh -c
+check berth-systemd-no-bus '^rc=1 state=none .*StartTransientUnit berth-smoke-nobus.scope: .*system bus' sh -c \
+  'out=$(DBUS_SYSTEM_BUS_ADDRESS=unix:path=/nonexistent "$0" --systemd-cgroup run --bundle "$1" smoke-nobus 2>&1); rc=$?
+   "$0" state smoke-nobus >/dev/null 2>&1 && st=left || st=none; echo "rc=$rc state=$st $out"' "$BERTH" "$bundle"
+
 # A created container with memory and pids limits: the unit, its properties and its files.
 sdb=$(mktemp -d /root/sdbundle.XXXXXX)
 cp -a "$bundle/rootfs" "$sdb/rootfs"
@@ -136,6 +143,7 @@ rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print("MEASURE %s: run median %.0f ms (min %.0f, max %.0f), peak RSS %d KiB, %d of 10 failed" % (sys.argv[1], walls[5] * 1000, walls[0] * 1000, walls[-1] * 1000, rss, failed))
 PY
 }
+"$BERTH" --debug --systemd-cgroup run --bundle "$bundle" smoke-debug 2>&1 | grep -E 'systemd:' | sed 's/^/FACT systemd-driver-debug: /'
 measure cgroupfs "$BERTH" run --bundle "$bundle"
 measure systemd "$BERTH" --systemd-cgroup run --bundle "$bundle"
 measure cgroupfs "$BERTH" run --bundle "$bundle"

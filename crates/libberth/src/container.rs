@@ -67,8 +67,9 @@ impl process::Parent for HookRunner<'_> {
 pub(crate) struct Undo {
     pub(crate) dir: Option<Locked>,
     pub(crate) cgroup: Option<Cgroup>,
-    /// The cgroup path of a systemd scope this create starts (stopped on failure).
-    pub(crate) scope: Option<String>,
+    /// The cgroup path of a systemd scope this create starts, and whether systemd accepted it
+    /// (then it is stopped on failure).
+    pub(crate) scope: Option<(String, std::rc::Rc<std::cell::Cell<bool>>)>,
     pub(crate) pid: i32,
 }
 
@@ -81,13 +82,17 @@ impl Drop for Undo {
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
         }
+        if self.scope.as_ref().is_some_and(|(_, started)| !started.get()) {
+            // systemd did not take this create's scope: the cgroup of that name is not ours.
+            self.cgroup = None;
+        }
         if let Some(cg) = self.cgroup.take() {
             // Whatever else the container started (a VM's hypervisor) goes too.
             for pid in cg.procs() {
                 // SAFETY: signal processes of the cgroup this create made.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            if let Some(path) = self.scope.take() {
+            if let Some((path, _)) = self.scope.take().filter(|(_, started)| started.get()) {
                 if let Err(e) = cgroups::systemd::stop_scope(&path, Path::new(cgroups::CGROUP_ROOT)) {
                     crate::log::warn(&e.to_string());
                 }
@@ -248,13 +253,15 @@ impl Runtime {
         if systemd {
             // systemd makes the scope's cgroup when it starts the unit with init in it (`add`, at
             // init's `U`), and the rest of the limits are written to it then.
+            let started = std::rc::Rc::new(std::cell::Cell::new(false));
             undo.cgroup = Some(Cgroup::open(&cg_path));
-            undo.scope = Some(cg_path.clone());
+            undo.scope = Some((cg_path.clone(), started.clone()));
             cgroup.systemd = Some(cgroups::systemd::Placement {
                 cgroup_path: cg_path.clone(),
                 id: id.to_string(),
                 resources: linux.and_then(|l| l.resources().clone()),
                 plan: settings,
+                started,
             });
             crash_point("cgroup");
         } else {

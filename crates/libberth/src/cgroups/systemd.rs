@@ -25,6 +25,8 @@ pub const DEFAULT_SLICE: &str = "system.slice";
 /// How long a unit's start or stop may take.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(25);
+/// The longest message read from the bus (Berth's replies and signals are a few hundred bytes).
+const MAX_MESSAGE: usize = 1 << 20;
 
 /// Whether systemd runs this host (as sd_booted(3) tells).
 pub fn booted() -> bool {
@@ -479,7 +481,7 @@ fn message_len(head: &[u8; 16]) -> Result<usize> {
     let body = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
     let fields = u32::from_le_bytes([head[12], head[13], head[14], head[15]]) as usize;
     let len = (16 + fields).div_ceil(8) * 8 + body;
-    if len > 1 << 27 {
+    if len > MAX_MESSAGE {
         bail!("D-Bus: message too long ({len} bytes)");
     }
     Ok(len)
@@ -659,15 +661,21 @@ impl Bus {
 
     /// Wait until the job is removed (its result, `done` on success) or `ready` says so.
     fn wait_job(&mut self, what: &str, job: &str, ready: &dyn Fn() -> bool) -> Result<()> {
-        let deadline = Instant::now() + JOB_TIMEOUT;
+        let start = Instant::now();
+        let deadline = start + JOB_TIMEOUT;
         loop {
             if let Some((_, result)) = self.removed.iter().find(|(j, _)| j == job) {
                 if result == "done" {
+                    crate::log::debug(&format!("systemd: {what}: job done in {:?}", start.elapsed()));
                     return Ok(());
                 }
                 bail!("systemd: {what}: the job {job} ended with {result:?}");
             }
             if ready() {
+                crate::log::debug(&format!(
+                    "systemd: {what}: done in {:?} (seen in the cgroup)",
+                    start.elapsed()
+                ));
                 return Ok(());
             }
             let left = deadline.saturating_duration_since(Instant::now());
@@ -677,22 +685,23 @@ impl Bus {
                     JOB_TIMEOUT.as_secs()
                 );
             }
-            self.read_msg(left.min(Duration::from_millis(20)))?;
+            self.read_msg(left.min(Duration::from_millis(5)))?;
         }
     }
 }
 
 /// Start the scope of `cgroup_path` with `props` (which put the init in it) and wait until it is
 /// active with the init in its cgroup.
-pub fn start_scope(cgroup_path: &str, pid: i32, props: &Props) -> Result<()> {
+pub fn start_scope(cgroup_path: &str, pid: i32, props: &Props, started: &std::cell::Cell<bool>) -> Result<()> {
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system()?;
+    let mut bus = Bus::system().map_err(|e| e.context(format!("StartTransientUnit {unit}")))?;
     let reply = bus
         .manager(
             "StartTransientUnit",
             &[Arg::Str(unit), Arg::Str("replace"), Arg::Props(props), Arg::NoAux],
         )
         .map_err(|e| e.context(format!("start the scope {unit}")))?;
+    started.set(true);
     let job = Bus::job_of(&reply);
     let want = format!("0::{cgroup_path}");
     let in_scope =
@@ -717,12 +726,15 @@ pub struct Placement {
     pub id: String,
     pub resources: Option<LinuxResources>,
     pub plan: super::resources::Plan,
+    /// Set once systemd accepted the unit: only then is it this create's to stop on failure (a
+    /// unit of the same name started by someone else meanwhile is not).
+    pub started: std::rc::Rc<std::cell::Cell<bool>>,
 }
 
 impl Placement {
     pub fn place(&self, cg: &super::Cgroup, pid: i32) -> Result<()> {
         let props = scope_props(&self.cgroup_path, &self.id, pid as u32, self.resources.as_ref())?;
-        start_scope(&self.cgroup_path, pid, &props)?;
+        start_scope(&self.cgroup_path, pid, &props, &self.started)?;
         super::resources::apply(cg, &self.plan)
     }
 }
@@ -733,7 +745,7 @@ pub fn set_props(cgroup_path: &str, props: &Props) -> Result<()> {
         return Ok(());
     }
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system()?;
+    let mut bus = Bus::system().map_err(|e| e.context(format!("SetUnitProperties {unit}")))?;
     bus.manager(
         "SetUnitProperties",
         &[Arg::Str(unit), Arg::Bool(true), Arg::Props(props)],
@@ -745,7 +757,7 @@ pub fn set_props(cgroup_path: &str, props: &Props) -> Result<()> {
 /// Stop the scope (if it is still there) and wait until its cgroup is gone; forget it if failed.
 pub fn stop_scope(cgroup_path: &str, mount: &Path) -> Result<()> {
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system()?;
+    let mut bus = Bus::system().map_err(|e| e.context(format!("StopUnit {unit}")))?;
     let dir = mount.join(cgroup_path.trim_start_matches('/'));
     match bus.manager("StopUnit", &[Arg::Str(unit), Arg::Str("replace")]) {
         Ok(reply) => {
