@@ -98,6 +98,9 @@ fn smoke_checks_pass_on_the_reference_host() {
         "PASS podman-systemd-driver",
         "PASS podman-systemd-memory-limit",
         "PASS podman-systemd-unit",
+        "PASS podman-systemd-exec",
+        "PASS podman-systemd-pause",
+        "PASS podman-systemd-stats",
         "PASS podman-systemd-unit-gone",
         "SMOKE passed=",
     ] {

@@ -176,6 +176,9 @@ cid=$(timeout "$step_timeout" podman --runtime "$BERTH" run -d --memory 64m --pi
 echo "$cid" | sed 's/^/    | /'
 check podman-systemd-unit '^active yes 67108864 99 /machine.slice/libpod-[0-9a-f]{64}.scope$' \
   sh -c "echo \$(systemctl show -P ActiveState libpod-$cid.scope) \$(systemctl show -P Delegate libpod-$cid.scope) \$(systemctl show -P MemoryMax libpod-$cid.scope) \$(systemctl show -P TasksMax libpod-$cid.scope) \$(systemctl show -P ControlGroup libpod-$cid.scope)"
+check podman-systemd-exec '^exec-ok$' podman exec "$cid" echo exec-ok
+check podman-systemd-pause '^paused running$' sh -c "podman pause $cid >/dev/null && s1=\$(podman inspect -f '{{.State.Status}}' $cid) && podman unpause $cid >/dev/null && echo \$s1 \$(podman inspect -f '{{.State.Status}}' $cid)"
+check podman-systemd-stats ' / 67\.[0-9]+MB$' podman stats --no-stream --format '{{.MemUsage}}' "$cid"
 timeout "$step_timeout" podman rm -f -t 0 "$cid" >/dev/null 2>&1
 check podman-systemd-unit-gone '^not-found$' systemctl show -P LoadState "libpod-$cid.scope"
 # The same with the cgroupfs driver must work: the container runs, the memory limit is applied and
