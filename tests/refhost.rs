@@ -90,6 +90,7 @@ fn smoke_checks_pass_on_the_reference_host() {
         "PASS berth-systemd-create",
         "PASS berth-systemd-unit",
         "PASS berth-systemd-files",
+        "PASS berth-systemd-devices",
         "PASS berth-systemd-update",
         "PASS berth-systemd-delete",
         "PASS berth-systemd-crash-delete",

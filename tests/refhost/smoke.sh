@@ -114,6 +114,9 @@ show='for p in ActiveState Delegate MemoryMax TasksMax CPUQuotaPerSecUSec Contro
 check berth-systemd-unit "^active yes 67108864 77 500ms /machine.slice/machine-berth.slice/$unit machine-berth.slice $" sh -c "$show"
 check berth-systemd-files '^67108864 77 50000 100000 '"$pid"'$' \
   sh -c "echo \$(cat $cgdir/memory.max $cgdir/pids.max $cgdir/cpu.max $cgdir/cgroup.procs)"
+# The device rules as systemd's too (DevicePolicy=strict, DeviceAllow), and the allowed devices work.
+check berth-systemd-devices '^strict .*/dev/char/1:3 rwm.* dev-ok$' \
+  sh -c "echo \$(systemctl show -P DevicePolicy $unit) \$(systemctl show -P DeviceAllow $unit) \$('$BERTH' --systemd-cgroup exec sd1 sh -c 'echo x >/dev/null && head -c 4 /dev/urandom >/dev/null && echo dev-ok')"
 check berth-systemd-update '^MemoryMax=134217728 134217728$' \
   sh -c "'$BERTH' --systemd-cgroup update --memory 128M sd1 && echo \$(systemctl show -p MemoryMax $unit) \$(cat $cgdir/memory.max)"
 "$BERTH" --systemd-cgroup start sd1

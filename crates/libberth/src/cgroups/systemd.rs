@@ -120,6 +120,8 @@ pub enum Value {
     U64(u64),
     U32Array(Vec<u32>),
     Bytes(Vec<u8>),
+    /// a(ss): DeviceAllow's (device, permissions) pairs.
+    Pairs(Vec<(String, String)>),
 }
 
 impl Value {
@@ -130,6 +132,7 @@ impl Value {
             Value::U64(_) => "t",
             Value::U32Array(_) => "au",
             Value::Bytes(_) => "ay",
+            Value::Pairs(_) => "a(ss)",
         }
     }
 }
@@ -226,6 +229,109 @@ pub fn resource_props(r: &LinuxResources) -> Result<Props> {
     Ok(p)
 }
 
+/// The device group name of a major number in /proc/devices (`char-<name>` in DeviceAllow).
+fn device_group(kind: char, major: u32, proc_devices: &str) -> Option<String> {
+    let section = if kind == 'c' {
+        "Character devices:"
+    } else {
+        "Block devices:"
+    };
+    let mut inside = false;
+    for line in proc_devices.lines() {
+        if line.ends_with(':') {
+            inside = line == section;
+            continue;
+        }
+        let mut it = line.split_whitespace();
+        if inside && it.next().and_then(|m| m.parse::<u32>().ok()) == Some(major) {
+            return it.next().map(String::from);
+        }
+    }
+    None
+}
+
+/// DevicePolicy and DeviceAllow for `linux.resources.devices`, as runc: the rules are played in
+/// order (an `a` rule resets to allow-all or deny-all) and an allow-list becomes
+/// `DevicePolicy=strict` with one DeviceAllow entry per rule (`char-*`, `char-<group>` for a
+/// major with any minor, `/dev/char/M:m`). systemd has no deny-lists: an allow-all is
+/// `DevicePolicy=auto`; other deny-lists get no properties (Berth's own device program on the
+/// scope enforces every rule either way).
+pub fn device_props(rules: &[oci_spec::runtime::LinuxDeviceCgroup], proc_devices: &str) -> Result<Props> {
+    if rules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut default_allow = false;
+    // (type, major, minor) -> permissions, in first-seen order (None: any).
+    type Device = (char, Option<u32>, Option<u32>);
+    let mut list: Vec<(Device, String)> = Vec::new();
+    for w in super::v1::devices(rules)? {
+        let allow = w.file == "devices.allow";
+        let mut parts = w.value.split_whitespace();
+        let (Some(t), Some(mm), perms) = (parts.next(), parts.next(), parts.next().unwrap_or("rwm")) else {
+            bail!("{}: bad device rule {:?}", w.field, w.value);
+        };
+        let kind = t.chars().next().unwrap_or('a');
+        if kind == 'a' {
+            default_allow = allow;
+            list.clear();
+            continue;
+        }
+        let num = |s: &str| if s == "*" { Ok(None) } else { s.parse::<u32>().map(Some) };
+        let (maj, min) = mm.split_once(':').unwrap_or((mm, "*"));
+        let (Ok(maj), Ok(min)) = (num(maj), num(min)) else {
+            bail!("{}: bad device rule {:?}", w.field, w.value);
+        };
+        let key = (kind, maj, min);
+        let pos = list.iter().position(|(k, _)| *k == key);
+        if allow != default_allow {
+            // An exception to the default: add the permissions.
+            match pos {
+                Some(i) => {
+                    for c in perms.chars() {
+                        if !list[i].1.contains(c) {
+                            list[i].1.push(c);
+                        }
+                    }
+                }
+                None => list.push((key, perms.to_string())),
+            }
+        } else if let Some(i) = pos {
+            list[i].1.retain(|c| !perms.contains(c));
+            if list[i].1.is_empty() {
+                list.remove(i);
+            }
+        }
+    }
+    if default_allow {
+        if list.is_empty() {
+            return Ok(vec![
+                ("DevicePolicy", Value::Str("auto".into())),
+                ("DeviceAllow", Value::Pairs(Vec::new())),
+            ]);
+        }
+        return Ok(Vec::new());
+    }
+    let mut allow = Vec::new();
+    for ((kind, maj, min), perms) in list {
+        let prefix = if kind == 'c' { "char" } else { "block" };
+        let perms: String = "rwm".chars().filter(|c| perms.contains(*c)).collect();
+        let dev = match (maj, min) {
+            (None, _) => format!("{prefix}-*"),
+            (Some(m), None) => match device_group(kind, m, proc_devices) {
+                Some(g) => format!("{prefix}-{g}"),
+                // Not in /proc/devices (no driver): nothing to allow (runc skips it too).
+                None => continue,
+            },
+            (Some(m), Some(n)) => format!("/dev/{prefix}/{m}:{n}"),
+        };
+        allow.push((dev, perms));
+    }
+    Ok(vec![
+        ("DevicePolicy", Value::Str("strict".into())),
+        ("DeviceAllow", Value::Pairs(allow)),
+    ])
+}
+
 /// The properties of a new scope for `pid` (runc's, with Berth's description).
 pub fn scope_props(cgroup_path: &str, id: &str, pid: u32, resources: Option<&LinuxResources>) -> Result<Props> {
     let mut p: Props = vec![
@@ -241,6 +347,10 @@ pub fn scope_props(cgroup_path: &str, id: &str, pid: u32, resources: Option<&Lin
     ];
     if let Some(r) = resources {
         p.extend(resource_props(r)?);
+        if let Some(d) = r.devices().as_deref() {
+            let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
+            p.extend(device_props(d, &proc_devices)?);
+        }
     }
     Ok(p)
 }
@@ -295,6 +405,13 @@ impl Enc {
             Value::U64(n) => self.u64(*n),
             Value::U32Array(a) => self.array(4, |e| a.iter().for_each(|x| e.u32(*x))),
             Value::Bytes(b) => self.array(1, |e| e.buf.extend_from_slice(b)),
+            Value::Pairs(v) => self.array(8, |e| {
+                for (a, b) in v {
+                    e.pad(8);
+                    e.str(a);
+                    e.str(b);
+                }
+            }),
         }
     }
     /// a(sv)
@@ -811,6 +928,51 @@ mod tests {
         assert_eq!(slice_of("/machine.slice/libpod-abc.scope"), "machine.slice");
         assert_eq!(slice_of("/a.slice/a-b.slice/n.scope"), "a-b.slice");
         assert_eq!(slice_of("/n.scope"), "-.slice");
+    }
+
+    #[test]
+    fn devices() {
+        let rules: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow":false,"access":"rwm"},{"allow":true,"type":"c","major":1,"minor":3,"access":"rwm"},
+                {"allow":true,"type":"c","major":136,"access":"rwm"},{"allow":true,"type":"c","access":"m"},
+                {"allow":true,"type":"b","major":8,"minor":0,"access":"r"},{"allow":false,"type":"c","major":1,"minor":3,"access":"w"}]"#,
+        )
+        .unwrap();
+        let pd = "Character devices:\n  1 mem\n136 pts\n\nBlock devices:\n  8 sd\n";
+        let p = device_props(&rules, pd).unwrap();
+        assert_eq!(p[0], ("DevicePolicy", Value::Str("strict".into())));
+        let Value::Pairs(list) = &p[1].1 else { panic!("{p:?}") };
+        let got: Vec<(&str, &str)> = list.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        // The spec's rules, then runc's default devices merged in (1:3 gets its w back from them).
+        assert_eq!(
+            got,
+            [
+                ("/dev/char/1:3", "rwm"),
+                ("char-pts", "rwm"),
+                ("char-*", "m"),
+                ("/dev/block/8:0", "r"),
+                ("block-*", "m"),
+                ("/dev/char/1:8", "rwm"),
+                ("/dev/char/1:7", "rwm"),
+                ("/dev/char/5:0", "rwm"),
+                ("/dev/char/1:5", "rwm"),
+                ("/dev/char/1:9", "rwm"),
+                ("/dev/char/5:2", "rwm"),
+                ("/dev/char/10:200", "rwm"),
+            ]
+        );
+        assert_eq!(p[1].0, "DeviceAllow");
+        let all: Vec<oci_spec::runtime::LinuxDeviceCgroup> =
+            serde_json::from_str(r#"[{"allow":false,"access":"rwm"},{"allow":true,"access":"rwm"}]"#).unwrap();
+        assert_eq!(
+            device_props(&all, pd).unwrap()[0],
+            ("DevicePolicy", Value::Str("auto".into()))
+        );
+        let deny_list: Vec<oci_spec::runtime::LinuxDeviceCgroup> = serde_json::from_str(
+            r#"[{"allow":true,"access":"rwm"},{"allow":false,"type":"c","major":1,"minor":1,"access":"rwm"}]"#,
+        )
+        .unwrap();
+        assert!(device_props(&deny_list, pd).unwrap().is_empty());
     }
 
     #[test]
