@@ -67,6 +67,9 @@ impl process::Parent for HookRunner<'_> {
 pub(crate) struct Undo {
     pub(crate) dir: Option<Locked>,
     pub(crate) cgroup: Option<Cgroup>,
+    /// The cgroup path of a systemd scope this create starts, and whether systemd accepted it
+    /// (then it is stopped on failure).
+    pub(crate) scope: Option<(String, std::rc::Rc<std::cell::Cell<bool>>)>,
     pub(crate) pid: i32,
 }
 
@@ -79,11 +82,20 @@ impl Drop for Undo {
                 libc::waitpid(self.pid, std::ptr::null_mut(), 0);
             }
         }
+        if self.scope.as_ref().is_some_and(|(_, started)| !started.get()) {
+            // systemd did not take this create's scope: the cgroup of that name is not ours.
+            self.cgroup = None;
+        }
         if let Some(cg) = self.cgroup.take() {
             // Whatever else the container started (a VM's hypervisor) goes too.
             for pid in cg.procs() {
                 // SAFETY: signal processes of the cgroup this create made.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            if let Some((path, _)) = self.scope.take().filter(|(_, started)| started.get()) {
+                if let Err(e) = cgroups::systemd::stop_scope(&path, Path::new(cgroups::CGROUP_ROOT)) {
+                    crate::log::warn(&e.to_string());
+                }
             }
             let _ = cg.remove();
         }
@@ -169,11 +181,25 @@ impl Runtime {
         }
         crate::linux::idmap::validate(&bundle.spec, plan.user_ns())?;
         // Every linux.resources value is checked and placed before anything is created.
-        let cgroup = Cgroup::open(&cg_path);
+        let mut cgroup = Cgroup::open(&cg_path);
         let settings = match linux {
             Some(l) => cgroups::resources::plan(&cgroup, l, cgroups::resources::Mode::Create)?,
             None => Default::default(),
         };
+        let systemd = self.systemd_cgroup;
+        if systemd {
+            let resources = linux.and_then(|l| l.resources().clone());
+            // Checked now: a value systemd would refuse fails before anything is made.
+            if let Some(r) = &resources {
+                cgroups::systemd::resource_props(r)?;
+            }
+            if cgroup.exists() {
+                bail!(
+                    "linux.cgroupsPath: the systemd scope {} exists already",
+                    cgroups::systemd::unit_of(&cg_path)
+                );
+            }
+        }
         // A frozen cgroup would stop init as it joins, and create would wait on it for ever (runc
         // refuses too: "container's cgroup unexpectedly frozen").
         if let Some(dir) = cgroups::frozen_on_the_way(&cgroup) {
@@ -187,6 +213,7 @@ impl Runtime {
         let mut undo = Undo {
             dir: None,
             cgroup: None,
+            scope: None,
             pid: 0,
         };
         crash_point("state-dir");
@@ -197,6 +224,7 @@ impl Runtime {
         let mut rec = Record {
             cgroup_path: cg_path.clone(),
             cgroup_owned: owned,
+            systemd_scope: systemd,
             own_pid_ns: plan.pid_ns(),
             mounts_in_runtime_ns: plan.mount_ns() == crate::linux::process::MountNs::Runtime,
             ..Record::from_bundle(id, &bundle)
@@ -222,13 +250,29 @@ impl Runtime {
         }
         undo.dir = Some(locked);
         crash_point("recorded");
-        cgroup.create()?;
-        if owned {
+        if systemd {
+            // systemd makes the scope's cgroup when it starts the unit with init in it (`add`, at
+            // init's `U`), and the rest of the limits are written to it then.
+            let started = std::rc::Rc::new(std::cell::Cell::new(false));
             undo.cgroup = Some(Cgroup::open(&cg_path));
+            undo.scope = Some((cg_path.clone(), started.clone()));
+            cgroup.systemd = Some(cgroups::systemd::Placement {
+                cgroup_path: cg_path.clone(),
+                id: id.to_string(),
+                resources: linux.and_then(|l| l.resources().clone()),
+                plan: settings,
+                started,
+            });
+            crash_point("cgroup");
+        } else {
+            cgroup.create()?;
+            if owned {
+                undo.cgroup = Some(Cgroup::open(&cg_path));
+            }
+            crash_point("cgroup");
+            // Limits are in place before init joins the cgroup (and long before the user's program runs).
+            cgroups::resources::apply(&cgroup, &settings)?;
         }
-        crash_point("cgroup");
-        // Limits are in place before init joins the cgroup (and long before the user's program runs).
-        cgroups::resources::apply(&cgroup, &settings)?;
         let fifo = if use_fifo {
             let p = dir.join(state::EXEC_FIFO);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))
@@ -295,6 +339,7 @@ impl Runtime {
             return Err(e);
         }
         undo.cgroup = None;
+        undo.scope = None;
         undo.pid = 0;
         Ok(Made {
             locked,
@@ -472,6 +517,9 @@ impl Runtime {
         if rec.cgroup_owned {
             // Processes outside a pid namespace of their own survive their init: end them too.
             signal_all(&cg, libc::SIGKILL);
+            if rec.systemd_scope {
+                cgroups::systemd::stop_scope(&rec.cgroup_path, Path::new(cgroups::CGROUP_ROOT))?;
+            }
             cg.remove()?;
         }
         if rec.mounts_in_runtime_ns {

@@ -59,6 +59,9 @@ pub struct Record {
     pub cgroup_path: String,
     #[serde(default)]
     pub cgroup_owned: bool,
+    /// The cgroup is a transient systemd scope Berth started (`--systemd-cgroup`): delete stops it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub systemd_scope: bool,
     /// Whether the init process is in a new pid namespace (killing it ends every process).
     #[serde(default)]
     pub own_pid_ns: bool,

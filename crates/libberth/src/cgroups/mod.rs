@@ -13,6 +13,7 @@ pub mod freeze;
 pub mod ops;
 pub mod resources;
 pub mod stats;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 
@@ -20,7 +21,7 @@ use crate::error::Context;
 use crate::{bail, Error, Result};
 use std::path::{Path, PathBuf};
 
-const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+pub(crate) const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -123,9 +124,22 @@ pub(crate) fn own_path(h: &Hierarchy, proc_self_cgroup: &str) -> String {
 /// Where the container's cgroup is, relative to each hierarchy's root.
 pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> Result<String> {
     if systemd {
-        bail!(
-            "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
-        );
+        if !systemd::booted() {
+            bail!(
+                "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
+            );
+        }
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("--systemd-cgroup: the rootless systemd driver (the user's bus) is not supported yet; use the cgroupfs driver");
+        }
+        if hierarchies().0 != Layout::V2 {
+            bail!("--systemd-cgroup: Berth's systemd driver needs a pure cgroup v2 host (this one mounts cgroup v1); use the cgroupfs driver");
+        }
+        let p = cgroups_path
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        return systemd::cgroup_path(&p, id);
     }
     let p = match cgroups_path {
         None => return Ok(format!("/{id}")),
@@ -163,6 +177,8 @@ pub type Dirs = Vec<(Hierarchy, PathBuf)>;
 /// A container's cgroup across every hierarchy.
 pub struct Cgroup {
     pub dirs: Dirs,
+    /// With the systemd driver, the scope to start when the init is added (`add`).
+    pub systemd: Option<systemd::Placement>,
 }
 
 impl Cgroup {
@@ -174,7 +190,10 @@ impl Cgroup {
         if path.starts_with('@') {
             if let Ok(mut g) = RESOLVED.lock() {
                 if let Some((_, dirs)) = g.as_ref().filter(|(p, _)| p == path) {
-                    return Cgroup { dirs: dirs.clone() };
+                    return Cgroup {
+                        dirs: dirs.clone(),
+                        systemd: None,
+                    };
                 }
                 let cg = Cgroup::resolve(path);
                 *g = Some((path.to_string(), cg.dirs.clone()));
@@ -202,7 +221,7 @@ impl Cgroup {
                 (h, dir)
             })
             .collect();
-        Cgroup { dirs }
+        Cgroup { dirs, systemd: None }
     }
 
     /// Whether the cgroup exists already (in the first hierarchy).
@@ -336,6 +355,9 @@ impl Cgroup {
 
     /// Move a process into the cgroup in every hierarchy (without root: every one it may write).
     pub fn add(&self, pid: i32) -> Result<()> {
+        if let Some(p) = &self.systemd {
+            return p.place(self, pid);
+        }
         let s = pid.to_string();
         for (_, dir) in &self.dirs {
             let f = dir.join("cgroup.procs");

@@ -173,6 +173,11 @@ impl Runtime {
         }
         let r = crate::vm::confine::host_update(&self.store.root().join(id), r)?;
         let cg = Cgroup::open(&rec.cgroup_path);
+        if rec.systemd_scope {
+            // systemd keeps the unit's properties and writes them again on a daemon-reload:
+            // they change first, then the files (as runc).
+            super::systemd::set_props(&rec.cgroup_path, &super::systemd::resource_props(&r)?)?;
+        }
         let mut linux = Linux::default();
         linux.set_resources(Some(r));
         let settings = resources::plan(&cg, &linux, resources::Mode::Update)?;

@@ -63,6 +63,9 @@ pub fn adapt_guest_resources(v: &mut serde_json::Value) {
 impl HostCgroup {
     pub fn plan(id: &str, spec: &Spec, systemd: bool, guest_mib: u64) -> Result<HostCgroup> {
         let linux = spec.linux().as_ref();
+        if systemd && cgroups::systemd::booted() {
+            crate::bail!("--systemd-cgroup: the systemd cgroup driver is not supported for VM containers yet; use the cgroupfs driver");
+        }
         let path = cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, systemd)?;
         let cg = Cgroup::open(&path);
         let plan = match host_resources(spec, guest_mib) {

@@ -939,6 +939,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     let mut undo = Undo {
         dir: Some(locked),
         cgroup: None,
+        scope: None,
         pid: 0,
     };
     undo.dir.as_ref().expect("state dir").save(&rec)?;
