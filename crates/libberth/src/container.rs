@@ -677,12 +677,9 @@ fn signal_all(cg: &Cgroup, sig: i32) {
     }
 }
 
-/// The (device, inode) of a process's namespace of `kind`.
+/// The identity of a process's namespace of `kind`.
 fn namespace_of(pid: i32, kind: &str) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}/ns/{kind}"))
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
+    crate::linux::process::namespace_id(&format!("/proc/{pid}/ns/{kind}"))
 }
 
 /// `kill --all` in a cgroup the container joined: signal only the container's own processes,

@@ -256,18 +256,14 @@ fn pidfd_open(pid: i32) -> Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-fn ns_ino(path: &str) -> Option<(u64, u64)> {
-    nix::sys::stat::stat(path).ok().map(|s| (s.st_dev, s.st_ino))
-}
-
 /// The namespaces of `pid` that differ from ours, as clone flags.
 fn differing_namespaces(pid: i32) -> libc::c_int {
     let mut flags = 0;
     for (name, flag) in NAMESPACES {
-        let Some(ours) = ns_ino(&format!("/proc/self/ns/{name}")) else {
+        let Some(ours) = super::process::namespace_id(&format!("/proc/self/ns/{name}")) else {
             continue;
         };
-        match ns_ino(&format!("/proc/{pid}/ns/{name}")) {
+        match super::process::namespace_id(&format!("/proc/{pid}/ns/{name}")) {
             Some(theirs) if theirs != ours => flags |= flag,
             _ => {}
         }

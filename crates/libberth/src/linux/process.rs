@@ -225,6 +225,12 @@ impl NsPlan {
     }
 }
 
+/// The identity of a namespace file (`/proc/<pid>/ns/<kind>` or a bind of one): its device and
+/// inode, which two processes share exactly when they share the namespace.
+pub(crate) fn namespace_id(path: &str) -> Option<(u64, u64)> {
+    nix::sys::stat::stat(path).ok().map(|s| (s.st_dev, s.st_ino))
+}
+
 pub(crate) fn open_ns(path: &Path) -> Result<OwnedFd> {
     nix::fcntl::open(
         path,
