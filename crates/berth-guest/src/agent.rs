@@ -168,6 +168,10 @@ impl Agent {
 
     fn create(&mut self, arg: &str) -> R<i32> {
         let msg: CreateMsg = serde_json::from_str(arg).map_err(|e| format!("bad create message: {e}"))?;
+        if let Some(net) = &msg.network {
+            // The container shares the guest's network namespace: configured as the host's.
+            libberth::vm::net::configure_guest(net)?;
+        }
         match &msg.root_device {
             Some(dev) => mount_device(dev, proto::GUEST_ROOTFS)?,
             None => mount(proto::FS_TAG, proto::GUEST_ROOTFS, "virtiofs", 0, "")?,

@@ -14,6 +14,7 @@ pub mod features;
 pub mod hooks;
 pub mod linux;
 pub mod log;
+pub mod netlink;
 pub mod signal;
 pub mod spec;
 pub mod state;

@@ -12,7 +12,14 @@ use std::path::{Path, PathBuf};
 
 /// Modules the guest needs (with their dependencies from modules.dep): the virtio-mmio transport,
 /// the serial ports, virtio-fs for the shared rootfs and virtio-blk for `vm.image`.
-pub const GUEST_MODULES: &[&str] = &["virtio_mmio", "virtio_console", "virtiofs", "virtio_blk"];
+pub const GUEST_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "virtio_console",
+    "virtiofs",
+    "virtio_blk",
+    // The container's network (vm/net.rs); with its dependencies (net_failover, failover).
+    "virtio_net",
+];
 
 /// Bump when the initramfs layout changes, so cached images are rebuilt.
 const LAYOUT: u32 = 2;

@@ -13,6 +13,7 @@ pub mod exec;
 pub mod hooks;
 pub mod image;
 mod mux;
+pub mod net;
 pub mod ports;
 pub mod proto;
 pub mod relay;
@@ -80,6 +81,9 @@ pub struct Plan {
     pub virtiofsd: Option<PathBuf>,
     /// Host bind mounts, shared by a virtiofsd of their own (vm/binds.rs).
     pub binds: binds::Binds,
+    /// The MACs of the virtio-net devices, one per interface of the container's network
+    /// namespace (vm/net.rs); their taps are qemu's descriptors from QEMU_NET_FD on.
+    pub nics: Vec<String>,
 }
 
 /// "512", "512M", "2G" -> MiB.
@@ -219,6 +223,7 @@ impl Plan {
             sandbox,
             virtiofsd,
             binds,
+            nics: Vec::new(),
         })
     }
 
@@ -291,6 +296,12 @@ impl Plan {
             cmd.arg("-device")
                 .arg(format!("vhost-user-fs-device,chardev=binds,tag={}", proto::BINDS_TAG));
         }
+        for (i, mac) in self.nics.iter().enumerate() {
+            cmd.arg("-netdev")
+                .arg(format!("tap,id=net{i},fd={},vhost=off", QEMU_NET_FD + i as RawFd));
+            cmd.arg("-device")
+                .arg(format!("virtio-net-device,netdev=net{i},mac={mac}"));
+        }
         cmd.args(&self.hv_params);
         cmd
     }
@@ -306,6 +317,8 @@ const QEMU_STDERR_FD: RawFd = 8;
 const QEMU_EXIT_FD: RawFd = 9;
 const QEMU_FS_FD: RawFd = 10;
 const QEMU_BINDS_FD: RawFd = 11;
+/// The taps (vm/net.rs), one per interface: QEMU_NET_FD + n.
+const QEMU_NET_FD: RawFd = 12;
 /// Where the monitor keeps qemu's descriptors before the fork: above every QEMU_*_FD, so that
 /// dup2 onto those never overwrites one still to be moved.
 const QEMU_FD_FLOOR: RawFd = 32;
@@ -472,6 +485,9 @@ pub fn guest_config(spec: &Spec, binds: &binds::Binds) -> Result<serde_json::Val
         }
     }
     if let Some(ns) = v.pointer_mut("/linux/namespaces").and_then(|n| n.as_array_mut()) {
+        // The container uses the guest's network namespace, which the agent configures as the
+        // host's (vm/net.rs).
+        ns.retain(|n| n["type"] != "network");
         ns.retain(|n| {
             let keep = n.get("path").is_none();
             if !keep {
@@ -611,7 +627,7 @@ fn clear_cloexec_to(fd: RawFd, target: RawFd) -> std::io::Result<()> {
 
 /// The monitor: the container's host process. Starts virtiofsd and qemu as its children (they die
 /// with it), waits for qemu, and exits with the container's status from the exit port.
-fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mux: Mon) -> i32 {
+fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mux: Mon, net: &net::Attached) -> i32 {
     // SAFETY: a new session, so terminal signals meant for `berth run` do not reach qemu; not
     // dumpable: no core file or /proc access to what it holds (every guest-facing descriptor);
     // SIGPIPE ignored: Berth's stdout whose reader went away is an EPIPE for the port relay,
@@ -622,6 +638,12 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
     close_inherited();
+    // The monitor, and so qemu, live in the container's network namespace (vm/net.rs): qemu
+    // joins nothing else of the host's network.
+    if let Err(e) = net::enter(&net.netns) {
+        eprintln!("berth: VM container: enter the container's network namespace: {e}");
+        return 255;
+    }
     if let Some(t) = &mux.tty {
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
         relay::control_terminal(t.as_raw_fd());
@@ -701,7 +723,7 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
     };
     let mut q = plan.command(ends.stdout.is_some(), ends.stderr.is_some());
     // (target, source) for qemu's descriptors; the sources moved above every target first.
-    let wanted: Vec<(RawFd, Option<OwnedFd>)> = vec![
+    let mut wanted: Vec<(RawFd, Option<OwnedFd>)> = vec![
         (QEMU_CTL_FD, Some(OwnedFd::from(qemu_ctl))),
         (QEMU_CONSOLE_FD, Some(ends.console)),
         (QEMU_STDOUT_FD, ends.stdout),
@@ -710,6 +732,17 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         (QEMU_FS_FD, fs_conns[0].take()),
         (QEMU_BINDS_FD, fs_conns[1].take()),
     ];
+    for (i, tap) in net.taps.iter().enumerate() {
+        match tap.try_clone() {
+            Ok(t) => wanted.push((QEMU_NET_FD + i as RawFd, Some(t))),
+            Err(e) => {
+                eprintln!("berth: VM container: dup: {e}");
+                stop_fsd(fsd);
+                return 255;
+            }
+        }
+    }
+    let last_fd = QEMU_NET_FD + net.taps.len() as RawFd;
     let mut moved: Vec<(RawFd, OwnedFd)> = Vec::new();
     for (target, src) in wanted {
         let Some(src) = src else { continue };
@@ -732,7 +765,7 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
                 clear_cloexec_to(src, target)?;
             }
             cloexec_range(3, (QEMU_CTL_FD - 1) as u32);
-            cloexec_range((QEMU_BINDS_FD + 1) as u32, u32::MAX);
+            cloexec_range(last_fd as u32, u32::MAX);
             jail.enter()
         })
     };
@@ -764,6 +797,8 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
         }
     };
     stop_fsd(fsd);
+    // The interfaces get their own traffic back (the taps went with qemu).
+    net.uncouple_here();
     // The status the guest wrote on the exit port (the monitor keeps the file for those who
     // look after it is gone), else the one it sent on stream 0; none (the guest crashed, or
     // qemu failed to start): 255, as for a lost process.
@@ -896,7 +931,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     if opts.preserve_fds > 0 {
         bail!("--preserve-fds: not supported in VM containers");
     }
-    let plan = Plan::new(&bundle)?;
+    let mut plan = Plan::new(&bundle)?;
     let host_cg = confine::HostCgroup::plan(id, &bundle.spec, rt.systemd_cgroup, plan.mem_mib)?;
     // The terminal: the host side of a pty (its master goes to the console socket, or to `run`).
     let (master, tty) = match (terminal, att.tty) {
@@ -912,6 +947,9 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
         _ => None,
     };
     let stdin = !terminal && relay::stdin_worth_reading(0, att.stdin_tty);
+    // The container's network namespace, a tap coupled to each interface (undone if create fails).
+    let net = net::attach(&bundle.spec)?;
+    plan.nics = net.macs();
     let mut config = guest_config(&bundle.spec, &plan.binds)?;
     if let Some((rows, cols)) = tty.as_ref().and_then(|t| relay::win_size(t.as_raw_fd())) {
         config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
@@ -921,6 +959,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
         stdin,
         root_device: plan.image.as_ref().map(|_| "/dev/vda".to_string()),
         binds: !plan.binds.shares.is_empty(),
+        network: Some(net.network.clone()),
     };
     let line = format!(
         "create {}",
@@ -1002,7 +1041,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
             // SAFETY: leave without the parent's destructors.
             unsafe { libc::_exit(255) }
         }
-        let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref(), mon);
+        let code = monitor(&plan, &dir, &bundle.rootfs, fs.as_ref(), mon, &net);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
@@ -1042,6 +1081,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     undo.pid = 0;
     undo.cgroup = None;
     let _ = undo.dir.take();
+    net.keep();
     Ok(rec)
 }
 

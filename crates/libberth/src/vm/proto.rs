@@ -48,6 +48,45 @@ pub struct CreateMsg {
     /// The bind mounts' sources are shared (tag [`BINDS_TAG`]): mount them at [`GUEST_BINDS`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub binds: bool,
+    /// The container's network (vm/net.rs): the guest configures it before making the container,
+    /// which then shares the guest's network namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+}
+
+/// The network of the container's namespace as the host read it (vm/net.rs): each interface is a
+/// virtio-net device of the VM with the same MAC; `lo` is always brought up.
+#[derive(Serialize, Deserialize, Debug, Default, Clone, PartialEq)]
+pub struct Network {
+    pub interfaces: Vec<NetInterface>,
+    pub routes: Vec<NetRoute>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NetInterface {
+    /// The name in the container's namespace (the guest renames its device to it).
+    pub name: String,
+    /// `aa:bb:cc:dd:ee:ff`: the virtio-net device's MAC, by which the guest finds it.
+    pub mac: String,
+    pub mtu: u32,
+    /// `address/prefix`, IPv4 or IPv6.
+    pub addresses: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct NetRoute {
+    /// `address/prefix` (`0.0.0.0/0`, `::/0` for a default route).
+    pub destination: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// The interface's name.
+    pub device: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<u32>,
+    /// RT_SCOPE_*: 0 (universe) or 253 (link).
+    pub scope: u8,
 }
 
 /// The argument of `exec`.
