@@ -51,7 +51,7 @@ def make_bundle(work, name, args):
         # /dev on a tmpfs: the VMs share one rootfs, and must not make their devices in it.
         "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "mode=755"]}],
-        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount")]},
+        "linux": {"namespaces": [{"type": t} for t in ("pid", "ipc", "uts", "mount", "network")]},
     }
     json.dump(cfg, open(os.path.join(b, "config.json"), "w"))
     return b

@@ -184,10 +184,14 @@ fn vm_container_in_a_veth_namespace_talks_both_ways() {
         ns: format!("bnt-{}", std::process::id()),
         host: format!("bnh{}", std::process::id()),
     };
-    let (h4, g4) = (format!("10.213.{n}.1"), format!("10.213.{n}.2"));
+    let (h4, g4) = (format!("10.217.{n}.1"), format!("10.217.{n}.2"));
     let (h6, g6) = (format!("fd00:bee:{n:x}::1"), format!("fd00:bee:{n:x}::2"));
+    // A second interface made first: the guest's first virtio-net device (its eth0) is net1's,
+    // so the guest must rename its devices around.
     sh_ok(&format!(
-        "ip netns add {ns} && ip link add {h} type veth peer name eth0 netns {ns} && \
+        "ip netns add {ns} && ip link add {h}b type veth peer name net1 netns {ns} && \
+         ip -n {ns} addr add 10.218.{n}.2/24 dev net1 && ip -n {ns} link set net1 up && \
+         ip link add {h} type veth peer name eth0 netns {ns} && \
          ip link set {h} mtu 1400 up && ip addr add {h4}/24 dev {h} && ip addr add {h6}/64 dev {h} nodad && \
          ip -n {ns} link set eth0 mtu 1400 up && ip -n {ns} addr add {g4}/24 dev eth0 && \
          ip -n {ns} addr add {g6}/64 dev eth0 nodad && ip -n {ns} route add default via {h4} && \
@@ -218,7 +222,7 @@ fn vm_container_in_a_veth_namespace_talks_both_ways() {
     let tc = sh(&format!("tc -n {} filter show dev eth0 ingress", v.ns));
     let tc = String::from_utf8_lossy(&tc.stdout).to_string();
     assert!(
-        tc.contains("mirred") && tc.contains("berth-tap0"),
+        tc.contains("mirred") && tc.contains("Redirect to device berth-tap"),
         "eth0's ingress: {tc}"
     );
     let result = wait_file(&b.rootfs().join("result"), Duration::from_secs(90));

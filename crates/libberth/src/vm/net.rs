@@ -385,6 +385,9 @@ pub fn configure_guest(net: &Network) -> std::result::Result<(), String> {
         sock.set_link(l.index, Some(true), None, None)
             .map_err(|e| io("lo up", e))?;
     }
+    // Each device found by its MAC (indexes do not change with names), renamed in two steps
+    // (a temporary name first: the guest's own names may be the wanted ones swapped), each rename
+    // with the device down.
     let mut index_of = Vec::new();
     for (n, i) in net.interfaces.iter().enumerate() {
         let mac = parse_mac(&i.mac);
@@ -393,34 +396,57 @@ pub fn configure_guest(net: &Network) -> std::result::Result<(), String> {
             .find(|l| Some(&l.mac) == mac.as_ref())
             .ok_or_else(|| format!("network: no virtio-net device with MAC {} for {}", i.mac, i.name))?;
         if l.name != i.name {
-            // A device of the guest may hold the name (eth0 for another MAC): move it aside.
-            if let Some(other) = links.iter().find(|o| o.name == i.name) {
-                sock.set_link(other.index, Some(false), None, Some(&format!("berth-old{n}")))
-                    .map_err(|e| io(&format!("rename {}", other.name), e))?;
-            }
-            sock.set_link(l.index, Some(false), None, Some(&i.name))
-                .map_err(|e| io(&format!("rename {} to {}", l.name, i.name), e))?;
+            sock.set_link(l.index, Some(false), None, None)
+                .map_err(|e| io(&format!("{} down", l.name), e))?;
+            sock.set_link(l.index, None, None, Some(&format!("berth-net{n}")))
+                .map_err(|e| io(&format!("rename {}", l.name), e))?;
         }
-        sock.set_link(l.index, Some(true), Some(i.mtu), None)
+        index_of.push((i.name.clone(), l.index, l.name != i.name));
+    }
+    for (n, (name, index, renamed)) in index_of.iter().enumerate() {
+        if !renamed {
+            continue;
+        }
+        if let Err(e) = sock.set_link(*index, None, None, Some(name)) {
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(io(&format!("rename to {name}"), e));
+            }
+            // A device of the guest's own holds the name: moved aside.
+            let now = sock.links().map_err(|e| io("links", e))?;
+            if let Some(other) = now.iter().find(|o| o.name == *name) {
+                let _ = sock.set_link(other.index, Some(false), None, None);
+                sock.set_link(other.index, None, None, Some(&format!("berth-old{n}")))
+                    .map_err(|e| io(&format!("rename {name}"), e))?;
+            }
+            sock.set_link(*index, None, None, Some(name))
+                .map_err(|e| io(&format!("rename to {name}"), e))?;
+        }
+    }
+    for (i, (_, index, _)) in net.interfaces.iter().zip(&index_of) {
+        let index = *index;
+        sock.set_link(index, Some(true), Some(i.mtu), None)
             .map_err(|e| io(&format!("{} up, mtu {}", i.name, i.mtu), e))?;
         for a in &i.addresses {
             let (addr, prefix) = parse_cidr(a).expect("validated");
             let flags = if addr.is_ipv6() { netlink::IFA_F_NODAD } else { 0 };
-            match sock.add_address(l.index, addr, prefix, flags) {
+            match sock.add_address(index, addr, prefix, flags) {
                 Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
                     return Err(io(&format!("address {a} on {}", i.name), e))
                 }
                 _ => {}
             }
         }
-        index_of.push((i.name.clone(), l.index));
     }
     // Link-scope routes first: a gateway must be reachable when its route is added.
     let mut routes: Vec<&NetRoute> = net.routes.iter().collect();
     routes.sort_by_key(|r| std::cmp::Reverse(r.scope));
     for r in routes {
         let (dst, dst_len) = parse_cidr(&r.destination).expect("validated");
-        let oif = index_of.iter().find(|(n, _)| *n == r.device).map(|x| x.1).unwrap_or(0);
+        let oif = index_of
+            .iter()
+            .find(|(n, _, _)| *n == r.device)
+            .map(|x| x.1)
+            .unwrap_or(0);
         let route = netlink::Route {
             family: if dst.is_ipv4() {
                 libc::AF_INET as u8
