@@ -155,6 +155,7 @@ pub fn attach(spec: &Spec) -> Result<Attached> {
     let (network, taps, coupled) = in_netns(&att.netns, || {
         let mut sock = Socket::open().map_err(|e| Error::sys("netlink", e))?;
         let network = read(&mut sock)?;
+        validate(&network).map_err(Error::new)?;
         let mut taps = Vec::new();
         let mut coupled = Vec::new();
         let r = couple_all(&mut sock, &network, &mut taps, &mut coupled);
