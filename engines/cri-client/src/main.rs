@@ -4,7 +4,7 @@
 //! `<step> pass|fail <detail>`. Exit status 0 when every step passed.
 //!
 //! Usage: cri-client --socket PATH --handler NAME --image REF --cgroup-parent /PATH --log-dir DIR
-//!                   [--runtime-root DIR] [--pod-gateway IP]
+//!                   [--runtime-root DIR] [--pod-gateway IP] [--pod-annotation KEY=VALUE]
 //!
 //! `--runtime-root` is the handler's `Root` option: the client then also checks that the pod's
 //! containers really are run by that handler's binary (their state dirs are there) and that nothing
@@ -50,6 +50,9 @@ struct Args {
     log_dir: PathBuf,
     runtime_root: Option<PathBuf>,
     pod_gateway: Option<String>,
+    /// An annotation of the pod (e.g. `run.berth.isolation=vm`, which containerd passes to the
+    /// runtime when the handler's `pod_annotations` lists it).
+    pod_annotation: Option<(String, String)>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -68,6 +71,14 @@ fn parse_args() -> Result<Args, String> {
         log_dir: take("--log-dir")?.into(),
         runtime_root: take("--runtime-root").ok().map(PathBuf::from),
         pod_gateway: take("--pod-gateway").ok(),
+        pod_annotation: match take("--pod-annotation") {
+            Ok(kv) => Some(
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .ok_or("--pod-annotation: KEY=VALUE")?,
+            ),
+            Err(_) => None,
+        },
     };
     match m.keys().next() {
         Some(k) => Err(format!("{k}: unknown option")),
@@ -310,6 +321,7 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
             String::new()
         },
         log_directory: a.log_dir.display().to_string(),
+        annotations: a.pod_annotation.iter().cloned().collect(),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: cgroup_parent.clone(),
             security_context: Some(LinuxSandboxSecurityContext {

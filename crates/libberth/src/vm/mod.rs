@@ -56,8 +56,17 @@ fn annotation<'a>(spec: &'a Spec, key: &str) -> Option<&'a str> {
     spec.annotations().as_ref()?.get(key).map(String::as_str)
 }
 
-/// Whether this bundle asks for a VM.
+/// The CRI's mark of a pod's sandbox (pause) container.
+const ANN_CRI_CONTAINER_TYPE: &str = "io.kubernetes.cri.container-type";
+
+/// Whether this bundle asks for a VM. A CRI pod's sandbox (pause) container stays a Linux
+/// container even when the pod's annotation asks for VMs (containerd gives the pod's annotations
+/// to the sandbox too): it only holds the pod's namespaces, and its workload container boots the
+/// VM attached to the pod's network namespace (docs/VM.md, "Kubernetes").
 pub fn wanted(spec: &Spec) -> bool {
+    if spec.vm().is_none() && annotation(spec, ANN_CRI_CONTAINER_TYPE) == Some("sandbox") {
+        return false;
+    }
     spec.vm().is_some() || annotation(spec, ANN_ISOLATION) == Some("vm")
 }
 
@@ -1304,6 +1313,9 @@ mod tests {
         assert!(!wanted(&s));
         assert_eq!(cpus(&s).unwrap(), 4);
         assert_eq!(memory_mib(&s).unwrap(), DEFAULT_MEM_MIB);
+        let s = spec(serde_json::json!({"ociVersion": "1.2.0",
+            "annotations": {"run.berth.isolation": "vm", "io.kubernetes.cri.container-type": "sandbox"}}));
+        assert!(!wanted(&s), "a CRI sandbox stays a Linux container");
         let s = spec(serde_json::json!({"ociVersion": "1.2.0", "annotations": {"run.berth.vm.cpus": "0"}}));
         assert!(cpus(&s).unwrap_err().to_string().contains(ANN_CPUS));
     }
