@@ -497,19 +497,60 @@ pub fn guest_config(spec: &Spec, binds: &binds::Binds) -> Result<serde_json::Val
         // The container uses the guest's network namespace, which the agent configures as the
         // host's (vm/net.rs).
         ns.retain(|n| n["type"] != "network");
-        ns.retain(|n| {
-            let keep = n.get("path").is_none();
-            if !keep {
-                crate::log::warn(&format!(
-                    "linux.namespaces: {} namespace path ignored in a VM container (a host namespace)",
-                    n["type"].as_str().unwrap_or("?")
-                ));
+        // A host namespace joined by path cannot be joined from the guest: the container gets a
+        // new one of that type there (not the guest's own: the agent's pid, ipc, mount, uts and
+        // cgroup namespaces stay out of the container's reach); a user namespace by path is
+        // dropped (its mappings are the host's).
+        ns.retain(|n| n.get("path").is_none() || n["type"] != "user");
+        for n in ns.iter_mut() {
+            if let Some(o) = n.as_object_mut() {
+                if o.remove("path").is_some() {
+                    crate::log::warn(&format!(
+                        "linux.namespaces: the {} namespace path is a host namespace; a new one in the VM",
+                        o.get("type").and_then(|t| t.as_str()).unwrap_or("?")
+                    ));
+                }
             }
-            keep
-        });
+        }
     }
     binds::adapt_guest_mounts(&mut v, binds);
     Ok(v)
+}
+
+/// The host name of the UTS namespace the config joins by path, if it does (read in a thread of
+/// its own that enters it; the caller's namespace is not changed).
+fn joined_hostname(spec: &Spec) -> Option<String> {
+    let path = spec
+        .linux()
+        .as_ref()?
+        .namespaces()
+        .as_ref()?
+        .iter()
+        .find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Uts)?
+        .path()
+        .clone()?;
+    let ns = std::fs::File::open(&path).ok()?;
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: setns of this thread's UTS namespace; uname into a local struct.
+            unsafe {
+                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWUTS) != 0 {
+                    return None;
+                }
+                let mut u: libc::utsname = std::mem::zeroed();
+                if libc::uname(&mut u) != 0 {
+                    return None;
+                }
+                let name = std::ffi::CStr::from_ptr(u.nodename.as_ptr())
+                    .to_string_lossy()
+                    .into_owned();
+                Some(name).filter(|n| !n.is_empty() && n.len() <= 64)
+            }
+        })
+        .join()
+        .ok()
+        .flatten()
+    })
 }
 
 /// A new stream to the guest: a connection to the monitor's socket.
@@ -960,6 +1001,13 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     let net = net::attach(&bundle.spec)?;
     plan.nics = net.macs();
     let mut config = guest_config(&bundle.spec, &plan.binds)?;
+    if config["hostname"].as_str().unwrap_or("").is_empty() {
+        // A UTS namespace joined by path (a CRI pod's, a podman pod's) is the host's: the guest
+        // gets a new one, named as the joined one is.
+        if let Some(h) = joined_hostname(&bundle.spec) {
+            config["hostname"] = h.into();
+        }
+    }
     if let Some((rows, cols)) = tty.as_ref().and_then(|t| relay::win_size(t.as_raw_fd())) {
         config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
     }
@@ -1326,7 +1374,8 @@ mod tests {
             "hooks": {"poststop": [{"path": "/bin/true"}]},
             "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"},
                        {"destination": "/x", "type": "bind", "source": "/tmp", "options": ["rbind"]}],
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "network", "path": "/proc/1/ns/net"}]}}));
+            "linux": {"namespaces": [{"type": "pid", "path": "/proc/1/ns/pid"}, {"type": "network", "path": "/proc/1/ns/net"},
+                {"type": "user", "path": "/proc/1/ns/user"}]}}));
         let binds = binds::Binds {
             shares: Vec::new(),
             of_mount: vec![(1, 0)],
@@ -1338,6 +1387,10 @@ mod tests {
             g["mounts"][1]["source"], "/run/binds/0",
             "the bind's share in the guest"
         );
-        assert_eq!(g["linux"]["namespaces"].as_array().unwrap().len(), 1);
+        assert_eq!(
+            g["linux"]["namespaces"],
+            serde_json::json!([{"type": "pid"}]),
+            "the network namespace is the guest's, configured as the host's (net.rs)"
+        );
     }
 }
