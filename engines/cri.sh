@@ -63,17 +63,25 @@ J
     echo "  (no CNI plugins in $CNI_BIN: pods use the host network)"
   fi
   local h handlers=""
-  # berth-vm: Berth again, with the pod annotation run.berth.isolation passed through (the client
-  # sets it on the pod): the pod's workload container runs in a VM on the pod's network (docs/VM.md,
-  # "Kubernetes"). Only where VM containers can run (qemu, the guest kernel); not compared with runc.
+  # berth-vm: Berth run through a link named berth-vm (VM containers by default: the Kubernetes
+  # RuntimeClass way, stock containerd configuration): the pod's workload container runs in a VM on
+  # the pod's network (docs/VM.md, "Kubernetes"). Only where VM containers can run (qemu, the guest
+  # kernel); not compared with runc. (`CRI_VM_BY_ANNOTATION=1`: Berth's own name, and the pod
+  # annotation run.berth.isolation=vm passed through by containerd instead.)
   local cri_handlers="runc berth"
   if [ -z "${CRI_NO_VM:-}" ] && command -v qemu-system-x86_64 >/dev/null && ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
     cri_handlers+=" berth-vm"
   fi
   for h in $cri_handlers; do
-    local bin=$RUNC; [ $h != runc ] && bin=$BERTH
-    local pa=""; [ $h = berth-vm ] && pa="
+    local bin=$RUNC pa=""; [ $h = berth ] && bin=$BERTH
+    if [ $h = berth-vm ]; then
+      if [ -n "${CRI_VM_BY_ANNOTATION:-}" ]; then
+        bin=$BERTH pa="
   pod_annotations = [\"run.berth.isolation\"]"
+      else
+        ln -sf "$BERTH" "$D/berth-vm" && bin=$D/berth-vm
+      fi
+    fi
     handlers+="
 [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.$h]
   runtime_type = \"io.containerd.runc.v2\"$pa
@@ -106,7 +114,7 @@ C
   $ctr image import "$T/image.tar" >/dev/null && $ctr image import "$T/pause.tar" >/dev/null || return 1
   for h in $cri_handlers; do
     local t0=$SECONDS extra=()
-    [ $h = berth-vm ] && extra=(--pod-annotation run.berth.isolation=vm)
+    [ $h = berth-vm ] && [ -n "${CRI_VM_BY_ANNOTATION:-}" ] && extra=(--pod-annotation run.berth.isolation=vm)
     mkdir -p "$D/logs/$h"
     timeout 300 "$CRI_CLIENT" --socket "$D/sock" --handler $h --image "$IMG" --cgroup-parent "/$CRI_CGROUP" \
       --log-dir "$D/logs/$h" --runtime-root "$D/$h-root" "${net[@]}" "${extra[@]}" > "$D/$h.out" 2> "$D/$h.err"

@@ -299,6 +299,10 @@ fn print_error(msg: &str) {
 }
 
 fn berth_main() -> u8 {
+    // Run as `berth-vm`: VM containers by default (a containerd runtime handler of their own).
+    if let Some(argv0) = std::env::args_os().next() {
+        libberth::vm::select_by_program_name(&argv0);
+    }
     let cli = Cli::parse();
     if cli.version {
         print(&version_text());

@@ -67,7 +67,22 @@ pub fn wanted(spec: &Spec) -> bool {
     if spec.vm().is_none() && annotation(spec, ANN_CRI_CONTAINER_TYPE) == Some("sandbox") {
         return false;
     }
-    spec.vm().is_some() || annotation(spec, ANN_ISOLATION) == Some("vm")
+    spec.vm().is_some()
+        || annotation(spec, ANN_ISOLATION) == Some("vm")
+        || VM_BY_NAME.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Berth run under this program name (a link to it) makes every container a VM container: a
+/// second runtime handler for containerd (a Kubernetes RuntimeClass) with stock configuration,
+/// `BinaryName = ".../berth-vm"` (docs/VM.md, "Kubernetes").
+pub const VM_PROGRAM: &str = "berth-vm";
+static VM_BY_NAME: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called with argv[0] at start-up.
+pub fn select_by_program_name(argv0: &std::ffi::OsStr) {
+    if Path::new(argv0).file_name() == Some(std::ffi::OsStr::new(VM_PROGRAM)) {
+        VM_BY_NAME.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Whether the container in this state directory is a VM container.
