@@ -36,7 +36,7 @@ profile berth-test-deny flags=(attach_disconnected,mediate_deleted) {
   audit deny /secret r,
 }
 PROFILE
-check apparmor-load-test-profile '' apparmor_parser -r "$aa_dir/berth-test-deny"
+check apparmor-load-test-profile '^loaded$' sh -c "apparmor_parser -r '$aa_dir/berth-test-deny' && echo loaded"
 
 aab=$aa_dir/bundle
 busybox_bundle "$aab"
@@ -81,12 +81,15 @@ refuse apparmor-missing-profile 'process.apparmorProfile.*berth-no-such-profile'
 check apparmor-missing-profile-nothing-left '^gone$' sh -c "'$BERTH' state aa-missing >/dev/null 2>&1 && echo left || echo gone"
 "$BERTH" delete --force aa-missing >/dev/null 2>&1
 
-# podman with its default configuration and Berth as the runtime: podman's default profile.
+# podman with its default configuration and Berth as the runtime: podman's default profile (when
+# sourced by install.sh, checked there with the runtime chosen by name).
 if [ "$standalone" = 1 ] || ! podman image exists localhost/refhost-busybox:latest 2>/dev/null; then
   tar -C "$aab/rootfs" -cf "$aa_dir/busybox.tar" .
   podman import -q "$aa_dir/busybox.tar" localhost/refhost-busybox:latest >/dev/null 2>&1
 fi
-if cid=$(timeout "$step_timeout" podman --runtime "$BERTH" run -d localhost/refhost-busybox:latest sleep 300 2>&1); then
+if [ "$standalone" = 0 ]; then
+  :
+elif cid=$(timeout "$step_timeout" podman --runtime "$BERTH" run -d localhost/refhost-busybox:latest sleep 300 2>&1); then
   pid=$(podman inspect --format '{{.State.Pid}}' "$cid")
   check podman-default-apparmor-profile '^containers-default-[0-9.]+ \(enforce\)$' cat "/proc/$pid/attr/current"
   podman rm -f -t 0 "$cid" >/dev/null 2>&1
