@@ -15,7 +15,8 @@
 #
 # Inside the guest SCRIPT runs with its working directory a scratch directory under /root and:
 #   BERTH=/mnt/share/bin/berth     this checkout's release binary (BERTH_BIN to choose another)
-#   REFHOST_SHARE=/mnt/share       the read-only share: bin/, refhost/ (tests/refhost), script
+#   REFHOST_SHARE=/mnt/share       the read-only share: bin/ (berth, berth-guest), refhost/
+#                                  (tests/refhost), install.sh (scripts/install.sh), script
 # The share is a second, read-only virtio disk (ext4 made with `mkfs.ext4 -d`: no host mount and no
 # daemon; the cloud kernel has no 9p); the output comes back on the second serial port (ttyS1),
 # ending with `REFHOST-EXIT rc=N`. The root disk is opened with snapshot=on: a run never changes
@@ -220,7 +221,13 @@ run() {
   trap 'exit 130' INT TERM
   mkdir -p "$work/share/bin" "$work/share/refhost"
   cp "$berth" "$work/share/bin/berth"
-  [ ! -x "$(dirname "$berth")/berth-guest" ] || cp "$(dirname "$berth")/berth-guest" "$work/share/bin/"
+  # The VM agent: beside the binary, else this checkout's static build (tests/refhost/install.sh
+  # installs it); and the installer itself, for tests/refhost/install.sh.
+  local agent
+  agent=$(dirname "$berth")/berth-guest
+  [ -x "$agent" ] || agent=$ROOT_DIR/target/x86_64-unknown-linux-gnu/release/berth-guest
+  [ ! -x "$agent" ] || cp "$agent" "$work/share/bin/berth-guest"
+  cp "$ROOT_DIR/scripts/install.sh" "$work/share/install.sh"
   cp -r "$ROOT_DIR/tests/refhost/." "$work/share/refhost/" 2>/dev/null || true
   cp "$script" "$work/share/script"
   local size

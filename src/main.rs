@@ -8,6 +8,8 @@ use libberth::container::{CreateOpts, Runtime};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+mod generate;
+
 /// The runtime-spec version Berth implements.
 const SPEC_VERSION: &str = "1.2.1";
 
@@ -222,6 +224,13 @@ enum Cmd {
         interval: String,
         id: String,
     },
+    /// Write the manual pages or a shell completion (scripts/install.sh uses it)
+    #[command(hide = true)]
+    Generate {
+        what: generate::Generated,
+        /// Directory for the manual pages
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -312,6 +321,15 @@ fn berth_main() -> u8 {
         let _ = <Cli as clap::CommandFactory>::command().print_help();
         return 0;
     };
+    if let Cmd::Generate { what, dir } = &cmd {
+        return match generate::generate(*what, dir.as_deref()) {
+            Ok(()) => 0,
+            Err(e) => {
+                print_error(&e);
+                1
+            }
+        };
+    }
     let preserve_fds = match &cmd {
         Cmd::Create(a) | Cmd::Run { create: a, .. } => a.preserve_fds,
         Cmd::Exec(a) => a.preserve_fds,
@@ -509,6 +527,8 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
             print(&serde_json::to_string_pretty(&libberth::features::document()).unwrap_or_default());
             Ok(0)
         }
+        // Handled in berth_main before the runtime is set up.
+        Cmd::Generate { .. } => Ok(0),
     }
 }
 

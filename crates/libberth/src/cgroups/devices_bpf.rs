@@ -173,39 +173,61 @@ pub fn attach(dir: &Path, rules: &[Rule]) -> Result<()> {
         })
         .collect();
     let license = b"Apache-2.0\0";
-    let mut log = vec![0u8; 4096];
-    let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: raw.len() as u32,
-        insns: raw.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        expected_attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
+    // Loaded without a verifier log first: a log that does not fit its buffer fails the load with
+    // ENOSPC even when the program verifies (kernel 6.1's log of a program for docker's ~20 device
+    // rules is over 4 KiB). Only a refused program is loaded again, for its log.
+    let load = |log: &mut [u8]| {
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: raw.len() as u32,
+            insns: raw.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            expected_attach_type: BPF_CGROUP_DEVICE,
+            ..Default::default()
+        };
+        attr.prog_name[..6].copy_from_slice(b"berth\0");
+        // SAFETY: bpf(2) with a properly sized, initialised attribute block whose pointers (the
+        // instructions, the license and the log buffer) outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &mut attr as *mut ProgLoad,
+                std::mem::size_of::<ProgLoad>(),
+            )
+        };
+        if fd < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(fd)
+        }
     };
-    attr.prog_name[..6].copy_from_slice(b"berth\0");
-    // SAFETY: bpf(2) with a properly sized, initialised attribute block whose pointers outlive it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &mut attr as *mut ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
+    let fd = match load(&mut []) {
+        Ok(fd) => fd,
+        Err(e) => {
+            let mut log = vec![0u8; 256 * 1024];
+            let _ = load(&mut log);
+            let msg = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
+            // The end of the log says why.
+            let tail: String = msg
+                .trim()
+                .lines()
+                .rev()
+                .take(8)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::sys(
+                format!("linux.resources.devices: load the cgroup v2 device program ({tail})"),
+                e,
+            ));
+        }
     };
-    if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        let msg = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
-        return Err(Error::sys(
-            format!(
-                "linux.resources.devices: load the cgroup v2 device program ({})",
-                msg.trim()
-            ),
-            e,
-        ));
-    }
     // SAFETY: fd is a fresh descriptor from bpf(2).
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let cg = std::fs::File::open(dir).with_ctx(|| format!("open cgroup {}", dir.display()))?;

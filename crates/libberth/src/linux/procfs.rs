@@ -78,6 +78,15 @@ fn open(rel: &str, flags: libc::c_int) -> Result<(std::fs::File, String)> {
     Ok((file, rel))
 }
 
+/// Whether the procfs file `rel` exists (looked up as [`open`] does, through the private procfs).
+pub fn exists(rel: &str) -> Result<bool> {
+    match open(rel, libc::O_PATH) {
+        Ok(_) => Ok(true),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Read the procfs file `rel` (a small one: at most 64 KiB) through the private procfs, never the
 /// container's /proc (which a hostile image or mount could fake).
 pub fn read(rel: &str) -> Result<String> {

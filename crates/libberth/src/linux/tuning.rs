@@ -79,9 +79,20 @@ pub fn apply(spec: &Spec, p: &Process) -> Result<()> {
 /// private procfs (never the container's /proc).
 pub(crate) fn set_exec_labels(p: &Process) -> Result<()> {
     if let Some(profile) = non_empty(p.apparmor_profile()) {
-        // Takes effect at the next execve.
-        super::procfs::write("self/attr/apparmor/exec", format!("exec {profile}").as_bytes())
-            .map_err(|e| e.context(format!("process.apparmorProfile {profile:?}")))?;
+        // Takes effect at the next execve (libapparmor's aa_change_onexec). The AppArmor directory
+        // of attr/ is there since Linux 5.8 (LSM stacking); before it, attr/exec, as runc falls back.
+        let attr = match super::procfs::exists("self/attr/apparmor/exec") {
+            Ok(false) => "self/attr/exec",
+            _ => "self/attr/apparmor/exec",
+        };
+        super::procfs::write(attr, format!("exec {profile}").as_bytes()).map_err(|e| {
+            let hint = if e.errno() == Some(libc::ENOENT) {
+                " (is the profile loaded? apparmor_parser -r FILE)"
+            } else {
+                ""
+            };
+            e.context(format!("process.apparmorProfile {profile:?}{hint}"))
+        })?;
     }
     if let Some(label) = non_empty(p.selinux_label()) {
         super::procfs::write("self/attr/exec", label.as_bytes())

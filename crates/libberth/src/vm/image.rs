@@ -96,12 +96,26 @@ pub fn kernel_release(kernel: &Path) -> Result<String> {
     Ok(rel)
 }
 
-/// The static guest agent: $BERTH_GUEST, next to the berth binary, or in the cargo target dir.
+/// Where an installed agent lives, after the places relative to the berth binary
+/// (scripts/install.sh: `<prefix>/lib/berth/berth-guest`, prefix /usr/local or /usr).
+pub const SYSTEM_AGENT_PATHS: [&str; 2] = ["/usr/local/lib/berth/berth-guest", "/usr/lib/berth/berth-guest"];
+
+/// The static guest agent: $BERTH_GUEST, next to the berth binary, in the cargo target dir, in
+/// `../lib/berth/` of the berth binary (an install under any prefix), or in the system paths.
 pub fn agent() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("BERTH_GUEST") {
         return Ok(PathBuf::from(p));
     }
     let exe = crate::linux::exeseal::installed_exe().map_err(|e| Error::sys("current executable", e))?;
+    let cands = agent_candidates(&exe);
+    cands.iter().find(|p| p.is_file() && is_static(p)).cloned().ok_or_else(|| {
+        let searched: Vec<String> = cands.iter().map(|p| p.display().to_string()).collect();
+        err!("VM container: the static guest agent berth-guest was not found (searched $BERTH_GUEST, {}; install it with scripts/install.sh, or build it: LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-guest --target x86_64-unknown-linux-gnu)", searched.join(", "))
+    })
+}
+
+/// The places `agent` looks, in order, for the berth binary at `exe`.
+fn agent_candidates(exe: &Path) -> Vec<PathBuf> {
     let dir = exe.parent().unwrap_or(Path::new("/"));
     let mut cands = vec![dir.join("berth-guest")];
     // target/<profile>/berth -> target/x86_64-unknown-linux-gnu/{release,debug}/berth-guest
@@ -115,9 +129,16 @@ pub fn agent() -> Result<PathBuf> {
             cands.push(target.join("x86_64-unknown-linux-gnu").join(prof).join("berth-guest"));
         }
     }
-    cands.into_iter().find(|p| p.is_file() && is_static(p)).ok_or_else(|| {
-        err!("VM container: the static guest agent berth-guest was not found next to {} (build it: LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu RUSTFLAGS='-C target-feature=+crt-static' cargo build --release -p berth-guest --target x86_64-unknown-linux-gnu)", exe.display())
-    })
+    // <prefix>/bin/berth -> <prefix>/lib/berth/berth-guest
+    if let Some(prefix) = dir.parent() {
+        cands.push(prefix.join("lib/berth/berth-guest"));
+    }
+    for p in SYSTEM_AGENT_PATHS {
+        if !cands.iter().any(|c| c == Path::new(p)) {
+            cands.push(PathBuf::from(p));
+        }
+    }
+    cands
 }
 
 /// A static ELF has no PT_INTERP program header.
@@ -329,6 +350,33 @@ pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_agent_is_looked_for_beside_then_in_the_target_dir_then_where_an_install_puts_it() {
+        let got = agent_candidates(Path::new("/usr/local/bin/berth"));
+        let got: Vec<_> = got.iter().map(|p| p.to_str().unwrap()).collect();
+        assert_eq!(
+            got,
+            [
+                "/usr/local/bin/berth-guest",
+                "/usr/local/x86_64-unknown-linux-gnu/release/berth-guest",
+                "/usr/local/x86_64-unknown-linux-gnu/debug/berth-guest",
+                "/usr/x86_64-unknown-linux-gnu/release/berth-guest",
+                "/usr/x86_64-unknown-linux-gnu/debug/berth-guest",
+                "/usr/local/lib/berth/berth-guest",
+                "/usr/lib/berth/berth-guest",
+            ]
+        );
+        let got = agent_candidates(Path::new("/opt/b/bin/berth"));
+        assert_eq!(got[5], Path::new("/opt/b/lib/berth/berth-guest"));
+        assert_eq!(
+            got[6..],
+            [
+                PathBuf::from(SYSTEM_AGENT_PATHS[0]),
+                PathBuf::from(SYSTEM_AGENT_PATHS[1])
+            ]
+        );
+    }
 
     #[test]
     fn modules_come_after_their_dependencies() {
