@@ -120,3 +120,70 @@ fn smoke_checks_pass_on_the_reference_host() {
         );
     }
 }
+
+/// Whether a reference-host test named `name` can run here (else it says why it skips); builds the
+/// image when it is not cached.
+fn criu_refhost_ready(name: &str) -> bool {
+    if !require_root() {
+        return false;
+    }
+    if std::env::var("BERTH_REFHOST").as_deref() != Ok("1") {
+        notice(&format!("SKIP {name}: set BERTH_REFHOST=1 to boot the reference host"));
+        return false;
+    }
+    let cached = refhost()
+        .arg("path")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have("qemu-system-x86_64") || (!cached && !have("mmdebstrap")) {
+        notice(&format!("SKIP {name}: needs qemu-system-x86_64 (and mmdebstrap to build the image)"));
+        return false;
+    }
+    if !cached {
+        let status = refhost()
+            .arg("build")
+            .stdin(Stdio::null())
+            .status()
+            .expect("run scripts/refhost.sh build");
+        assert!(status.success(), "scripts/refhost.sh build failed: {status}");
+    }
+    true
+}
+
+/// Checkpoint/restore (issue 18): tests/refhost/criu.sh runs every case with Berth and with runc;
+/// Berth must pass each (the matrix is in docs/CHECKPOINT.md).
+#[test]
+fn criu_checkpoint_restore_on_the_reference_host() {
+    if !criu_refhost_ready("criu_checkpoint_restore_on_the_reference_host") {
+        return;
+    }
+    let out = refhost()
+        .arg("run")
+        .arg(repo().join("tests/refhost/criu.sh"))
+        .env("BERTH_BIN", runtime())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/refhost.sh run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    notice(&format!("reference host (criu):\n{text}{err}"));
+    for case in [
+        "counter",
+        "leave-running",
+        "pre-dump",
+        "terminal",
+        "tcp",
+        "new-id",
+        "podman",
+        "podman-export",
+    ] {
+        let pass = format!("PASS {case}/berth ");
+        assert!(
+            text.lines().any(|l| l.starts_with(&pass)),
+            "no `{pass}` from the reference host"
+        );
+    }
+    assert!(text.lines().any(|l| l == "CRIU berth-failed=0"), "criu.sh did not finish");
+    assert!(out.status.success(), "criu.sh failed on the reference host ({})", out.status);
+}
