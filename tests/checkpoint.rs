@@ -50,7 +50,9 @@ fn failed_checkpoint_is_a_clear_error_and_leaves_the_container_running() {
         return;
     }
     if criu_works_here() {
-        notice("SKIP failed_checkpoint_is_a_clear_error...: criu works on this kernel (the reference host tests dumps)");
+        notice(
+            "SKIP failed_checkpoint_is_a_clear_error...: criu works on this kernel (the reference host tests dumps)",
+        );
         return;
     }
     let rt = Runtime::new();
@@ -64,7 +66,11 @@ fn failed_checkpoint_is_a_clear_error_and_leaves_the_container_running() {
     assert_err_mentions(&out, "checkpoint of container", "checkpoint where criu fails");
     assert_err_mentions(&out, "the container is left as it was", "checkpoint where criu fails");
     assert_err_mentions(&out, "criu failed: type DUMP", "checkpoint where criu fails");
-    assert_err_mentions(&out, &format!("{}/dump.log", img.display()), "checkpoint where criu fails");
+    assert_err_mentions(
+        &out,
+        &format!("{}/dump.log", img.display()),
+        "checkpoint where criu fails",
+    );
     assert!(img.join("dump.log").exists(), "CRIU's log is kept");
     // The container is untouched: same init, running, still counting (not frozen).
     let st = rt.state(&id);
@@ -74,7 +80,14 @@ fn failed_checkpoint_is_a_clear_error_and_leaves_the_container_running() {
     poll("the counter after the failed checkpoint", || count(&b) >= at + 3);
     // --leave-running and --pre-dump fail the same way and leave it running too.
     for extra in [["--leave-running"], ["--pre-dump"]] {
-        let out = rt.cmd(&[&["checkpoint", "--image-path", img.to_str().unwrap()][..], &extra[..], &[&id][..]].concat());
+        let out = rt.cmd(
+            &[
+                &["checkpoint", "--image-path", img.to_str().unwrap()][..],
+                &extra[..],
+                &[id.as_str()][..],
+            ]
+            .concat(),
+        );
         assert!(!out.status.success(), "{}", out.describe());
         assert_eq!(rt.state(&id)["status"], "running");
     }
@@ -82,7 +95,11 @@ fn failed_checkpoint_is_a_clear_error_and_leaves_the_container_running() {
     let mut c = rt.command(&["checkpoint", "--image-path", img.to_str().unwrap(), &id]);
     c.env("PATH", "/nonexistent");
     let out = rt.exec(c);
-    assert_err_mentions(&out, "needs CRIU 3.0.0 or newer: no criu in PATH", "checkpoint without criu");
+    assert_err_mentions(
+        &out,
+        "needs CRIU 3.0.0 or newer: no criu in PATH",
+        "checkpoint without criu",
+    );
     assert_eq!(rt.state(&id)["status"], "running");
     rt.delete_force(&id).ok("delete");
 }
@@ -101,16 +118,33 @@ fn checkpoint_and_restore_refuse_bad_flags_and_states() {
     let id = unique_id();
     rt.create(&b, &id).ok("create");
     let out = rt.cmd(&["checkpoint", "--image-path", img_s, &id]);
-    assert_err_mentions(&out, "cannot be checkpointed in created state", "checkpoint of a created container");
+    assert_err_mentions(
+        &out,
+        "cannot be checkpointed in created state",
+        "checkpoint of a created container",
+    );
     assert_eq!(rt.state(&id)["status"], "created");
     for (args, needle) in [
-        (vec!["--manage-cgroups-mode", "bogus"], "--manage-cgroups-mode: invalid value"),
-        (vec!["--empty-ns", "pid"], "--empty-ns: namespace \"pid\" is not supported"),
+        (
+            vec!["--manage-cgroups-mode", "bogus"],
+            "--manage-cgroups-mode: invalid value",
+        ),
+        (
+            vec!["--empty-ns", "pid"],
+            "--empty-ns: namespace \"pid\" is not supported",
+        ),
         (vec!["--parent-path", "/abs"], "--parent-path must be relative"),
         (vec!["--parent-path", "missing"], "invalid --parent-path"),
         (vec!["--page-server", "nohost"], "--page-server: use ADDRESS:PORT"),
     ] {
-        let out = rt.cmd(&[&["checkpoint", "--image-path", img_s][..], &args[..], &[&id][..]].concat());
+        let out = rt.cmd(
+            &[
+                &["checkpoint", "--image-path", img_s][..],
+                &args[..],
+                &[id.as_str()][..],
+            ]
+            .concat(),
+        );
         assert_err_mentions(&out, needle, &format!("checkpoint {args:?}"));
     }
     let out = rt.cmd(&["checkpoint", "--image-path", img_s, "no-such-container"]);
@@ -165,7 +199,35 @@ fn help_and_features_say_checkpoint_is_there() {
     }
     let f: serde_json::Value = serde_json::from_str(&rt.cmd(&["features"]).out()).unwrap();
     assert!(
-        f["annotations"]["run.berth.checkpoint"].as_str().is_some_and(|s| s.contains("criu")),
+        f["annotations"]["run.berth.checkpoint"]
+            .as_str()
+            .is_some_and(|s| s.contains("criu")),
         "{f}"
     );
+}
+
+/// CRIU dumps only a container whose init leads its own session inside its pid namespace (else:
+/// "A session leader of N(1) is outside of its pid namespace"). The general path of create (a
+/// namespace joined by path) forks the real init from an intermediate process: the init must
+/// still be the leader of a session of its own, as runc's is.
+#[test]
+fn init_leads_its_own_session_when_a_namespace_is_joined() {
+    if !require_root() {
+        return;
+    }
+    let ns = format!("berth-criu-{}", std::process::id());
+    let ok = Command::new("ip")
+        .args(["netns", "add", &ns])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        notice("SKIP init_leads_its_own_session...: `ip netns add` failed");
+        return;
+    }
+    let mut b = Bundle::sh("cut -d' ' -f6 /proc/1/stat; cut -d' ' -f6 /proc/self/stat");
+    b.set_namespace("network", Some(&format!("/var/run/netns/{ns}")));
+    let out = run_ok(&b);
+    let _ = Command::new("ip").args(["netns", "del", &ns]).status();
+    let l = lines(&out);
+    assert_eq!(l.first().map(String::as_str), Some("1"), "init's session: {out}");
 }

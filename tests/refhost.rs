@@ -137,7 +137,9 @@ fn criu_refhost_ready(name: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !have("qemu-system-x86_64") || (!cached && !have("mmdebstrap")) {
-        notice(&format!("SKIP {name}: needs qemu-system-x86_64 (and mmdebstrap to build the image)"));
+        notice(&format!(
+            "SKIP {name}: needs qemu-system-x86_64 (and mmdebstrap to build the image)"
+        ));
         return false;
     }
     if !cached {
@@ -184,6 +186,13 @@ fn criu_checkpoint_restore_on_the_reference_host() {
             "no `{pass}` from the reference host"
         );
     }
-    assert!(text.lines().any(|l| l == "CRIU berth-failed=0"), "criu.sh did not finish");
-    assert!(out.status.success(), "criu.sh failed on the reference host ({})", out.status);
+    assert!(
+        text.lines().any(|l| l == "CRIU berth-failed=0"),
+        "criu.sh did not finish"
+    );
+    assert!(
+        out.status.success(),
+        "criu.sh failed on the reference host ({})",
+        out.status
+    );
 }

@@ -195,13 +195,24 @@ case_terminal() {
     || { echo "checkpoint failed: $(tail -n5 "$b/out")"; kill $srv; return 1; }
   local at
   at=$(cat "$b/rootfs/count")
-  timeout "$step_timeout" "$(rt_bin "$rt")" restore -d --console-socket "$b/console.sock" --bundle "$b" --image-path "$b/img" "$id" </dev/null >>"$b/out" 2>&1 \
+  sleep 1
+  [ "$(cat "$b/rootfs/count")" = "$at" ] || { echo "counter moved while checkpointed"; kill $srv; return 1; }
+  timeout "$step_timeout" "$(rt_bin "$rt")" --debug --log "$b/rt.log" restore -d --console-socket "$b/console.sock" --bundle "$b" --image-path "$b/img" "$id" </dev/null >>"$b/out" 2>&1 \
     || { echo "restore failed: $(tail -n5 "$b/out")"; kill $srv; return 1; }
   counted_on "$b/rootfs/count" "$at" || { kill $srv; return 1; }
-  wait_for 20 grep -q '^DATA 2 .*tick-' "$b/console.log" || { echo "no output on the restored terminal: $(tail -n3 "$b/console.log")"; kill $srv; return 1; }
+  # The restored process's terminal output reaches the console socket's side: a tick after the
+  # checkpoint's count, on the master received at create (CRIU kept the pty) or on a new one
+  # (CRIU's orphan-pts-master, sent by the runtime at restore).
+  after_tick() { grep -oE '^DATA [0-9]+ .*tick-[0-9]+' "$b/console.log" | sed 's/.*tick-//' | sort -n | tail -n1 | awk -v a="$at" '$1 > a + 2 {ok=1} END {exit !ok}'; }
+  wait_for 20 after_tick || {
+    grep -v '^DATA 1' "$b/console.log"
+    grep -i -E 'notify|pts|tty|console' "$b/rt.log" | tail -n 8
+    grep -i -E 'orphan|pts|tty' "$b/img/restore.log" | tail -n 12
+    ls -l /proc/"$(cat "$b/rootfs/../restored.pid" 2>/dev/null || "$(rt_bin "$rt")" state "$id" | sed -n 's/.*"pid": \([0-9]*\).*/\1/p')"/fd 2>&1 | tail -n 4
+    echo "no output on the restored terminal: $(tail -n3 "$b/console.log")"; kill $srv; return 1; }
   cleanup "$rt" "$id"
   kill $srv 2>/dev/null
-  echo "$(grep -c ^MASTER "$b/console.log") masters received; after restore: $(grep '^DATA 2' "$b/console.log" | tail -n1)"
+  echo "$(grep -c ^MASTER "$b/console.log") master(s) received; count $at at checkpoint; last output: $(grep '^DATA' "$b/console.log" | tail -n1)"
 }
 
 case_tcp() {
@@ -309,7 +320,7 @@ for c in $CASES; do
       echo "FAIL $c/$rt: $(tail -n4 "$log" | tr '\n' ' ' | cut -c1-600)"
       sed 's/^/    | /' "$log" | tail -n 30
       for f in "$work/$rt"-*/img/*.log "$work/$rt"-*/cp/final/*.log; do
-        [ -f "$f" ] && grep -n Error "$f" | tail -n 5 | sed "s|^|    | $f: |"
+        [ -f "$f" ] && grep -n Error "$f" | tail -n 5 | sed "s#^#    | $f: #"
       done
       [ "$rt" = berth ] && berth_failed=$((berth_failed + 1))
     fi

@@ -251,6 +251,12 @@ fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel)
         Ok(0) => {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // The real init leads a session of its own, in its own pid namespace (as runc's
+            // init): the intermediate's session would have its leader outside, which CRIU
+            // refuses to dump ("A session leader ... is outside of its pid namespace").
+            if spec.process().as_ref().and_then(|p| p.terminal()) != Some(true) {
+                detach_from_terminal();
+            }
             Ok(())
         }
         Ok(child) => {
