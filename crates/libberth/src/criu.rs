@@ -466,6 +466,17 @@ fn check_features(mem_track: bool, lazy_pages: bool) -> Result<()> {
     Ok(())
 }
 
+/// Tell the caller of `--lazy-pages` that the page server is ready: `\0` on `--status-fd`, closed.
+fn status_ready(fd: RawFd) {
+    let zero = [0u8; 1];
+    // SAFETY: write one byte from a local buffer to the caller's descriptor, then close it (it is
+    // used once).
+    unsafe {
+        libc::write(fd, zero.as_ptr().cast(), 1);
+        libc::close(fd);
+    }
+}
+
 /// The namespace's name as CRIU and runc spell it.
 fn ns_name(t: LinuxNamespaceType) -> &'static str {
     match t {
@@ -836,11 +847,7 @@ impl Runtime {
             crate::log::debug(&format!("criu notify: {}", n.script()));
             if n.script() == "status-ready" {
                 if let Some(fd) = status_fd.take() {
-                    // SAFETY: write one byte to the caller's status descriptor, then close it.
-                    unsafe {
-                        libc::write(fd, b"\0".as_ptr().cast(), 1);
-                        libc::close(fd);
-                    }
+                    status_ready(fd);
                 }
             }
             Ok(())
@@ -1219,11 +1226,7 @@ impl Runtime {
                 }
                 "status-ready" => {
                     if let Some(fd) = status_fd.take() {
-                        // SAFETY: write one byte to the caller's status descriptor, then close it.
-                        unsafe {
-                            libc::write(fd, b"\0".as_ptr().cast(), 1);
-                            libc::close(fd);
-                        }
+                        status_ready(fd);
                     }
                 }
                 _ => {}
