@@ -231,3 +231,19 @@ fn init_leads_its_own_session_when_a_namespace_is_joined() {
     let l = lines(&out);
     assert_eq!(l.first().map(String::as_str), Some("1"), "init's session: {out}");
 }
+
+/// A container whose stdio is the host's /dev/null (as conmon gives it) gets the container's own
+/// /dev/null instead, as runc's init does: CRIU cannot dump a descriptor of a mount outside the
+/// container ("Can't lookup mount=N for fd=0 path=/dev/null"; podman checkpoint failed so).
+#[test]
+fn stdio_on_the_host_dev_null_is_reopened_inside() {
+    if !require_root() {
+        return;
+    }
+    // The harness runs the runtime with stdin /dev/null (the host's).
+    let out = run_default(
+        "a=$(grep mnt_id /proc/1/fdinfo/0); exec 3</dev/null; b=$(grep mnt_id /proc/1/fdinfo/3); \
+         if [ \"$a\" = \"$b\" ]; then echo same; else echo \"differ: $a / $b\"; fi",
+    );
+    assert_eq!(out.trim(), "same", "stdin is not the container's /dev/null: {out}");
+}
