@@ -214,6 +214,10 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Checkpoint a running container with CRIU
+    Checkpoint(Box<CheckpointArgs>),
+    /// Restore a container from a CRIU checkpoint
+    Restore(Box<RestoreArgs>),
     /// Print resource statistics and OOM events of a container as JSON lines
     Events {
         /// Print one stats document and exit
@@ -231,6 +235,121 @@ enum Cmd {
         /// Directory for the manual pages
         dir: Option<PathBuf>,
     },
+}
+
+/// The CRIU options `checkpoint` and `restore` share (runc's flags).
+#[derive(Args)]
+struct CriuArgs {
+    /// Path for CRIU's image files (default: ./checkpoint)
+    #[arg(long, value_name = "DIR")]
+    image_path: Option<PathBuf>,
+    /// Path for CRIU's work files and logs (default: the image path)
+    #[arg(long, value_name = "DIR")]
+    work_path: Option<PathBuf>,
+    /// Allow open TCP connections
+    #[arg(long)]
+    tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long)]
+    ext_unix_sk: bool,
+    /// Allow shell jobs
+    #[arg(long)]
+    shell_job: bool,
+    /// Handle file locks
+    #[arg(long)]
+    file_locks: bool,
+    /// cgroups mode: soft|full|strict|ignore (default: soft)
+    #[arg(long, value_name = "MODE", default_value = "")]
+    manage_cgroups_mode: String,
+    /// Create a namespace, but do not restore its properties (network)
+    #[arg(long, value_name = "NS")]
+    empty_ns: Vec<String>,
+    /// Enable auto deduplication of memory images
+    #[arg(long)]
+    auto_dedup: bool,
+    /// Use userfaultfd to restore memory pages lazily
+    #[arg(long)]
+    lazy_pages: bool,
+}
+
+#[derive(Args)]
+struct CheckpointArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Path of the previous (pre-dump) images, relative to --image-path
+    #[arg(long, value_name = "DIR")]
+    parent_path: Option<PathBuf>,
+    /// Leave the container running after the checkpoint
+    #[arg(long)]
+    leave_running: bool,
+    /// Skip in-flight TCP connections
+    #[arg(long)]
+    tcp_skip_in_flight: bool,
+    /// Link unlinked files back when possible
+    #[arg(long)]
+    link_remap: bool,
+    /// Dump the memory only and leave the container running (for a later dump with --parent-path)
+    #[arg(long)]
+    pre_dump: bool,
+    /// CRIU writes \0 to this descriptor once the lazy-pages server is ready
+    #[arg(long, value_name = "FD", default_value_t = -1, allow_negative_numbers = true)]
+    status_fd: i32,
+    /// ADDRESS:PORT of the page server
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    page_server: Option<String>,
+    /// Container ID
+    id: String,
+}
+
+#[derive(Args)]
+struct RestoreArgs {
+    #[command(flatten)]
+    criu: CriuArgs,
+    /// Path to the bundle directory (holding config.json)
+    #[arg(long, short = 'b', default_value = ".")]
+    bundle: PathBuf,
+    /// Return once the container is restored
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// Write the restored init's pid to this file
+    #[arg(long, value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// Unix socket to send the restored terminal's pty master to
+    #[arg(long, value_name = "PATH")]
+    console_socket: Option<PathBuf>,
+    /// Do not become a subreaper for the restored processes
+    #[arg(long)]
+    no_subreaper: bool,
+    /// Accepted for runc compatibility (CRIU restores the mount namespace itself)
+    #[arg(long)]
+    no_pivot: bool,
+    /// LSM profile to restore with (TYPE:NAME)
+    #[arg(long, value_name = "TYPE:NAME")]
+    lsm_profile: Option<String>,
+    /// LSM mount context to restore with
+    #[arg(long, value_name = "CONTEXT")]
+    lsm_mount_context: Option<String>,
+    /// Container ID
+    id: String,
+}
+
+/// runc's flags -> CRIU options, validated.
+fn criu_opts(a: &CriuArgs, parent: Option<&Path>) -> libberth::Result<libberth::criu::CriuOpts> {
+    let (image_path, parent_path) = libberth::criu::prepare_image_paths(a.image_path.as_deref(), parent)?;
+    Ok(libberth::criu::CriuOpts {
+        image_path,
+        work_path: a.work_path.clone().filter(|p| !p.as_os_str().is_empty()),
+        parent_path,
+        tcp_established: a.tcp_established,
+        ext_unix_sk: a.ext_unix_sk,
+        shell_job: a.shell_job,
+        file_locks: a.file_locks,
+        auto_dedup: a.auto_dedup,
+        lazy_pages: a.lazy_pages,
+        manage_cgroups_mode: libberth::criu::CgroupsMode::parse(&a.manage_cgroups_mode)?,
+        empty_ns: libberth::criu::empty_ns_mask(&a.empty_ns)?,
+        ..Default::default()
+    })
 }
 
 #[derive(Args)]
@@ -440,6 +559,37 @@ fn dispatch(rt: &Runtime, cmd: Cmd) -> libberth::Result<u8> {
             rt.kill(&id, sig, all).map(|_| 0)
         }
         Cmd::Delete { force, id } => rt.delete(&id, force).map(|_| 0),
+        Cmd::Checkpoint(a) => {
+            let mut o = criu_opts(&a.criu, a.parent_path.as_deref())?;
+            o.leave_running = a.leave_running;
+            o.tcp_skip_in_flight = a.tcp_skip_in_flight;
+            o.link_remap = a.link_remap;
+            o.pre_dump = a.pre_dump;
+            o.status_fd = (a.status_fd >= 0).then_some(a.status_fd);
+            o.page_server = a
+                .page_server
+                .as_deref()
+                .filter(|s| !s.is_empty())
+                .map(libberth::criu::parse_page_server)
+                .transpose()?;
+            rt.checkpoint(&a.id, &o).map(|_| 0)
+        }
+        Cmd::Restore(a) => {
+            let mut criu = criu_opts(&a.criu, None)?;
+            criu.lsm_profile = a.lsm_profile.clone().filter(|s| !s.is_empty());
+            criu.lsm_mount_context = a.lsm_mount_context.clone().filter(|s| !s.is_empty());
+            let o = libberth::criu::RestoreOpts {
+                criu,
+                bundle: &a.bundle,
+                detach: a.detach,
+                pid_file: a.pid_file.as_deref(),
+                console_socket: a.console_socket.as_deref(),
+                no_subreaper: a.no_subreaper,
+                no_pivot: a.no_pivot,
+            };
+            let code = rt.restore(&a.id, &o)?;
+            Ok(code.clamp(0, 255) as u8)
+        }
         Cmd::List { format, quiet } => {
             let list = rt.list()?;
             if quiet {

@@ -248,6 +248,11 @@ impl Runtime {
                 return Err(Error::sys(path.display(), e));
             }
         }
+        // Checkpoint reads the config as it was at create (crate::criu).
+        if let Err(e) = crate::criu::save_config(&dir, &bundle.spec) {
+            undo.dir = Some(locked);
+            return Err(e);
+        }
         undo.dir = Some(locked);
         crash_point("recorded");
         if systemd {
@@ -503,7 +508,7 @@ impl Runtime {
     }
 
     /// Kill whatever is left, remove the cgroup, run poststop hooks, remove the state.
-    fn destroy(&self, locked: Locked, rec: &Record) -> Result<()> {
+    pub(crate) fn destroy(&self, locked: Locked, rec: &Record) -> Result<()> {
         let cg = Cgroup::open(&rec.cgroup_path);
         if rec.cgroup_owned {
             // Frozen (paused) or forking processes: freeze, SIGKILL all, thaw (so they can die).

@@ -98,6 +98,7 @@ pub fn document() -> Value {
         "annotations": {
             "run.berth.version": env!("CARGO_PKG_VERSION"),
             crate::vm::ANN_ISOLATION: "vm: run the bundle in a micro-VM with its own kernel (docs/VM.md)",
+            "run.berth.checkpoint": "criu: checkpoint and restore of Linux containers through CRIU's RPC (criu >= 3.0 in PATH; not VM containers)",
             crate::vm::ANN_CPUS: "vCPUs of a VM container (default: from linux.resources.cpu, else 1)",
             crate::vm::ANN_MEMORY: "guest RAM of a VM container in MiB, or with M/G (default: linux.resources.memory.limit, else 256)",
             crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: /boot/vmlinuz-*-cloud-amd64)"

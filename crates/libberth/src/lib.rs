@@ -8,6 +8,7 @@
 
 pub mod cgroups;
 pub mod container;
+pub mod criu;
 pub mod default_spec;
 pub mod error;
 pub mod features;

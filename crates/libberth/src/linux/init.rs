@@ -146,6 +146,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
     }
     rootfs::enter(cfg.rootfs, cfg.no_pivot, plan.mount_ns())?;
     rootfs::finish(spec)?;
+    if plan.mount_ns() != super::process::MountNs::Runtime {
+        reopen_dev_null()?;
+    }
     if process.terminal().unwrap_or(false) {
         let size = process.console_size().map(|b| (b.height() as u16, b.width() as u16));
         match cfg.console_sock {
@@ -226,6 +229,50 @@ pub(crate) fn detach_from_terminal() {
     unsafe { libc::setsid() };
 }
 
+/// Stdio that is the host's /dev/null (an engine's conmon gives it) becomes the container's own
+/// /dev/null, as runc's init does: a descriptor of a mount outside the container's mount namespace
+/// is one CRIU cannot dump ("Can't lookup mount=N for fd=0 path=/dev/null"). Only a descriptor that
+/// is /dev/null (char 1:3) is replaced, and only by a char 1:3 node opened without following a
+/// symlink.
+fn reopen_dev_null() -> Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let is_null = |st: &libc::stat| st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3);
+    let mut stdio_null = [false; 3];
+    for (fd, null) in stdio_null.iter_mut().enumerate() {
+        // SAFETY: a zeroed stat is a valid value of this plain C struct.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: fstat into a local struct.
+        *null = unsafe { libc::fstat(fd as i32, &mut st) } == 0 && is_null(&st);
+    }
+    if !stdio_null.contains(&true) {
+        return Ok(());
+    }
+    // SAFETY: open a NUL-terminated path; the descriptor is owned below.
+    let fd = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    if fd < 0 {
+        // No /dev/null in the container: the host's stays (as before).
+        return Ok(());
+    }
+    // SAFETY: a fresh descriptor.
+    let null = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    // SAFETY: a zeroed stat is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat of our descriptor into a local struct.
+    if unsafe { libc::fstat(null.as_raw_fd(), &mut st) } != 0 || !is_null(&st) {
+        return Ok(());
+    }
+    for (fd, null_now) in stdio_null.iter().enumerate() {
+        // SAFETY: dup3 of our descriptor onto a stdio descriptor that is /dev/null.
+        if *null_now && unsafe { libc::dup3(null.as_raw_fd(), fd as i32, 0) } < 0 {
+            return Err(Error::sys(
+                "reopen /dev/null inside the container",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// With a pid or time namespace in the general path: unshare it (a joined one was entered with
 /// setns above) and fork the real init; this intermediate process reports the init's pid and leaves.
 fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel) -> Result<()> {
@@ -251,6 +298,12 @@ fn fork_real_init(spec: &oci_spec::runtime::Spec, plan: &NsPlan, chan: &Channel)
         Ok(0) => {
             // SAFETY: prctl with integer arguments.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // The real init leads a session of its own, in its own pid namespace (as runc's
+            // init): the intermediate's session would have its leader outside, which CRIU
+            // refuses to dump ("A session leader ... is outside of its pid namespace").
+            if spec.process().as_ref().and_then(|p| p.terminal()) != Some(true) {
+                detach_from_terminal();
+            }
             Ok(())
         }
         Ok(child) => {
