@@ -447,3 +447,91 @@ fn podman_bridge_network_reaches_vm_containers() {
     );
     assert_eq!(host.hits(), 1);
 }
+
+/// An unprivileged caller cannot make a network namespace: a VM container asking for a new one
+/// still runs, its guest with a working `lo` only (nothing else of the host's reaches it).
+#[test]
+fn rootless_vm_container_with_a_new_network_namespace_has_lo() {
+    if skip("rootless_vm_container_with_a_new_network_namespace_has_lo") {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    const USER: &str = "berth-rootless";
+    let ids = || {
+        let out = Command::new("getent").args(["passwd", USER]).output().unwrap();
+        let line = String::from_utf8_lossy(&out.stdout).into_owned();
+        let f: Vec<&str> = line.trim().split(':').collect();
+        (f.len() > 3).then(|| (f[2].parse::<u32>().unwrap(), f[3].parse::<u32>().unwrap()))
+    };
+    if ids().is_none() {
+        let out = Command::new("useradd")
+            .args(["--no-create-home", "--user-group", USER])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success() || ids().is_some(),
+            "useradd {USER}: {}",
+            out.describe()
+        );
+    }
+    let (uid, gid) = ids().expect("the test user");
+    let b = Bundle::default();
+    let _ = std::fs::remove_file(b.config_path());
+    let home = TempDir::new("rootless-vm");
+    for d in ["xdg", "cache"] {
+        std::fs::create_dir(home.join(d)).unwrap();
+        std::fs::set_permissions(home.join(d), std::fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    for d in ["proc", "dev", "sys", "tmp"] {
+        let _ = std::fs::create_dir(b.dir.join("rootfs").join(d));
+    }
+    for p in [b.dir.as_path(), home.path()] {
+        let out = Command::new("chown")
+            .arg("-R")
+            .arg(format!("{uid}:{gid}"))
+            .arg(p)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "chown: {}", out.describe());
+    }
+    let berth = |args: &[&str]| {
+        Command::new(runtime())
+            .args(args)
+            .current_dir(&b.dir)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("XDG_RUNTIME_DIR", home.join("xdg"))
+            .env("BERTH_CACHE_DIR", home.join("cache"))
+            .uid(uid)
+            .gid(gid)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let out = berth(&["spec", "--rootless"]);
+    assert!(out.status.success(), "spec --rootless: {}", out.describe());
+    let mut c: serde_json::Value = serde_json::from_slice(&std::fs::read(b.config_path()).unwrap()).unwrap();
+    c["process"]["terminal"] = false.into();
+    c["process"]["args"] = serde_json::json!(["sh", "-c", "ip -o link"]);
+    c["annotations"] = serde_json::json!({"run.berth.isolation": "vm"});
+    // Bind mounts need root in a VM container (docs/VM.md); the rest of spec --rootless stays.
+    c["mounts"].as_array_mut().unwrap().retain(|m| {
+        !m["options"]
+            .as_array()
+            .is_some_and(|o| o.iter().any(|x| x == "bind" || x == "rbind"))
+    });
+    c["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"type": "network"}));
+    std::fs::write(b.config_path(), serde_json::to_vec(&c).unwrap()).unwrap();
+    let id = unique_id();
+    let out = berth(&["run", &id]);
+    let _ = berth(&["delete", "--force", &id]);
+    assert!(out.status.success(), "rootless VM run: {}", out.describe());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let links: Vec<&str> = text.lines().filter(|l| l.contains(": <")).collect();
+    assert_eq!(links.len(), 1, "only lo: {text}");
+    assert!(links[0].contains("lo: <LOOPBACK,UP"), "{text}");
+}

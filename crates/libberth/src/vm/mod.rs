@@ -705,9 +705,11 @@ fn monitor(plan: &Plan, dir: &Path, rootfs: &Path, fs: Option<&UnixListener>, mu
     close_inherited();
     // The monitor, and so qemu, live in the container's network namespace (vm/net.rs): qemu
     // joins nothing else of the host's network.
-    if let Err(e) = net::enter(&net.netns) {
-        eprintln!("berth: VM container: enter the container's network namespace: {e}");
-        return 255;
+    if let Some(ns) = &net.netns {
+        if let Err(e) = net::enter(ns) {
+            eprintln!("berth: VM container: enter the container's network namespace: {e}");
+            return 255;
+        }
     }
     if let Some(t) = &mux.tty {
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.

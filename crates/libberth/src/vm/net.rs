@@ -31,7 +31,9 @@ const ARPHRD_ETHER: u16 = 1;
 /// The container's network namespace and what Berth added to it. Dropping it removes the
 /// couplings (the taps go with their last descriptor) unless `keep` was called.
 pub struct Attached {
-    pub netns: OwnedFd,
+    /// The container's network namespace; None only for an unprivileged caller asking for a new
+    /// one (it cannot make one: the guest then has `lo` only and qemu no network device).
+    pub netns: Option<OwnedFd>,
     /// One per interface, in the order of `network.interfaces`.
     pub taps: Vec<OwnedFd>,
     pub network: Network,
@@ -64,8 +66,8 @@ impl Attached {
 
 impl Drop for Attached {
     fn drop(&mut self) {
-        if self.armed && !self.coupled.is_empty() {
-            let _ = in_netns(&self.netns, || {
+        if let (true, false, Some(ns)) = (self.armed, self.coupled.is_empty(), &self.netns) {
+            let _ = in_netns(ns, || {
                 self.uncouple_here();
                 Ok(())
             });
@@ -143,16 +145,29 @@ pub fn attach(spec: &Spec) -> Result<Attached> {
                 .map_err(|e| Error::sys(format!("linux.namespaces: network path {}", p.display()), e))?;
             OwnedFd::from(f)
         }
+        // An unprivileged caller cannot make a network namespace (CAP_SYS_ADMIN); a new one
+        // holds nothing but `lo` anyway, which the guest has of its own.
+        // SAFETY: geteuid has no preconditions.
+        None if unsafe { libc::geteuid() } != 0 => {
+            return Ok(Attached {
+                netns: None,
+                taps: Vec::new(),
+                network: Network::default(),
+                coupled: Vec::new(),
+                armed: true,
+            });
+        }
         None => new_netns()?,
     };
     let mut att = Attached {
-        netns,
+        netns: Some(netns),
         taps: Vec::new(),
         network: Network::default(),
         coupled: Vec::new(),
         armed: true,
     };
-    let (network, taps, coupled) = in_netns(&att.netns, || {
+    let ns = att.netns.as_ref().expect("just set");
+    let (network, taps, coupled) = in_netns(ns, || {
         let mut sock = Socket::open().map_err(|e| Error::sys("netlink", e))?;
         let network = read(&mut sock)?;
         validate(&network).map_err(Error::new)?;
