@@ -25,7 +25,8 @@
 # Debian mirror of /etc/apt/sources.list*), REFHOST_TIMEOUT (whole boot+run, seconds, default
 # 900), REFHOST_MEM (MiB, default 3072), REFHOST_ACCEL (kvm|tcg; default: a cached probe),
 # BERTH_BIN (default target/release/berth; berth-guest next to it is shared too when present),
-# REFHOST_SHARE_BIN (more files for the share's bin/, space-separated paths: test binaries, tools).
+# REFHOST_SHARE_BIN (more files for the share's bin/, space-separated PATH or PATH=NAME: test
+# binaries, tools).
 # The share also carries engines/*.sh (the engines suite) as $REFHOST_SHARE/engines.
 set -euo pipefail
 
@@ -227,11 +228,11 @@ run() {
   # The engines suite's scripts (engines/run.sh and the files it sources).
   mkdir -p "$work/share/engines"
   cp "$ROOT_DIR"/engines/*.sh "$work/share/engines/"
-  # More binaries for the script, in bin/ under their own names (REFHOST_SHARE_BIN: paths).
+  # More binaries for the script, in bin/ (REFHOST_SHARE_BIN: PATH or PATH=NAME entries).
   local extra
   for extra in ${REFHOST_SHARE_BIN:-}; do
-    [ -f "$extra" ] || die "REFHOST_SHARE_BIN: $extra is not a file"
-    cp "$extra" "$work/share/bin/"
+    [ -f "${extra%%=*}" ] || die "REFHOST_SHARE_BIN: ${extra%%=*} is not a file"
+    if [ "${extra#*=}" != "$extra" ]; then cp "${extra%%=*}" "$work/share/bin/${extra#*=}"; else cp "$extra" "$work/share/bin/"; fi
   done
   cp "$script" "$work/share/script"
   local size

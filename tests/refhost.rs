@@ -28,11 +28,15 @@ fn have(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// One reference host at a time (each is a 3 GiB qemu).
+static ONE_VM: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn smoke_checks_pass_on_the_reference_host() {
     if !require_root() {
         return;
     }
+    let _vm = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
     let cached = refhost()
         .arg("path")
         .stdout(Stdio::null())
@@ -120,3 +124,127 @@ fn smoke_checks_pass_on_the_reference_host() {
         );
     }
 }
+
+/// The test binary of tests/cgroups.rs, built in release mode (for the reference host).
+fn cgroups_test_binary() -> Option<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "test",
+            "--release",
+            "--test",
+            "cgroups",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            (v["target"]["name"] == "cgroups")
+                .then(|| v["executable"].as_str().map(std::path::PathBuf::from))
+                .flatten()
+        })
+}
+
+/// Berth on the reference host as its users run it (tests/refhost/systemd-host.sh): rootless
+/// podman with its default (systemd) cgroup manager, dockerd on its defaults, containerd's CRI with
+/// SystemdCgroup = true (when engines/run.sh built the CRI client), and tests/cgroups.rs under both
+/// drivers.
+#[test]
+fn berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host() {
+    if !require_root() {
+        return;
+    }
+    if std::env::var("BERTH_REFHOST").as_deref() != Ok("1") {
+        notice("SKIP berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host: set BERTH_REFHOST=1");
+        return;
+    }
+    let _vm = ONE_VM.lock().unwrap_or_else(|e| e.into_inner());
+    let cached = refhost()
+        .arg("path")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !cached || !have("qemu-system-x86_64") {
+        notice("SKIP berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host: no cached image (scripts/refhost.sh build) or no qemu");
+        return;
+    }
+    let cgroups = cgroups_test_binary().expect("build tests/cgroups.rs (cargo test --release --test cgroups --no-run)");
+    let mut share = format!("{}=cgroups", cgroups.display());
+    let cri = repo().join("target/cri-client/debug/cri-client");
+    if cri.is_file() {
+        share.push_str(&format!(" {}", cri.display()));
+    }
+    let tmp = TempDir::new("refhost");
+    let script = tmp.join("systemd-host.sh");
+    // The part of tests/cgroups.rs CI runs there (docs/REFHOST.md has the whole run).
+    std::fs::write(
+        &script,
+        format!(
+            "CGROUPS_FILTER={:?}\n. \"$REFHOST_SHARE/refhost/systemd-host.sh\"\n",
+            std::env::var("BERTH_REFHOST_CGROUPS_FILTER").unwrap_or_else(|_| CGROUPS_CI.into())
+        ),
+    )
+    .unwrap();
+    let out = refhost()
+        .arg("run")
+        .arg(&script)
+        .env("BERTH_BIN", runtime())
+        .env("REFHOST_SHARE_BIN", share)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run scripts/refhost.sh run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    notice(&format!("reference host:\n{text}{err}"));
+    assert!(
+        out.status.success(),
+        "the checks failed on the reference host ({})",
+        out.status
+    );
+    let mut must = vec![
+        "PASS rootless-podman-default-cgroup-manager",
+        "PASS rootless-podman-run",
+        "PASS rootless-podman-memory",
+        "PASS rootless-podman-pids",
+        "PASS rootless-podman-unit",
+        "PASS rootless-podman-files",
+        "PASS rootless-podman-exec",
+        "PASS rootless-podman-stats",
+        "PASS rootless-podman-pause",
+        "PASS rootless-podman-unit-gone",
+        "PASS docker-default-memory",
+        "PASS docker-default-exec",
+        "PASS docker-default-stop",
+        "PASS docker-default-rm",
+        "PASS cgroups-tests-cgroupfs",
+        "PASS cgroups-tests-systemd",
+        "SYSTEMD-HOST passed=",
+    ];
+    if cri.is_file() {
+        must.extend([
+            "PASS cri-systemd-run_pod_sandbox",
+            "PASS cri-systemd-container_stats",
+            "PASS cri-systemd-update_resources",
+            "PASS cri-systemd-stop_container",
+            "PASS cri-systemd-remove_pod_sandbox",
+        ]);
+    }
+    for line in must {
+        assert!(
+            text.lines()
+                .any(|l| l == line || (line.ends_with('=') && l.starts_with(line))),
+            "no `{line}` from the reference host"
+        );
+    }
+}
+
+/// The tests of tests/cgroups.rs that CI runs on the reference host with each driver (a libtest
+/// filter; `BERTH_REFHOST_CGROUPS_FILTER` to choose others, "" for all).
+const CGROUPS_CI: &str = "";

@@ -173,38 +173,52 @@ pub fn attach(dir: &Path, rules: &[Rule]) -> Result<()> {
         })
         .collect();
     let license = b"Apache-2.0\0";
-    let mut log = vec![0u8; 4096];
-    let mut attr = ProgLoad {
-        prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
-        insn_cnt: raw.len() as u32,
-        insns: raw.as_ptr() as u64,
-        license: license.as_ptr() as u64,
-        log_level: 1,
-        log_size: log.len() as u32,
-        log_buf: log.as_mut_ptr() as u64,
-        expected_attach_type: BPF_CGROUP_DEVICE,
-        ..Default::default()
+    // Loaded without the verifier's log first: before Linux 6.4 a log that does not fit its
+    // buffer fails the load with ENOSPC (a long rule list on a 6.1 kernel did). Only a refused
+    // program is loaded again, with a log big enough to say why.
+    let load = |log: &mut [u8]| {
+        let mut attr = ProgLoad {
+            prog_type: BPF_PROG_TYPE_CGROUP_DEVICE,
+            insn_cnt: raw.len() as u32,
+            insns: raw.as_ptr() as u64,
+            license: license.as_ptr() as u64,
+            log_level: u32::from(!log.is_empty()),
+            log_size: log.len() as u32,
+            log_buf: if log.is_empty() { 0 } else { log.as_mut_ptr() as u64 },
+            expected_attach_type: BPF_CGROUP_DEVICE,
+            ..Default::default()
+        };
+        attr.prog_name[..6].copy_from_slice(b"berth\0");
+        // SAFETY: bpf(2) with a properly sized, initialised attribute block whose pointers
+        // (instructions, license, log buffer) outlive the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                BPF_PROG_LOAD,
+                &mut attr as *mut ProgLoad,
+                std::mem::size_of::<ProgLoad>(),
+            )
+        };
+        (fd, std::io::Error::last_os_error())
     };
-    attr.prog_name[..6].copy_from_slice(b"berth\0");
-    // SAFETY: bpf(2) with a properly sized, initialised attribute block whose pointers outlive it.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            BPF_PROG_LOAD,
-            &mut attr as *mut ProgLoad,
-            std::mem::size_of::<ProgLoad>(),
-        )
-    };
+    let (mut fd, _) = load(&mut []);
     if fd < 0 {
-        let e = std::io::Error::last_os_error();
-        let msg = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
-        return Err(Error::sys(
-            format!(
-                "linux.resources.devices: load the cgroup v2 device program ({})",
-                msg.trim()
-            ),
-            e,
-        ));
+        let mut log = vec![0u8; 1 << 20];
+        let e;
+        (fd, e) = load(&mut log);
+        if fd < 0 {
+            let text = String::from_utf8_lossy(&log[..log.iter().position(|&b| b == 0).unwrap_or(0)]).into_owned();
+            // The log's last lines say why (the whole log is a trace of every instruction).
+            let tail: Vec<&str> = text.trim().lines().rev().take(3).collect();
+            let why: Vec<&str> = tail.into_iter().rev().collect();
+            return Err(Error::sys(
+                format!(
+                    "linux.resources.devices: load the cgroup v2 device program ({})",
+                    why.join("; ")
+                ),
+                e,
+            ));
+        }
     }
     // SAFETY: fd is a fresh descriptor from bpf(2).
     let prog_fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
