@@ -17,7 +17,8 @@ share=${REFHOST_SHARE:-/mnt/share}
 # shellcheck source=tests/refhost/lib.sh
 . "$share/refhost/lib.sh"
 work=$(pwd)
-tarball=$work/busybox.tar
+# (readable by the rootless user: the working directory is root's)
+tarball=$(mktemp /tmp/busybox.XXXXXX.tar)
 busybox_tar "$tarball"
 chmod 0644 "$tarball"
 
@@ -51,6 +52,7 @@ check rootless-podman-pids '^pids.max 50$' cat "$out"
 rm -f "$out"
 cid=$(timeout "$step_timeout" U podman --runtime "$BERTH" run -d --memory 64m --pids-limit 50 "$img" sleep 600 2>&1)
 echo "$cid" | sed 's/^/    | /'
+echo "$cid" | grep -qxE '[0-9a-f]{64}' || cid=none
 mgr=/user.slice/user-$uid.slice/user@$uid.service
 check rootless-podman-unit "^active yes 67108864 50 $mgr/user.slice/libpod-[0-9a-f]{64}.scope\$" \
   sh -c "u=libpod-$cid.scope; echo \$(U systemctl --user show -P ActiveState \$u) \$(U systemctl --user show -P Delegate \$u) \$(U systemctl --user show -P MemoryMax \$u) \$(U systemctl --user show -P TasksMax \$u) \$(U systemctl --user show -P ControlGroup \$u)"
@@ -132,5 +134,6 @@ else
   echo "SKIP cgroups: no bin/cgroups in the share (cargo test --release --test cgroups --no-run; REFHOST_SHARE_BIN)"
 fi
 
+rm -f "$tarball"
 echo "SYSTEMD-HOST passed=$passed failed=$failed known-failures=$known"
 [ "$failed" = 0 ]
