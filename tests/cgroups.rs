@@ -765,6 +765,16 @@ fn a_relative_cgroups_path_is_below_the_runtimes_own_cgroup() {
             }
         })
         .unwrap();
+    if pure_v2() && own != "/" {
+        // cgroup v2 lets no controller be enabled below a cgroup that holds processes (this
+        // test's own, e.g. a systemd service's on the reference host): the pids limit cannot
+        // be set in a cgroup below it, for runc either.
+        notice(&format!(
+            "SKIP {}: pure cgroup v2 and this test's cgroup {own} holds processes (no internal processes)",
+            test_name()
+        ));
+        return;
+    }
     let rt = Runtime::new();
     let id = unique_id();
     let mut b = sleeper(json!({"pids": {"limit": 7}}));
