@@ -48,7 +48,10 @@ pub fn rootless() -> bool {
     if unsafe { libc::geteuid() } != 0 {
         return true;
     }
-    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    // Root whose map cannot be read is taken for root (as before user namespaces existed).
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
     map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
 }
 
