@@ -23,12 +23,19 @@ C
 engine_containerd() {
   local D=$T/containerd
   mkdir -p "$D"
-  containerd_base_config "$D" 'disabled_plugins = ["io.containerd.grpc.v1.cri"]' > "$D/config.toml"
-  containerd --config "$D/config.toml" > "$D/log" 2>&1 &
-  local pid=$!
-  CLEANUPS+=("ctr -a $D/sock -n berth-engines t ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t kill -s SIGKILL; sleep 1; ctr -a $D/sock -n berth-engines c ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t rm -f; ctr -a $D/sock -n berth-engines c ls -q | xargs -r ctr -a $D/sock -n berth-engines c rm; kill $pid; wait $pid")
-  local i; for i in $(seq 50); do [ -S "$D/sock" ] && break; sleep 0.2; done
-  CTR="ctr -a $D/sock -n berth-engines"
+  if [ -n "${DEFAULTS:-}" ]; then
+    # The host's containerd with its own configuration.
+    systemctl start containerd || return 1
+    CTR="ctr -n berth-engines"
+    CLEANUPS+=("$CTR t ls -q | xargs -r -n1 $CTR t kill -s SIGKILL; sleep 1; $CTR c ls -q | xargs -r -n1 $CTR t rm -f; $CTR c ls -q | xargs -r $CTR c rm; $CTR image ls -q | xargs -r $CTR image rm")
+  else
+    containerd_base_config "$D" 'disabled_plugins = ["io.containerd.grpc.v1.cri"]' > "$D/config.toml"
+    containerd --config "$D/config.toml" > "$D/log" 2>&1 &
+    local pid=$!
+    CLEANUPS+=("ctr -a $D/sock -n berth-engines t ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t kill -s SIGKILL; sleep 1; ctr -a $D/sock -n berth-engines c ls -q | xargs -r -n1 ctr -a $D/sock -n berth-engines t rm -f; ctr -a $D/sock -n berth-engines c ls -q | xargs -r ctr -a $D/sock -n berth-engines c rm; kill $pid; wait $pid")
+    local i; for i in $(seq 50); do [ -S "$D/sock" ] && break; sleep 0.2; done
+    CTR="ctr -a $D/sock -n berth-engines"
+  fi
   ensure_image_tar || return 1
   $CTR image import --base-name localhost/bb "$T/image.tar" >/dev/null || return 1
   $CTR image ls -q | grep -q . || return 1
@@ -73,7 +80,10 @@ f_ctr_pause_resume() {
 }
 f_ctr_memory_limit() {
   local id=c$RANDOM ok=0; $CS run -d $RUNOPT --memory-limit 67108864 "$IMG" $id sleep 1000 >/dev/null || return 1
-  local cg; cg=$($CS task exec --exec-id e1 $id cat /proc/self/cgroup | grep ':memory:' | cut -d: -f3)
-  [ "$(cat /sys/fs/cgroup/memory$cg/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup$cg/memory.max)" = 67108864 ] || ok=1
+  # the task's cgroup as the host sees it (inside, a cgroup namespace may show "/")
+  local pid cg; pid=$($CS task ls | awk -v id=$id '$1==id{print $2}')
+  cg=$(grep ':memory:' /proc/$pid/cgroup | cut -d: -f3)
+  if [ -n "$cg" ]; then cg=/sys/fs/cgroup/memory$cg/memory.limit_in_bytes; else cg=/sys/fs/cgroup$(grep '^0::' /proc/$pid/cgroup | cut -d: -f3)/memory.max; fi
+  [ "$(cat "$cg")" = 67108864 ] || ok=1
   ctr_rm $id; return $ok
 }

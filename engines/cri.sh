@@ -8,8 +8,10 @@
 # here. Pod network: a CNI bridge (Debian's containernetworking-plugins) with host-local addresses,
 # all state in the temp dir; without the plugins, pods use the host network.
 
-# Builds the CRI client (its own cargo project; needs protoc for the k8s-cri bindings).
+# Builds the CRI client (its own cargo project; needs protoc for the k8s-cri bindings), unless
+# CRI_CLIENT names a built one.
 cri_client() {
+  if [ -n "${CRI_CLIENT:-}" ]; then [ -x "$CRI_CLIENT" ]; return; fi
   command -v protoc >/dev/null || apt-get install -y -qq protobuf-compiler >/dev/null || return 1
   local t0=$SECONDS
   cargo build -q --manifest-path "$HERE/cri-client/Cargo.toml" --target-dir "$REPO/target/cri-client" || return 1
@@ -48,6 +50,7 @@ engine_cri() {
     podman import --change 'ENTRYPOINT ["/bin/sleep","infinity"]' "$T/rootfs.tar" localhost/pause:latest >/dev/null 2>&1 &&
       podman save --format docker-archive -o "$T/pause.tar" localhost/pause:latest >/dev/null 2>&1 || return 1
   fi
+  if [ -n "${DEFAULTS:-}" ]; then engine_cri_default; return; fi
   CRI_CGROUP=berth-cri-$$
   # The pod network: a bridge of its own, addresses from a /24 no one here uses, no masquerading.
   local CNI_BIN=/usr/lib/cni net=()
@@ -128,4 +131,64 @@ C
   done
   [ -n "${VERBOSE:-}" ] && grep -i "level=error" "$D/log" | tail -20
   return 0
+}
+
+# The host's containerd with the CRI plugin configured as kubeadm's guide does it: `containerd config
+# default`, then `SystemdCgroup = true` for the runc handler; Berth is a second handler `berth` with
+# the same options (BinaryName, Root /run/berth) as docs/ENGINES.md shows. The pause image is
+# imported under the name the default config pulls (no registry). The pods' parent is
+# kubepods.slice, as the kubelet's systemd driver gives it. /etc/containerd/config.toml is restored
+# afterwards.
+engine_cri_default() {
+  local D=$T/cri sock=/run/containerd/containerd.sock
+  [ -e /etc/containerd/config.toml ] && cp /etc/containerd/config.toml "$D/config.toml.before"
+  containerd config default | sed 's/SystemdCgroup = false/SystemdCgroup = true/' > "$D/config.toml"
+  grep -q 'SystemdCgroup = true' "$D/config.toml" || { echo "  (no SystemdCgroup in containerd's default config)"; return 1; }
+  cat >> "$D/config.toml" <<C
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.berth.options]
+    BinaryName = "$BERTH"
+    Root = "/run/berth"
+    SystemdCgroup = true
+C
+  local pause
+  pause=$(sed -n 's/^ *sandbox_image = "\(.*\)"/\1/p' "$D/config.toml")
+  mkdir -p /etc/containerd
+  cp "$D/config.toml" /etc/containerd/config.toml
+  CLEANUPS+=("cri_cleanup_default $D")
+  systemctl restart containerd || return 1
+  local i; for i in $(seq 50); do [ -S $sock ] && ctr version >/dev/null 2>&1 && break; sleep 0.2; done
+  local ctr="ctr -n k8s.io"
+  $ctr image import "$T/image.tar" >/dev/null && $ctr image import "$T/pause.tar" >/dev/null || return 1
+  $ctr image tag localhost/pause:latest "$pause" >/dev/null || return 1
+  echo "  (containerd $(containerd --version | awk '{print $3}'): SystemdCgroup = true, sandbox image $pause)"
+  local h root
+  for h in runc berth; do
+    local t0=$SECONDS
+    root=/run/containerd/runc; [ $h = berth ] && root=/run/berth
+    mkdir -p "$D/logs/$h"
+    timeout 180 "$CRI_CLIENT" --socket $sock --handler $h --image "$IMG" --cgroup-parent kubepods.slice \
+      --log-dir "$D/logs/$h" --runtime-root $root > "$D/$h.out" 2> "$D/$h.err"
+    [ -s "$D/$h.out" ] || echo "cri_version fail no output: $(tail -3 "$D/$h.err")" > "$D/$h.out"
+    local step r detail
+    while read -r step r detail; do
+      echo "cri $step $h $r" >> "$RESULTS"
+      printf '  %-10s %-22s %-6s %-4s %s\n' cri "$step" "$h" "$r" "$detail"
+    done < "$D/$h.out"
+    echo "  (cri/$h: $((SECONDS - t0)) s)"
+  done
+  [ -n "${VERBOSE:-}" ] && journalctl -u containerd --no-pager | grep -i "level=error" | tail -20
+  return 0
+}
+cri_cleanup_default() {
+  local D=$1 ctr="ctr -n k8s.io" c
+  for c in $($ctr t ls -q 2>/dev/null); do $ctr t kill -s SIGKILL "$c"; done
+  sleep 0.5
+  for c in $($ctr c ls -q 2>/dev/null); do $ctr t rm -f "$c"; $ctr c rm "$c"; done
+  $ctr image ls -q | xargs -r $ctr image rm
+  if [ -e "$D/config.toml.before" ]; then cp "$D/config.toml.before" /etc/containerd/config.toml; else rm -f /etc/containerd/config.toml; fi
+  systemctl restart containerd
+  true
 }

@@ -2,6 +2,14 @@
 podman_env() {
   local P=$T/podman
   [ -f "$P/containers.conf" ] && return 0
+  if [ -n "${DEFAULTS:-}" ]; then
+    # The host's own configuration (cgroup_manager systemd on a systemd host): only the image.
+    [ -f "$P/imported" ] && return 0
+    mkdir -p "$P"
+    CLEANUPS+=("podman rm -af -t 0; podman rmi -f $IMG localhost/pause:latest")
+    podman import -q --change 'CMD ["/bin/sh"]' --change 'ENV PATH=/bin' "$T/rootfs.tar" "$IMG" >/dev/null && touch "$P/imported"
+    return
+  fi
   mkdir -p "$P"
   cat > "$P/containers.conf" <<C
 [containers]

@@ -5,6 +5,11 @@
 # Env: BERTH=<path to berth> (default: target/release/berth, built if missing), ONLY=<feature ...>.
 # All engine state lives in a temp dir that is removed afterwards, with any bridge, iptables chain,
 # cgroup or mount the engines left. Exit status: non-zero when Berth fails a feature runc passes.
+# ENGINES_CONFIG=default (for a disposable host such as the reference host, docs/REFHOST.md): the
+# engines installed on the host run as its services with their default configuration (podman's
+# containers.conf, the system containerd and dockerd, the CRI plugin as kubeadm sets it), only the
+# runtime path given as a user would; nothing is installed (CRI_CLIENT=<path> for a prebuilt
+# engines/cri-client). This mode changes the host's engine configuration: never on a shared host.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(dirname "$HERE")
@@ -15,13 +20,20 @@ for e in $ENGINES; do
   case $e in
     podman) command -v podman >/dev/null || need+=(podman) ;;
     containerd) command -v ctr >/dev/null || need+=(containerd) ;;
-    cri) command -v ctr >/dev/null || need+=(containerd); command -v protoc >/dev/null || need+=(protobuf-compiler)
-      [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins) ;;
+    cri) command -v ctr >/dev/null || need+=(containerd)
+      [ -n "${CRI_CLIENT:-}" ] || command -v protoc >/dev/null || need+=(protobuf-compiler)
+      # optional where the host's engines are used as they are (pods then use the host network)
+      [ -x /usr/lib/cni/bridge ] || [ "${ENGINES_CONFIG:-}" = default ] || need+=(containernetworking-plugins) ;;
     docker) command -v dockerd >/dev/null || need+=(docker.io) ;;
   esac
 done
 command -v script >/dev/null || need+=(bsdutils)
 command -v iptables-save >/dev/null || need+=(iptables)
+DEFAULTS=
+[ "${ENGINES_CONFIG:-}" = default ] && DEFAULTS=1
+if [ ${#need[@]} -gt 0 ] && [ -n "$DEFAULTS" ]; then
+  echo "engines: missing on this host: ${need[*]} (ENGINES_CONFIG=default installs nothing)" >&2; exit 1
+fi
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi

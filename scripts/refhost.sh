@@ -16,7 +16,7 @@
 # Inside the guest SCRIPT runs with its working directory a scratch directory under /root and:
 #   BERTH=/mnt/share/bin/berth     this checkout's release binary (BERTH_BIN to choose another)
 #   REFHOST_SHARE=/mnt/share       the read-only share: bin/ (berth, berth-guest), refhost/
-#                                  (tests/refhost), install.sh (scripts/install.sh), script
+#                                  (tests/refhost), engines/, install.sh (scripts/install.sh), script
 # The share is a second, read-only virtio disk (ext4 made with `mkfs.ext4 -d`: no host mount and no
 # daemon; the cloud kernel has no 9p); the output comes back on the second serial port (ttyS1),
 # ending with `REFHOST-EXIT rc=N`. The root disk is opened with snapshot=on: a run never changes
@@ -25,7 +25,10 @@
 # Environment: REFHOST_CACHE (default /var/cache/berth/refhost), REFHOST_MIRROR (default: the
 # Debian mirror of /etc/apt/sources.list*), REFHOST_TIMEOUT (whole boot+run, seconds, default
 # 900), REFHOST_MEM (MiB, default 3072), REFHOST_ACCEL (kvm|tcg; default: a cached probe),
-# BERTH_BIN (default target/release/berth; berth-guest next to it is shared too when present).
+# BERTH_BIN (default target/release/berth; berth-guest next to it is shared too when present),
+# REFHOST_SHARE_BIN (more files for the share's bin/, space-separated PATH or PATH=NAME: test
+# binaries, tools).
+# The share also carries engines/*.sh (the engines suite) as $REFHOST_SHARE/engines.
 set -euo pipefail
 
 REFHOST_FORMAT=1 # bump to force a rebuild (the key also covers the packages and build steps)
@@ -229,6 +232,15 @@ run() {
   [ ! -x "$agent" ] || cp "$agent" "$work/share/bin/berth-guest"
   cp "$ROOT_DIR/scripts/install.sh" "$work/share/install.sh"
   cp -r "$ROOT_DIR/tests/refhost/." "$work/share/refhost/" 2>/dev/null || true
+  # The engines suite's scripts (engines/run.sh and the files it sources).
+  mkdir -p "$work/share/engines"
+  cp "$ROOT_DIR"/engines/*.sh "$work/share/engines/"
+  # More binaries for the script, in bin/ (REFHOST_SHARE_BIN: PATH or PATH=NAME entries).
+  local extra
+  for extra in ${REFHOST_SHARE_BIN:-}; do
+    [ -f "${extra%%=*}" ] || die "REFHOST_SHARE_BIN: ${extra%%=*} is not a file"
+    if [ "${extra#*=}" != "$extra" ]; then cp "${extra%%=*}" "$work/share/bin/${extra#*=}"; else cp "$extra" "$work/share/bin/"; fi
+  done
   cp "$script" "$work/share/script"
   local size
   size=$(($(du -sm "$work/share" | cut -f1) * 2 + 16))

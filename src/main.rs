@@ -392,13 +392,15 @@ enum ListFormat {
 }
 
 fn default_root() -> PathBuf {
+    // $XDG_RUNTIME_DIR/berth for a rootless caller, as runc: not root, or root only in a user
+    // namespace (rootless podman runs the runtime so) unless $USER says root.
     // SAFETY: geteuid cannot fail.
-    if unsafe { libc::geteuid() } != 0 {
-        if let Some(dir) = std::env::var_os("XDG_RUNTIME_DIR") {
-            return Path::new(&dir).join("berth");
-        }
+    let rootless = unsafe { libc::geteuid() } != 0
+        || (libberth::cgroups::systemd::rootless() && std::env::var("USER").map_or(true, |u| u != "root"));
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if rootless && !dir.is_empty() => Path::new(&dir).join("berth"),
+        _ => libberth::container::default_root(),
     }
-    libberth::container::default_root()
 }
 
 /// The largest `--preserve-fds` (the kernel's default limit of open descriptors, nr_open).

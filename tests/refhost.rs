@@ -129,7 +129,7 @@ fn smoke_checks_pass_on_the_reference_host() {
 /// Boots the reference host for `script` (tests/refhost/...) when BERTH_REFHOST=1 and the tools are
 /// there (building the image if it is not cached); its output and whether it succeeded, or None
 /// (skipped, saying why).
-fn run_on_refhost(test: &str, script: &str) -> Option<(String, bool)> {
+fn run_on_refhost(test: &str, script: &str, env: &[(&str, String)]) -> Option<(String, bool)> {
     if !require_root() {
         return None;
     }
@@ -172,6 +172,7 @@ fn run_on_refhost(test: &str, script: &str) -> Option<(String, bool)> {
         .arg("run")
         .arg(repo().join(script))
         .env("BERTH_BIN", runtime())
+        .envs(env.iter().map(|(k, v)| (*k, v)))
         // docker's first start and three engines under TCG: minutes; 891 s measured at a load of 15
         // (the default bound is 900 s).
         .env(
@@ -195,8 +196,11 @@ fn run_on_refhost(test: &str, script: &str) -> Option<(String, bool)> {
 /// and uninstalls.
 #[test]
 fn install_and_apparmor_on_the_reference_host() {
-    let Some((text, ok)) = run_on_refhost("install_and_apparmor_on_the_reference_host", "tests/refhost/install.sh")
-    else {
+    let Some((text, ok)) = run_on_refhost(
+        "install_and_apparmor_on_the_reference_host",
+        "tests/refhost/install.sh",
+        &[],
+    ) else {
         return;
     };
     assert!(ok, "tests/refhost/install.sh failed on the reference host");
@@ -267,6 +271,7 @@ fn criu_checkpoint_restore_on_the_reference_host() {
     let Some((text, ok)) = run_on_refhost(
         "criu_checkpoint_restore_on_the_reference_host",
         wrapper.to_str().expect("a UTF-8 temporary path"),
+        &[],
     ) else {
         return;
     };
@@ -283,3 +288,110 @@ fn criu_checkpoint_restore_on_the_reference_host() {
     );
     assert!(ok, "criu.sh failed on the reference host");
 }
+
+/// The test binary of tests/cgroups.rs, built in release mode (for the reference host).
+fn cgroups_test_binary() -> Option<std::path::PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .args([
+            "test",
+            "--release",
+            "--test",
+            "cgroups",
+            "--no-run",
+            "--message-format=json",
+        ])
+        .current_dir(repo())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find_map(|v| {
+            (v["target"]["name"] == "cgroups")
+                .then(|| v["executable"].as_str().map(std::path::PathBuf::from))
+                .flatten()
+        })
+}
+
+/// Berth on the reference host as its users run it (tests/refhost/systemd-host.sh): rootless
+/// podman with its default (systemd) cgroup manager, dockerd on its defaults, containerd's CRI with
+/// SystemdCgroup = true (when engines/run.sh built the CRI client), and tests/cgroups.rs under both
+/// drivers.
+#[test]
+fn berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host() {
+    // The release build of tests/cgroups.rs only where the reference host will boot.
+    if !require_root() || std::env::var("BERTH_REFHOST").as_deref() != Ok("1") {
+        notice("SKIP berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host: set BERTH_REFHOST=1");
+        return;
+    }
+    let cgroups = cgroups_test_binary().expect("build tests/cgroups.rs (cargo test --release --test cgroups --no-run)");
+    let mut share = format!("{}=cgroups", cgroups.display());
+    let cri = repo().join("target/cri-client/debug/cri-client");
+    if cri.is_file() {
+        share.push_str(&format!(" {}", cri.display()));
+    }
+    let tmp = TempDir::new("refhost");
+    let script = tmp.join("systemd-host.sh");
+    // The part of tests/cgroups.rs CI runs there (docs/REFHOST.md has the whole run).
+    std::fs::write(
+        &script,
+        format!(
+            "CGROUPS_FILTER={:?}\n. \"$REFHOST_SHARE/refhost/systemd-host.sh\"\n",
+            std::env::var("BERTH_REFHOST_CGROUPS_FILTER").unwrap_or_else(|_| CGROUPS_CI.into())
+        ),
+    )
+    .unwrap();
+    let test = "berth_works_with_the_engines_defaults_and_rootless_on_the_reference_host";
+    let Some((text, ok)) = run_on_refhost(
+        test,
+        script.to_str().expect("a UTF-8 temporary path"),
+        &[("REFHOST_SHARE_BIN", share)],
+    ) else {
+        return;
+    };
+    assert!(ok, "the checks failed on the reference host");
+    let mut must = vec![
+        "PASS rootless-podman-default-cgroup-manager",
+        "PASS rootless-podman-run",
+        "PASS rootless-podman-memory",
+        "PASS rootless-podman-pids",
+        "PASS rootless-podman-unit",
+        "PASS rootless-podman-files",
+        "PASS rootless-podman-exec",
+        "PASS rootless-podman-stats",
+        "PASS rootless-podman-pause",
+        "PASS rootless-podman-unit-gone",
+        "PASS docker-default-memory",
+        "PASS docker-default-exec",
+        "PASS docker-default-stop",
+        "PASS docker-default-rm",
+        "PASS cgroups-tests-cgroupfs",
+        "PASS cgroups-tests-systemd",
+        "SYSTEMD-HOST passed=",
+    ];
+    if cri.is_file() {
+        must.extend([
+            "PASS cri-systemd-run_pod_sandbox",
+            "PASS cri-systemd-container_stats",
+            "PASS cri-systemd-update_resources",
+            "PASS cri-systemd-stop_container",
+            "PASS cri-systemd-remove_pod_sandbox",
+        ]);
+    }
+    for line in must {
+        assert!(
+            text.lines()
+                .any(|l| l == line || (line.ends_with('=') && l.starts_with(line))),
+            "no `{line}` from the reference host"
+        );
+    }
+}
+
+/// The tests of tests/cgroups.rs that CI runs on the reference host with each driver (libtest
+/// filters; `BERTH_REFHOST_CGROUPS_FILTER` to choose others, "" for all 32: docs/REFHOST.md):
+/// limits read back, update, pause, stats, OOM, kill --all, devices.
+const CGROUPS_CI: &str = "memory_limits_are pids_limit_stops cpu_values update_changes pause_and_resume \
+     events_stats a_process_over_the_memory kill_all_and_delete device_rules_allow a_pids_limit_of_zero";

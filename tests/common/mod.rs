@@ -136,6 +136,25 @@ pub fn runtime() -> PathBuf {
     }
 }
 
+/// `BERTH_TEST_SYSTEMD_CGROUP=1`: every runtime command gets the global `--systemd-cgroup` (the
+/// systemd cgroup driver; for the reference host, docs/REFHOST.md). A bundle without
+/// `linux.cgroupsPath` then lives in the scope `/system.slice/berth-<id>.scope` (see
+/// `container_cgroup`); tests that set a cgroupfs-style path skip themselves.
+pub fn systemd_cgroup() -> bool {
+    std::env::var_os("BERTH_TEST_SYSTEMD_CGROUP").is_some_and(|v| v == "1")
+}
+
+/// A container's cgroup path, relative to a hierarchy's root, when its bundle sets no
+/// `linux.cgroupsPath`: `/<id>` with the cgroupfs driver, the default scope
+/// (`system.slice:berth:<id>`) with the systemd driver.
+pub fn container_cgroup(id: &str) -> String {
+    if systemd_cgroup() {
+        format!("system.slice/berth-{id}.scope")
+    } else {
+        id.to_string()
+    }
+}
+
 /// Output of `runtime --version`, cached.
 pub fn runtime_version() -> &'static str {
     static V: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -501,15 +520,17 @@ impl Runtime {
 
     /// Runs `runtime --root ROOT args...` with stdin null, capturing output.
     pub fn cmd<S: AsRef<OsStr>>(&self, args: &[S]) -> Output {
-        let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(&self.root).args(args);
-        self.exec(c)
+        self.exec(self.command(args))
     }
 
-    /// A `runtime --root ROOT args...` command to adjust before `exec`.
+    /// A `runtime --root ROOT [--systemd-cgroup] args...` command to adjust before `exec`.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(&self.root).args(args);
+        c.arg("--root").arg(&self.root);
+        if systemd_cgroup() {
+            c.arg("--systemd-cgroup");
+        }
+        c.args(args);
         c
     }
 
@@ -662,9 +683,7 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         let ids = std::mem::take(&mut *self.ids.lock().unwrap());
         for id in ids {
-            let mut c = Command::new(&self.bin);
-            c.arg("--root").arg(&self.root).args(["delete", "--force", &id]);
-            let _ = self.try_exec(c);
+            let _ = self.try_exec(self.command(&["delete", "--force", &id]));
         }
         let _ = fs::remove_dir_all(&self.root);
     }

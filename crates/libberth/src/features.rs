@@ -83,7 +83,7 @@ pub fn document() -> Value {
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "time", "user", "uts"],
             "capabilities": caps,
-            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": false, "rdma": false },
+            "cgroup": { "v1": true, "v2": true, "systemd": true, "systemdUser": true, "rdma": false },
             "seccomp": crate::linux::seccomp::features(),
             "apparmor": { "enabled": crate::linux::tuning::apparmor_enabled() },
             "selinux": { "enabled": crate::linux::tuning::selinux_enabled() },

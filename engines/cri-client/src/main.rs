@@ -3,7 +3,7 @@
 //! runtime handler it is given, and prints one line per step (see STEPS), in that order:
 //! `<step> pass|fail <detail>`. Exit status 0 when every step passed.
 //!
-//! Usage: cri-client --socket PATH --handler NAME --image REF --cgroup-parent /PATH --log-dir DIR
+//! Usage: cri-client --socket PATH --handler NAME --image REF --cgroup-parent /PATH|NAME.slice --log-dir DIR
 //!                   [--runtime-root DIR] [--pod-gateway IP] [--pod-annotation KEY=VALUE]
 //!
 //! `--runtime-root` is the handler's `Root` option: the client then also checks that the pod's
@@ -137,13 +137,45 @@ fn check(cond: bool, msg: impl FnOnce() -> String) -> Result<(), String> {
     }
 }
 
-/// A value from a v1 cgroup file of the container, read on the host: `ctrl` is the controller's
-/// mount dir name, `cg` the container's /proc/self/cgroup path for that controller.
-fn host_cgroup_value(cg: &str, ctrl: &str, file: &str) -> Result<String, String> {
-    let path = format!("/sys/fs/cgroup/{ctrl}{cg}/{file}");
+/// The container's cgroup directory on the host, found by its name: `<id>` (containerd's cgroupfs
+/// driver) or `<prefix>-<id>.scope` (the systemd driver), in the v2 hierarchy when the host mounts
+/// one at /sys/fs/cgroup (pure v2), else in the v1 memory hierarchy. Also whether it is v2.
+fn host_cgroup_dir(id: &str) -> Result<(bool, PathBuf), String> {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let root = PathBuf::from(if v2 { "/sys/fs/cgroup" } else { "/sys/fs/cgroup/memory" });
+    let scope = format!("-{id}.scope");
+    let mut todo = vec![(root.clone(), 0)];
+    while let Some((dir, depth)) = todo.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name == id || name.ends_with(&scope) {
+                return Ok((v2, e.path()));
+            }
+            if depth < 6 {
+                todo.push((e.path(), depth + 1));
+            }
+        }
+    }
+    Err(format!("no cgroup named after {id} under {}", root.display()))
+}
+
+/// A value from one of the container's cgroup files, read on the host: the v1 file in controller
+/// `ctrl`'s hierarchy, or the v2 file in the unified one (its first field for cpu.max).
+fn host_cgroup_value(id: &str, ctrl: &str, v1_file: &str, v2_file: &str) -> Result<String, String> {
+    let (v2, dir) = host_cgroup_dir(id)?;
+    let path = if v2 {
+        dir.join(v2_file)
+    } else {
+        let rel = dir.strip_prefix("/sys/fs/cgroup/memory").map_err(|e| e.to_string())?;
+        PathBuf::from(format!("/sys/fs/cgroup/{ctrl}")).join(rel).join(v1_file)
+    };
     std::fs::read_to_string(&path)
-        .map(|s| s.trim().to_string())
-        .map_err(|e| format!("{path}: {e}"))
+        .map(|s| s.split_whitespace().next().unwrap_or("").to_string())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 struct Cri {
@@ -235,12 +267,10 @@ impl Cri {
     }
 }
 
-/// The pod sandbox: its id, the config the kubelet passes along with each container, and its
-/// cgroup (containerd puts a container's at <cgroup_parent>/<id> with the cgroupfs driver).
+/// The pod sandbox: its id and the config the kubelet passes along with each container.
 struct Sandbox {
     id: String,
     config: PodSandboxConfig,
-    cgroup_parent: String,
 }
 
 /// The handler's state dir for a container (the runc shim adds the namespace to `Root`).
@@ -307,7 +337,12 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
     // (/kubepods/<qos>/pod<uid>). A network of its own from CNI with a hostname, or the host's
     // network and so (as the kubelet does) no hostname: the node's UTS namespace is shared.
     let uid = format!("{}-{}", a.handler, std::process::id());
-    let cgroup_parent = format!("{}/pod{uid}", a.cgroup_parent);
+    // With the systemd driver (a parent named `*.slice`) the kubelet names the pod's slice
+    // `<parent>-pod<uid>.slice`, the uid's dashes made underscores (a dash nests slices).
+    let cgroup_parent = match a.cgroup_parent.strip_suffix(".slice") {
+        Some(parent) => format!("{parent}-pod{}.slice", uid.replace('-', "_")),
+        None => format!("{}/pod{uid}", a.cgroup_parent),
+    };
     let config = PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
             name: format!("pod-{}", a.handler),
@@ -323,7 +358,7 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
         log_directory: a.log_dir.display().to_string(),
         annotations: a.pod_annotation.iter().cloned().collect(),
         linux: Some(LinuxPodSandboxConfig {
-            cgroup_parent: cgroup_parent.clone(),
+            cgroup_parent,
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(container_namespaces(a, NamespaceMode::Pod)),
                 ..Default::default()
@@ -343,11 +378,7 @@ async fn pod(a: &Args, c: &mut Cri, rep: &mut Report) {
             return;
         }
     };
-    let sandbox = Sandbox {
-        id,
-        config,
-        cgroup_parent,
-    };
+    let sandbox = Sandbox { id, config };
     let r = async {
         let st = c.sandbox_status(&sandbox.id).await?;
         check(st.state() == PodSandboxState::SandboxReady, || {
@@ -497,7 +528,9 @@ async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
     // StopContainer: SIGTERM, the shell's trap exits 0 well inside the grace period. In the pod's
     // pid namespace the background sleep outlives it; the shim then has the runtime kill every
     // process left in the container's cgroup (`kill --all`): none may be left.
+    let procs = host_cgroup_dir(&id).map(|(_, d)| d.join("cgroup.procs"));
     let r = async {
+        let procs = procs?;
         let t0 = Instant::now();
         let req = StopContainerRequest {
             container_id: id.clone(),
@@ -514,9 +547,8 @@ async fn workload(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbox) {
                 st.exit_code, st.reason
             )
         })?;
-        let procs = format!("/sys/fs/cgroup/memory{}/{id}/cgroup.procs", sandbox.cgroup_parent);
         let empty = || std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty());
-        check(wait_for(empty, 5).await, || format!("processes left in {procs}"))?;
+        check(wait_for(empty, 5).await, || format!("processes left in {}", procs.display()))?;
         Ok(format!(
             "exited {} in {:.1}s, nothing left in its cgroup",
             st.exit_code,
@@ -643,17 +675,7 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbo
     // UpdateContainerResources: the new memory limit and CPU quota must reach the container's
     // cgroup, seen from inside (its /sys/fs/cgroup) and from the host.
     let r = async {
-        let cgroups = c.exec_out(id, &["cat", "/proc/self/cgroup"]).await?;
-        let path = |ctrl: &str| {
-            cgroups.lines().find_map(|l| {
-                let mut f = l.splitn(3, ':');
-                let (_, ctrls, p) = (f.next()?, f.next()?, f.next()?);
-                ctrls.split(',').any(|c| c == ctrl).then(|| p.to_string())
-            })
-        };
-        let mem_cg = path("memory").ok_or("no memory cgroup")?;
-        let cpu_cg = path("cpu").ok_or("no cpu cgroup")?;
-        let before = host_cgroup_value(&mem_cg, "memory", "memory.limit_in_bytes")?;
+        let before = host_cgroup_value(id, "memory", "memory.limit_in_bytes", "memory.max")?;
         check(before == (256 * MIB).to_string(), || {
             format!("memory limit before the update: {before}, want 256 MiB")
         })?;
@@ -672,16 +694,23 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbo
         let r = c.rt.update_container_resources(req).await;
         r.map_err(grpc("UpdateContainerResources"))?;
         let inside = c
-            .exec_out(id, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"])
+            .exec_out(
+                id,
+                &[
+                    "sh",
+                    "-c",
+                    "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max",
+                ],
+            )
             .await?;
         check(inside == (128 * MIB).to_string(), || {
             format!("memory limit inside after the update: {inside}")
         })?;
-        let host = host_cgroup_value(&mem_cg, "memory", "memory.limit_in_bytes")?;
+        let host = host_cgroup_value(id, "memory", "memory.limit_in_bytes", "memory.max")?;
         check(host == (128 * MIB).to_string(), || {
             format!("memory limit on the host after the update: {host}")
         })?;
-        let quota = host_cgroup_value(&cpu_cg, "cpu", "cpu.cfs_quota_us")?;
+        let quota = host_cgroup_value(id, "cpu", "cpu.cfs_quota_us", "cpu.max")?;
         check(quota == "50000", || {
             format!("cpu.cfs_quota_us after the update: {quota}")
         })?;

@@ -129,16 +129,17 @@ pub fn container_path(cgroups_path: Option<&Path>, id: &str, systemd: bool) -> R
                 "--systemd-cgroup: systemd is not running on this host (no /run/systemd/system); use the cgroupfs driver"
             );
         }
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            bail!("--systemd-cgroup: the rootless systemd driver (the user's bus) is not supported yet; use the cgroupfs driver");
-        }
         if hierarchies().0 != Layout::V2 {
             bail!("--systemd-cgroup: Berth's systemd driver needs a pure cgroup v2 host (this one mounts cgroup v1); use the cgroupfs driver");
         }
         let p = cgroups_path
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
+        if systemd::rootless() {
+            // The scope is the user manager's: under its cgroup, through the user's bus.
+            systemd::cgroup_path(&p, id)?; // the path's own errors first
+            return systemd::user_cgroup_path(&p, id, &systemd::user_manager_cgroup()?);
+        }
         return systemd::cgroup_path(&p, id);
     }
     let p = match cgroups_path {

@@ -459,7 +459,15 @@ pub fn apply(cg: &Cgroup, plan: &Plan) -> Result<()> {
         done[i] = true;
     }
     if let Some((dir, rules)) = &plan.devices_bpf {
-        super::devices_bpf::attach(dir, rules)?;
+        match super::devices_bpf::attach(dir, rules) {
+            // In a user namespace bpf(2) is refused (it needs privilege in the initial one): the
+            // rules cannot be enforced there, and a process that is root only in its own user
+            // namespace can neither make device nodes nor open the host's (runc skips it too).
+            Err(e) if e.errno() == Some(libc::EPERM) && super::systemd::rootless() => {
+                crate::log::debug(&format!("{e}; skipped in a user namespace"));
+            }
+            r => r?,
+        }
     }
     Ok(())
 }

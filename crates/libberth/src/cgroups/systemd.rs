@@ -4,6 +4,11 @@
 //! (`Delegate=yes`) and the resources systemd knows as unit properties. The rest of
 //! `linux.resources` is written to the scope's cgroup files by the cgroupfs code.
 //!
+//! Root talks to the system manager on the system bus. A rootless caller (not root, or root only
+//! in a user namespace of its own, as under rootless podman) talks to its user manager
+//! (`systemd --user`) on the user's bus, as runc does: its scopes are under the manager's own
+//! cgroup (`/user.slice/user-<uid>.slice/user@<uid>.service`), `user.slice` by default.
+//!
 //! The D-Bus client is a minimal synchronous one written here (docs/ARCHITECTURE.md says why):
 //! one Unix socket, SASL EXTERNAL, and marshalling for the five calls Berth makes (Hello,
 //! AddMatch, StartTransientUnit, SetUnitProperties, StopUnit/ResetFailedUnit). It starts no
@@ -22,6 +27,8 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_PREFIX: &str = "berth";
 /// The parent slice when the path names none (runc's default for root).
 pub const DEFAULT_SLICE: &str = "system.slice";
+/// The same for a rootless caller, in its user manager (runc's default too).
+pub const DEFAULT_USER_SLICE: &str = "user.slice";
 /// How long a unit's start or stop may take.
 const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 const CALL_TIMEOUT: Duration = Duration::from_secs(25);
@@ -33,11 +40,56 @@ pub fn booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
 }
 
+/// Whether this caller is rootless for the driver: not root, or root only in a user namespace
+/// (its uid map is not the initial namespace's `0 0 4294967295`). Such a caller cannot use the
+/// system manager (the system bus sees its real uid) and talks to its user manager instead.
+pub fn rootless() -> bool {
+    // SAFETY: geteuid cannot fail.
+    if unsafe { libc::geteuid() } != 0 {
+        return true;
+    }
+    // Root whose map cannot be read is taken for root (as before user namespaces existed).
+    let Ok(map) = std::fs::read_to_string("/proc/self/uid_map") else {
+        return false;
+    };
+    map.split_whitespace().collect::<Vec<_>>() != ["0", "0", "4294967295"]
+}
+
+/// The uid the bus sees for this process: the effective uid mapped out of its user namespace
+/// (one level; the bus daemon and the user manager run in the parent namespace).
+fn bus_uid() -> u32 {
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    host_uid(euid, &map).unwrap_or(euid)
+}
+
+/// `uid` (inside) through the lines of a uid_map (`inside outside count`).
+fn host_uid(uid: u32, uid_map: &str) -> Option<u32> {
+    uid_map.lines().find_map(|l| {
+        let v: Vec<u64> = l.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        let [inside, outside, count] = v[..] else { return None };
+        let u = u64::from(uid);
+        (u >= inside && u < inside + count).then(|| u32::try_from(outside + (u - inside)).ok())?
+    })
+}
+
 /// `slice:prefix:name` (runc's format; empty means `system.slice:berth:<id>`) to the cgroup path
 /// of the scope, relative to the hierarchy's root: `/<expanded slice>/<prefix>-<name>.scope`.
 pub fn cgroup_path(cgroups_path: &str, id: &str) -> Result<String> {
+    cgroup_path_in(cgroups_path, id, DEFAULT_SLICE)
+}
+
+/// The same for a rootless caller: the scope in its user manager, whose own cgroup is `manager`
+/// (`/user.slice/user-<uid>.slice/user@<uid>.service`); `user.slice` when no slice is named.
+pub fn user_cgroup_path(cgroups_path: &str, id: &str, manager: &str) -> Result<String> {
+    let path = cgroup_path_in(cgroups_path, id, DEFAULT_USER_SLICE)?;
+    Ok(format!("{}{path}", manager.trim_end_matches('/')))
+}
+
+fn cgroup_path_in(cgroups_path: &str, id: &str, default_slice: &str) -> Result<String> {
     let (slice, prefix, name) = if cgroups_path.is_empty() {
-        (DEFAULT_SLICE, DEFAULT_PREFIX, id)
+        (default_slice, DEFAULT_PREFIX, id)
     } else {
         let parts: Vec<&str> = cgroups_path.split(':').collect();
         let [s, p, n] = parts.as_slice() else {
@@ -45,7 +97,7 @@ pub fn cgroup_path(cgroups_path: &str, id: &str) -> Result<String> {
                 "linux.cgroupsPath: expected \"slice:prefix:name\" for systemd cgroups, got {cgroups_path:?} instead"
             );
         };
-        (if s.is_empty() { DEFAULT_SLICE } else { *s }, *p, *n)
+        (if s.is_empty() { default_slice } else { *s }, *p, *n)
     };
     let slice_dir = expand_slice(slice)?;
     if name.is_empty() {
@@ -347,7 +399,8 @@ pub fn scope_props(cgroup_path: &str, id: &str, pid: u32, resources: Option<&Lin
     ];
     if let Some(r) = resources {
         p.extend(resource_props(r)?);
-        if let Some(d) = r.devices().as_deref() {
+        // A user manager cannot enforce device rules (no bpf(2) there): none for a rootless caller.
+        if let Some(d) = r.devices().as_deref().filter(|_| !rootless()) {
             let proc_devices = std::fs::read_to_string("/proc/devices").unwrap_or_default();
             p.extend(device_props(d, &proc_devices)?);
         }
@@ -604,7 +657,7 @@ fn message_len(head: &[u8; 16]) -> Result<usize> {
     Ok(len)
 }
 
-/// A connection to the system bus.
+/// A connection to the system bus (root) or the user's bus (rootless).
 pub struct Bus {
     sock: UnixStream,
     serial: u32,
@@ -624,12 +677,39 @@ fn system_bus_path() -> String {
         .unwrap_or_else(|| "/run/dbus/system_bus_socket".into())
 }
 
+/// The user's bus: `$DBUS_SESSION_BUS_ADDRESS` (its `unix:path=`) or `$XDG_RUNTIME_DIR/bus`.
+fn user_bus_path() -> Result<String> {
+    let from_address = std::env::var("DBUS_SESSION_BUS_ADDRESS").ok().and_then(|a| {
+        a.split(';').find_map(|t| {
+            t.strip_prefix("unix:path=")
+                .map(|p| p.split(',').next().unwrap_or(p).to_string())
+        })
+    });
+    if let Some(p) = from_address {
+        return Ok(p);
+    }
+    match std::env::var("XDG_RUNTIME_DIR") {
+        Ok(d) if !d.is_empty() => Ok(format!("{}/bus", d.trim_end_matches('/'))),
+        _ => bail!(
+            "systemd: rootless --systemd-cgroup needs the user's bus: neither DBUS_SESSION_BUS_ADDRESS (unix:path=) nor XDG_RUNTIME_DIR is set (a systemd user session: loginctl enable-linger)"
+        ),
+    }
+}
+
 impl Bus {
+    /// The bus of the manager this caller's scopes belong to: the user's when rootless.
+    pub fn for_caller() -> Result<Bus> {
+        if rootless() {
+            Bus::connect(&user_bus_path()?, "the user's bus")
+        } else {
+            Bus::connect(&system_bus_path(), "the system bus")
+        }
+    }
+
     /// Connect, authenticate as our uid, say Hello and listen for finished jobs.
-    pub fn system() -> Result<Bus> {
-        let path = system_bus_path();
-        let sock = UnixStream::connect(&path)
-            .map_err(|e| Error::sys(format!("systemd: connect to the system bus at {path}"), e))?;
+    fn connect(path: &str, what: &str) -> Result<Bus> {
+        let sock =
+            UnixStream::connect(path).map_err(|e| Error::sys(format!("systemd: connect to {what} at {path}"), e))?;
         sock.set_read_timeout(Some(CALL_TIMEOUT)).ok();
         sock.set_write_timeout(Some(CALL_TIMEOUT)).ok();
         let mut bus = Bus {
@@ -637,8 +717,7 @@ impl Bus {
             serial: 0,
             removed: Vec::new(),
         };
-        // SAFETY: geteuid cannot fail.
-        let uid = unsafe { libc::geteuid() }.to_string();
+        let uid = bus_uid().to_string();
         let hex: String = uid.bytes().map(|b| format!("{b:02x}")).collect();
         let auth = format!("\0AUTH EXTERNAL {hex}\r\n");
         bus.sock
@@ -811,7 +890,7 @@ impl Bus {
 /// active with the init in its cgroup.
 pub fn start_scope(cgroup_path: &str, pid: i32, props: &Props, started: &std::cell::Cell<bool>) -> Result<()> {
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system().map_err(|e| e.context(format!("StartTransientUnit {unit}")))?;
+    let mut bus = Bus::for_caller().map_err(|e| e.context(format!("StartTransientUnit {unit}")))?;
     let reply = bus
         .manager(
             "StartTransientUnit",
@@ -862,7 +941,7 @@ pub fn set_props(cgroup_path: &str, props: &Props) -> Result<()> {
         return Ok(());
     }
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system().map_err(|e| e.context(format!("SetUnitProperties {unit}")))?;
+    let mut bus = Bus::for_caller().map_err(|e| e.context(format!("SetUnitProperties {unit}")))?;
     bus.manager(
         "SetUnitProperties",
         &[Arg::Str(unit), Arg::Bool(true), Arg::Props(props)],
@@ -874,7 +953,7 @@ pub fn set_props(cgroup_path: &str, props: &Props) -> Result<()> {
 /// Stop the scope (if it is still there) and wait until its cgroup is gone; forget it if failed.
 pub fn stop_scope(cgroup_path: &str, mount: &Path) -> Result<()> {
     let unit = unit_of(cgroup_path);
-    let mut bus = Bus::system().map_err(|e| e.context(format!("StopUnit {unit}")))?;
+    let mut bus = Bus::for_caller().map_err(|e| e.context(format!("StopUnit {unit}")))?;
     let dir = mount.join(cgroup_path.trim_start_matches('/'));
     match bus.manager("StopUnit", &[Arg::Str(unit), Arg::Str("replace")]) {
         Ok(reply) => {
@@ -889,6 +968,27 @@ pub fn stop_scope(cgroup_path: &str, mount: &Path) -> Result<()> {
     // A scope whose processes were killed may be left "failed" (its name then stays taken).
     let _ = bus.manager("ResetFailedUnit", &[Arg::Str(unit)]);
     Ok(())
+}
+
+/// The cgroup of the caller's user manager (its `ControlGroup` property), under which its scopes
+/// are: `/user.slice/user-<uid>.slice/user@<uid>.service`.
+pub fn user_manager_cgroup() -> Result<String> {
+    let mut bus = Bus::for_caller().map_err(|e| e.context("Get ControlGroup of the user manager"))?;
+    let reply = bus
+        .call(
+            "org.freedesktop.systemd1",
+            "/org/freedesktop/systemd1",
+            "org.freedesktop.DBus.Properties",
+            "Get",
+            &[Arg::Str("org.freedesktop.systemd1.Manager"), Arg::Str("ControlGroup")],
+        )
+        .map_err(|e| e.context("the user manager's cgroup"))?;
+    let mut d = Dec { b: &reply.body, pos: 0 };
+    let (sig, cg) = (d.sig()?, d.str()?);
+    if sig != "s" || !cg.starts_with('/') || cg.split('/').any(|c| c == "..") {
+        bail!("systemd: the user manager's ControlGroup is {cg:?} (type {sig:?}), not a cgroup path");
+    }
+    Ok(cg)
 }
 
 #[cfg(test)]
@@ -928,6 +1028,38 @@ mod tests {
         assert_eq!(slice_of("/machine.slice/libpod-abc.scope"), "machine.slice");
         assert_eq!(slice_of("/a.slice/a-b.slice/n.scope"), "a-b.slice");
         assert_eq!(slice_of("/n.scope"), "-.slice");
+    }
+
+    #[test]
+    fn rootless_paths_are_under_the_user_manager() {
+        let m = "/user.slice/user-1000.slice/user@1000.service";
+        assert_eq!(
+            user_cgroup_path("", "c1", m).unwrap(),
+            format!("{m}/user.slice/berth-c1.scope")
+        );
+        assert_eq!(
+            user_cgroup_path("user.slice:libpod:abc", "x", m).unwrap(),
+            format!("{m}/user.slice/libpod-abc.scope")
+        );
+        assert_eq!(
+            user_cgroup_path(":p:n", "x", &format!("{m}/")).unwrap(),
+            format!("{m}/user.slice/p-n.scope")
+        );
+        let path = user_cgroup_path("a-b.slice:p:n", "x", m).unwrap();
+        assert_eq!(unit_of(&path), "p-n.scope");
+        assert_eq!(slice_of(&path), "a-b.slice");
+        assert!(user_cgroup_path("a:b", "x", m).is_err());
+    }
+
+    #[test]
+    fn the_bus_sees_the_uid_outside_the_user_namespace() {
+        let podman = "         0       1000          1\n         1     100000      65536\n";
+        assert_eq!(host_uid(0, podman), Some(1000));
+        assert_eq!(host_uid(1, podman), Some(100000));
+        assert_eq!(host_uid(65536, podman), Some(165535));
+        assert_eq!(host_uid(65537, podman), None);
+        assert_eq!(host_uid(1000, "0 0 4294967295"), Some(1000));
+        assert_eq!(host_uid(0, ""), None);
     }
 
     #[test]

@@ -118,7 +118,9 @@ fn run(cfg: &InitConfig, plan: &NsPlan, chan: &Channel, fast: bool) -> Result<st
         spec,
         rootfs: cfg.rootfs,
         bundle: cfg.bundle,
-        in_userns: plan.user_ns(),
+        // A user namespace of the container's own, or the runtime's (rootless podman runs it as
+        // root in one): either way mknod is refused and devices are bind mounts, as runc does.
+        in_userns: plan.user_ns() || crate::cgroups::systemd::rootless(),
         cgroup_path: cfg.cgroup_path,
         new_cgroupns: plan.has(libc::CLONE_NEWCGROUP),
         idmapped: &idmapped,
