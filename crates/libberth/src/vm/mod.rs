@@ -36,6 +36,10 @@ pub const ANN_CPUS: &str = "run.berth.vm.cpus";
 pub const ANN_MEMORY: &str = "run.berth.vm.memory";
 pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
+/// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
+/// the common part (docs/VM.md, "The guest kernel": each one measured).
+pub const BERTH_KERNEL_CMDLINE: &str = "";
+
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
 pub(crate) const VM_FILE: &str = "vm";
 /// The monitor's socket: every host client's way to the guest (vm/mux.rs).
@@ -164,7 +168,13 @@ impl Plan {
             (None, Some(p)) if !p.as_os_str().is_empty() => (Some(p.clone()), "vm.kernel.path".to_string()),
             _ => (None, String::new()),
         };
-        let kernel = image::kernel(kpath.as_deref(), &field)?;
+        let guest_kernel = image::kernel(kpath.as_deref(), &field)?;
+        crate::log::debug(&format!(
+            "VM container: guest kernel {} ({})",
+            guest_kernel.path.display(),
+            guest_kernel.why
+        ));
+        let kernel = guest_kernel.path.clone();
         let extra = vm.and_then(|v| v.kernel().initrd().as_ref()).map(PathBuf::from);
         if let Some(x) = &extra {
             if !x.is_file() {
@@ -201,6 +211,10 @@ impl Plan {
         if !kvm {
             // Without these a share of TCG boots hang calibrating the TSC.
             cmdline.push_str(" tsc_early_khz=2600000 lpj=10400000");
+        }
+        if guest_kernel.berth {
+            cmdline.push(' ');
+            cmdline.push_str(BERTH_KERNEL_CMDLINE);
         }
         for p in vm.and_then(|v| v.kernel().parameters().as_ref()).into_iter().flatten() {
             cmdline.push(' ');
