@@ -32,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import resource
 import tempfile
 import time
 
@@ -91,12 +92,12 @@ def cmdline(kernel_path):
     """The kernel command line Berth gives this kernel under TCG (vm/mod.rs, Plan::new)."""
     base = "console=hvc0 quiet panic=-1 rdinit=/init tsc_early_khz=2600000 lpj=10400000"
     if release(kernel_path).endswith("-berth"):
-        return base + " " + BERTH_KERNEL_CMDLINE
+        return " ".join([base, *BERTH_KERNEL_CMDLINE])
     return base
 
 
 # What vm/mod.rs adds for Berth's own kernel (keep in step with BERTH_KERNEL_CMDLINE there).
-BERTH_KERNEL_CMDLINE = ""
+BERTH_KERNEL_CMDLINE = []
 
 
 def bare_boot(work, which, i):
@@ -248,16 +249,31 @@ def main():
             rounds = a.runs if k == 1 else max(1, a.runs // 2) if k <= 4 else max(1, a.runs // 3)
             bare = {w: [] for w in kernels}
             run = {w: [] for w in kernels}
+            # CPU time (user + system of every process, qemu's threads included: TCG is CPU bound,
+            # so this figure moves little with the host's load, unlike the wall time).
+            cpu = {w: {"bare": [], "run": []} for w in kernels}
+
+            def cpu_now():
+                r = resource.getrusage(resource.RUSAGE_CHILDREN)
+                return r.ru_utime + r.ru_stime
+
             for r in range(rounds):
                 for which in kernels:
+                    c0 = cpu_now()
                     bare[which] += at_once(k, lambda i, w=which: bare_boot(work, w, i))
+                    c1 = cpu_now()
                     run[which] += at_once(k, lambda i, r=r, w=which: berth_run(exe, root, true_b, f"b{w}{k}-{r}-{i}", w))
+                    c2 = cpu_now()
+                    cpu[which]["bare"].append((c1 - c0) / k)
+                    cpu[which]["run"].append((c2 - c1) / k)
             for which in kernels:
                 b, t = summary(bare[which]), summary(run[which])
+                cb, ct = summary(cpu[which]["bare"]), summary(cpu[which]["run"])
                 res["boot"].setdefault(which, {})[str(k)] = {
-                    "bare_s": b, "berth_s": t, "overhead_pct": round((t["mean"] - b["mean"]) * 100 / b["mean"], 1)}
-                print(f"boot, {which} kernel, {k} at once: bare {b['mean']:.2f} s (min {b['min']:.2f}), berth run "
-                      f"{t['mean']:.2f} s (min {t['min']:.2f}, median {t['median']:.2f}): "
+                    "bare_s": b, "berth_s": t, "overhead_pct": round((t["mean"] - b["mean"]) * 100 / b["mean"], 1),
+                    "bare_cpu_s": cb, "berth_cpu_s": ct}
+                print(f"boot, {which} kernel, {k} at once: bare {b['mean']:.2f} s (min {b['min']:.2f}; CPU {cb['mean']:.2f} s), "
+                      f"berth run {t['mean']:.2f} s (min {t['min']:.2f}, median {t['median']:.2f}; CPU {ct['mean']:.2f} s): "
                       f"{res['boot'][which][str(k)]['overhead_pct']:+.1f}%", flush=True)
         for k in ks:
             for which in kernels:

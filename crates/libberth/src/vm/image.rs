@@ -95,16 +95,17 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
                 why: format!("{ENV_KERNEL}=cloud"),
             })
         }
-        Some("berth") => return berth_kernel_paths()
-            .into_iter()
-            .find(|p| p.is_file())
-            .map(|path| Kernel {
-                path,
-                berth: true,
-                why: format!("{ENV_KERNEL}=berth"),
-            })
-            .ok_or_else(|| {
-                err!(
+        Some("berth") => {
+            return berth_kernel_paths()
+                .into_iter()
+                .find(|p| p.is_file())
+                .map(|path| Kernel {
+                    path,
+                    berth: true,
+                    why: format!("{ENV_KERNEL}=berth"),
+                })
+                .ok_or_else(|| {
+                    err!(
                     "{ENV_KERNEL}=berth: Berth's guest kernel is not in {} (build it: scripts/guest-kernel.sh build)",
                     berth_kernel_paths()
                         .iter()
@@ -112,7 +113,8 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
                         .collect::<Vec<_>>()
                         .join(", ")
                 )
-            }),
+                })
+        }
         Some(p) => {
             let p = PathBuf::from(p);
             if !p.is_file() {

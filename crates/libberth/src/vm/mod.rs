@@ -37,8 +37,9 @@ pub const ANN_MEMORY: &str = "run.berth.vm.memory";
 pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
 /// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
-/// the common part (docs/VM.md, "The guest kernel": each one measured).
-pub const BERTH_KERNEL_CMDLINE: &str = "";
+/// the common part (docs/VM.md, "The guest kernel": a parameter goes here only when measured to
+/// help; kept apart from the rest of the command line).
+pub const BERTH_KERNEL_CMDLINE: &[&str] = &[];
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
 pub(crate) const VM_FILE: &str = "vm";
@@ -213,8 +214,10 @@ impl Plan {
             cmdline.push_str(" tsc_early_khz=2600000 lpj=10400000");
         }
         if guest_kernel.berth {
-            cmdline.push(' ');
-            cmdline.push_str(BERTH_KERNEL_CMDLINE);
+            for p in BERTH_KERNEL_CMDLINE {
+                cmdline.push(' ');
+                cmdline.push_str(p);
+            }
         }
         for p in vm.and_then(|v| v.kernel().parameters().as_ref()).into_iter().flatten() {
             cmdline.push(' ');
