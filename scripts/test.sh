@@ -2,7 +2,7 @@
 # The whole test suite, as root, on a fresh Debian 12 machine:
 #   ./scripts/test.sh             install what the tests need (if missing), build the static VM
 #                                 guest agent, and run `cargo test --workspace`
-#   ./scripts/test.sh --install   only install what the tests need (and build the guest kernel)
+#   ./scripts/test.sh --install   only install what the tests need
 # Extra arguments after the options go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,10 +28,6 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 command -v virtiofsd >/dev/null || cargo install --quiet --root /usr/local virtiofsd
-# Berth's guest kernel (docs/VM.md, "The guest kernel"), which VM containers boot when it is there:
-# built once per machine from Debian's linux-source-6.1 and cached (a few minutes the first time).
-scripts/guest-kernel.sh install
-scripts/guest-kernel.sh build >/dev/null
 [ "${1:-}" = --install ] && exit 0
 # The VM guest agent, static (Berth finds it under target/x86_64-unknown-linux-gnu/release/).
 LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu RUSTFLAGS='-C target-feature=+crt-static' cargo build --quiet --release -p berth-guest --target x86_64-unknown-linux-gnu

@@ -223,10 +223,13 @@ fn power_off(code: i32) -> ! {
         // Give the host a moment to read the console before the VM disappears.
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Berth's own kernel runs without ACPI (vm/mod.rs, BERTH_KERNEL_MACHINE): there a power-off
+    // only halts, and a reset (`reboot=t`) is what ends qemu (`-no-reboot`).
+    let reset = std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.split_whitespace().any(|w| w == "reboot=t"));
     // SAFETY: sync and reboot are plain system calls; PID 1 powering the machine off.
     unsafe {
         libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(if reset { libc::RB_AUTOBOOT } else { libc::RB_POWER_OFF });
     }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));

@@ -100,7 +100,7 @@ pub fn document() -> Value {
             crate::vm::ANN_ISOLATION: "vm: run the bundle in a micro-VM with its own kernel (docs/VM.md)",
             crate::vm::ANN_CPUS: "vCPUs of a VM container (default: from linux.resources.cpu, else 1)",
             crate::vm::ANN_MEMORY: "guest RAM of a VM container in MiB, or with M/G (default: linux.resources.memory.limit, else 256)",
-            crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: Berth's guest kernel when built or installed, else /boot/vmlinuz-*-cloud-amd64; see run.berth.vm.kernel.default)",
+            crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: $BERTH_VM_KERNEL, else /boot/vmlinuz-*-cloud-amd64; see run.berth.vm.kernel.default)",
             "run.berth.vm.kernel.default": default_vm_kernel()
         }
     })

@@ -131,17 +131,12 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
         }
         None => {}
     }
-    if let Some(path) = berth_kernel_paths().into_iter().find(|p| p.is_file()) {
-        return Ok(Kernel {
-            why: format!("Berth's guest kernel, found at {}", path.display()),
-            path,
-            berth: true,
-        });
-    }
+    // Berth's own kernel is not the default yet: the VM tests have not all been run on it
+    // (docs/VM.md, "The guest kernel"); BERTH_VM_KERNEL=berth chooses it.
     cloud_kernel().map(|path| Kernel {
         path,
         berth: false,
-        why: "no Berth guest kernel built or installed (scripts/guest-kernel.sh build): the Debian cloud kernel".into(),
+        why: format!("the default; {ENV_KERNEL}=berth chooses Berth's guest kernel"),
     })
 }
 

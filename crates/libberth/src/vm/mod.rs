@@ -39,7 +39,13 @@ pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 /// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
 /// the common part (docs/VM.md, "The guest kernel": a parameter goes here only when measured to
 /// help; kept apart from the rest of the command line).
-pub const BERTH_KERNEL_CMDLINE: &[&str] = &[];
+pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
+
+/// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
+/// kernel without PCI), qemu then names the virtio-mmio devices on the command line
+/// (`virtio_mmio.device=`), and the agent ends the VM with a reset (`reboot=t`: a triple fault,
+/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off.
+pub const BERTH_KERNEL_MACHINE: &str = ",acpi=off";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
 pub(crate) const VM_FILE: &str = "vm";
@@ -75,6 +81,8 @@ pub struct Plan {
     pub hypervisor: PathBuf,
     pub hv_params: Vec<String>,
     pub kernel: PathBuf,
+    /// Berth's own kernel (BERTH_KERNEL_MACHINE, BERTH_KERNEL_CMDLINE).
+    pub berth_kernel: bool,
     pub cmdline: String,
     pub initrd: PathBuf,
     pub image: Option<(PathBuf, String)>,
@@ -227,6 +235,7 @@ impl Plan {
             hypervisor,
             hv_params: hv.and_then(|h| h.parameters().clone()).unwrap_or_default(),
             kernel,
+            berth_kernel: guest_kernel.berth,
             cmdline,
             initrd,
             image,
@@ -245,12 +254,20 @@ impl Plan {
             cmd.args(["-sandbox", confine::SANDBOX]);
         }
         let mem = format!("{}M", self.mem_mib);
+        let extra = if self.berth_kernel { BERTH_KERNEL_MACHINE } else { "" };
         if self.kvm {
-            cmd.args(["-M", "microvm,memory-backend=mem", "-accel", "kvm", "-cpu", "host"]);
+            cmd.args([
+                "-M",
+                &format!("microvm,memory-backend=mem{extra}"),
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+            ]);
         } else {
             cmd.args([
                 "-M",
-                "microvm,pit=off,pic=off,memory-backend=mem",
+                &format!("microvm,pit=off,pic=off,memory-backend=mem{extra}"),
                 "-accel",
                 // A bounded translation cache (qemu's default grows to 1 GiB), so the host
                 // cgroup's allowance beyond guest RAM holds (confine::HOST_OVERHEAD_MIB).
