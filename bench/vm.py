@@ -1,7 +1,13 @@
 #!/usr/bin/env python3
-"""VM containers, in ONE run: boot time and host memory, with 1, 4 and 8 VMs at once.
+"""VM containers, in ONE run: boot time and host memory, with 1, 4 and 8 VMs at once, for each
+guest kernel side by side (the Debian cloud kernel and Berth's own, scripts/guest-kernel.sh).
 
-    sudo bench/vm.py [--berth target/release/berth] [--runs N] [--out bench/results/NAME.json]
+    sudo bench/vm.py [--berth target/release/berth] [--runs N] [--kernels cloud,berth]
+                     [--at-once 1,4,8] [--out bench/results/NAME.json]
+
+kernels Each kernel is chosen as Berth chooses it with BERTH_VM_KERNEL=cloud|berth; its bare boots
+        use the same kernel, its own initramfs (with or without modules) and the command line Berth
+        gives it. Rounds interleave the kernels and bare/berth, so load changes hit all alike.
 
 boot    K bare qemu boots of Berth's kernel+initramfs to the agent's marker (probe mode: the marker
         on the exit port, then power-off; same machine options, RAM and vCPUs as Berth uses) against
@@ -26,6 +32,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import resource
 import tempfile
 import time
 
@@ -57,26 +64,55 @@ def make_bundle(work, name, args):
     return b
 
 
-def kernel():
-    return sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))[-1]
+BERTH_KERNELS = ["/usr/local/lib/berth/vmlinuz", "/usr/lib/berth/vmlinuz", "/var/cache/berth/kernel/current/bzImage"]
 
 
-def initramfs():
-    found = glob.glob("/var/cache/berth/initramfs-*.cpio")
+def kernel(which):
+    """The kernel Berth boots with BERTH_VM_KERNEL=which (vm/image.rs)."""
+    if which == "berth":
+        found = [k for k in BERTH_KERNELS if os.path.isfile(k)]
+        return found[0] if found else None
+    found = sorted(glob.glob("/boot/vmlinuz-*-cloud-amd64"))
+    return found[-1] if found else None
+
+
+def release(kernel_path):
+    """The release string in a bzImage's setup header (as vm/image.rs reads it)."""
+    head = open(kernel_path, "rb").read(0x8000)
+    off = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+    return head[off:].split(b"\0")[0].split(b" ")[0].decode()
+
+
+def initramfs(kernel_path):
+    found = glob.glob(f"/var/cache/berth/initramfs-{release(kernel_path)}-*.cpio")
     return max(found, key=os.path.getmtime)
 
 
-def bare_boot(work, i):
-    marker = os.path.join(work, f"marker-{i}")
+def cmdline(kernel_path):
+    """The kernel command line Berth gives this kernel under TCG (vm/mod.rs, Plan::new)."""
+    base = "console=hvc0 quiet panic=-1 rdinit=/init tsc_early_khz=2600000 lpj=10400000"
+    if release(kernel_path).endswith("-berth"):
+        return " ".join([base, *BERTH_KERNEL_CMDLINE])
+    return base
+
+
+# What vm/mod.rs adds for Berth's own kernel (keep in step with BERTH_KERNEL_CMDLINE there).
+BERTH_KERNEL_CMDLINE = ["reboot=t"]
+BERTH_KERNEL_MACHINE = ",acpi=off"
+
+
+def bare_boot(work, which, i):
+    kpath = kernel(which)
+    marker = os.path.join(work, f"marker-{which}-{i}")
     if os.path.exists(marker):
         os.unlink(marker)
     t = time.monotonic()
     subprocess.run(
         ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-         "-M", "microvm,pit=off,pic=off", "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", f"{MEM_MIB}M", "-smp", "1",
-         "-kernel", kernel(), "-initrd", initramfs(), "-device", "virtio-serial-device",
+         "-M", "microvm,pit=off,pic=off" + (BERTH_KERNEL_MACHINE if release(kpath).endswith("-berth") else ""), "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", f"{MEM_MIB}M", "-smp", "1",
+         "-kernel", kpath, "-initrd", initramfs(kpath), "-device", "virtio-serial-device",
          "-chardev", f"file,id=ex,path={marker}", "-device", "virtserialport,chardev=ex,name=berth.exit",
-         "-append", "console=hvc0 quiet panic=-1 rdinit=/init tsc_early_khz=2600000 lpj=10400000 berth.probe"],
+         "-append", cmdline(kpath) + " berth.probe"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     took = time.monotonic() - t
     if "berth-guest-probe-ok" not in open(marker).read():
@@ -84,7 +120,7 @@ def bare_boot(work, i):
     return took
 
 
-def berth(berth, root, args, cid):
+def berth(berth, root, args, cid, which):
     """Run berth with stderr to a file: a detached VM's monitor inherits it, and a pipe it holds
     would never reach end-of-file."""
     err = os.path.join(root + ".logs", cid)
@@ -92,7 +128,7 @@ def berth(berth, root, args, cid):
     with open(err, "w+") as f:
         t = time.monotonic()
         r = subprocess.run([berth, "--root", root, *args, cid], stdin=subprocess.DEVNULL,
-                           stdout=subprocess.DEVNULL, stderr=f)
+                           stdout=subprocess.DEVNULL, stderr=f, env={**os.environ, "BERTH_VM_KERNEL": which})
         took = time.monotonic() - t
         if r.returncode != 0:
             f.seek(0)
@@ -100,8 +136,8 @@ def berth(berth, root, args, cid):
     return took
 
 
-def berth_run(b, root, bundle, cid):
-    return berth(b, root, ["run", "--bundle", bundle], cid)
+def berth_run(b, root, bundle, cid, which):
+    return berth(b, root, ["run", "--bundle", bundle], cid, which)
 
 
 def at_once(k, fn):
@@ -151,10 +187,10 @@ def cgroup_usage_kb(cid):
     return None
 
 
-def memory(b, root, bundle, k):
-    ids = [f"mem{k}-{i}" for i in range(k)]
+def memory(b, root, bundle, k, which):
+    ids = [f"mem{which}{k}-{i}" for i in range(k)]
     try:
-        at_once(k, lambda i: berth(b, root, ["run", "--detach", "--bundle", bundle], ids[i]))
+        at_once(k, lambda i: berth(b, root, ["run", "--detach", "--bundle", bundle], ids[i], which))
         time.sleep(2)
         per = []
         for cid in ids:
@@ -184,43 +220,73 @@ def main():
     rel = os.path.join(REPO, "target/release/berth")
     ap.add_argument("--berth", default=rel if os.path.exists(rel) else os.path.join(REPO, "target/debug/berth"))
     ap.add_argument("--runs", type=int, default=5, help="rounds with 1 VM (4 VMs: runs/2, 8 VMs: runs/3, at least 1)")
+    ap.add_argument("--kernels", default="cloud", help="guest kernels, side by side (BERTH_VM_KERNEL values)")
+    ap.add_argument("--at-once", default="1,4,8", help="VMs at once")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/vm.py: run as root")
     exe = os.path.abspath(a.berth)
+    kernels = [k for k in a.kernels.split(",") if k]
+    for k in kernels:
+        if kernel(k) is None:
+            sys.exit(f"bench/vm.py: no {k} kernel (Berth's: scripts/guest-kernel.sh build)")
+    ks = [int(x) for x in a.at_once.split(",") if x]
     work = tempfile.mkdtemp(prefix="berth-vm-bench.")
     res = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "berth": exe,
            "version": subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip(),
            "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0]},
-           "guest_ram_mib": MEM_MIB, "boot": {}, "memory": {}}
+           "guest_ram_mib": MEM_MIB, "kernels": {k: {"path": kernel(k), "release": release(kernel(k))} for k in kernels},
+           "boot": {}, "memory": {}}
     try:
         root = os.path.join(work, "root")
         true_b = make_bundle(work, "true", ["/bin/true"])
         sleep_b = make_bundle(work, "sleep", ["sleep", "1000"])
-        berth_run(exe, root, true_b, "warm")  # builds the initramfs, caches the KVM probe
+        for which in kernels:
+            berth_run(exe, root, true_b, f"warm-{which}", which)  # builds the initramfs, caches the KVM probe
         res["accel"] = "kvm" if any("kvm" in open(p).read() for p in glob.glob("/var/cache/berth/probe-*")) \
             and os.environ.get("BERTH_VM_ACCEL") != "tcg" else "tcg"
-        for k, rounds in ((1, a.runs), (4, max(1, a.runs // 2)), (8, max(1, a.runs // 3))):
-            bare, run = [], []
+        for k in ks:
+            rounds = a.runs if k == 1 else max(1, a.runs // 2) if k <= 4 else max(1, a.runs // 3)
+            bare = {w: [] for w in kernels}
+            run = {w: [] for w in kernels}
+            # CPU time (user + system of every process, qemu's threads included: TCG is CPU bound,
+            # so this figure moves little with the host's load, unlike the wall time).
+            cpu = {w: {"bare": [], "run": []} for w in kernels}
+
+            def cpu_now():
+                r = resource.getrusage(resource.RUSAGE_CHILDREN)
+                return r.ru_utime + r.ru_stime
+
             for r in range(rounds):
-                bare += at_once(k, lambda i: bare_boot(work, i))
-                run += at_once(k, lambda i, r=r: berth_run(exe, root, true_b, f"b{k}-{r}-{i}"))
-            b, t = summary(bare), summary(run)
-            res["boot"][str(k)] = {"bare_s": b, "berth_s": t,
-                                   "overhead_pct": round((t["mean"] - b["mean"]) * 100 / b["mean"], 1)}
-            print(f"boot, {k} at once: bare {b['mean']:.2f} s (min {b['min']:.2f}), berth run {t['mean']:.2f} s "
-                  f"(min {t['min']:.2f}): {res['boot'][str(k)]['overhead_pct']:+.1f}%", flush=True)
-        for k in (1, 4, 8):
-            per = memory(exe, root, sleep_b, k)
-            mean = lambda key: round(statistics.mean(p[key] for p in per) / 1024, 1)
-            res["memory"][str(k)] = {"per_vm": per, "overhead_mib": mean("overhead_kb"), "pss_mib": mean("pss_kb"),
-                                     "guest_touched_mib": mean("guest_touched_kb"), "rss_mib": mean("rss_kb"),
-                                     "cgroup_usage_mib": round(statistics.mean(p["cgroup_usage_kb"] or 0 for p in per) / 1024, 1)}
-            m = res["memory"][str(k)]
-            print(f"memory, {k} at once, per VM: PSS {m['pss_mib']} MiB = guest RAM touched {m['guest_touched_mib']} MiB "
-                  f"+ overhead {m['overhead_mib']} MiB (RSS {m['rss_mib']} MiB, cgroup usage {m['cgroup_usage_mib']} MiB)",
-                  flush=True)
+                for which in kernels:
+                    c0 = cpu_now()
+                    bare[which] += at_once(k, lambda i, w=which: bare_boot(work, w, i))
+                    c1 = cpu_now()
+                    run[which] += at_once(k, lambda i, r=r, w=which: berth_run(exe, root, true_b, f"b{w}{k}-{r}-{i}", w))
+                    c2 = cpu_now()
+                    cpu[which]["bare"].append((c1 - c0) / k)
+                    cpu[which]["run"].append((c2 - c1) / k)
+            for which in kernels:
+                b, t = summary(bare[which]), summary(run[which])
+                cb, ct = summary(cpu[which]["bare"]), summary(cpu[which]["run"])
+                res["boot"].setdefault(which, {})[str(k)] = {
+                    "bare_s": b, "berth_s": t, "overhead_pct": round((t["mean"] - b["mean"]) * 100 / b["mean"], 1),
+                    "bare_cpu_s": cb, "berth_cpu_s": ct}
+                print(f"boot, {which} kernel, {k} at once: bare {b['mean']:.2f} s (min {b['min']:.2f}; CPU {cb['mean']:.2f} s), "
+                      f"berth run {t['mean']:.2f} s (min {t['min']:.2f}, median {t['median']:.2f}; CPU {ct['mean']:.2f} s): "
+                      f"{res['boot'][which][str(k)]['overhead_pct']:+.1f}%", flush=True)
+        for k in ks:
+            for which in kernels:
+                per = memory(exe, root, sleep_b, k, which)
+                mean = lambda key: round(statistics.mean(p[key] for p in per) / 1024, 1)
+                m = {"per_vm": per, "overhead_mib": mean("overhead_kb"), "pss_mib": mean("pss_kb"),
+                     "guest_touched_mib": mean("guest_touched_kb"), "rss_mib": mean("rss_kb"),
+                     "cgroup_usage_mib": round(statistics.mean(p["cgroup_usage_kb"] or 0 for p in per) / 1024, 1)}
+                res["memory"].setdefault(which, {})[str(k)] = m
+                print(f"memory, {which} kernel, {k} at once, per VM: PSS {m['pss_mib']} MiB = guest RAM touched "
+                      f"{m['guest_touched_mib']} MiB + overhead {m['overhead_mib']} MiB (RSS {m['rss_mib']} MiB, "
+                      f"cgroup usage {m['cgroup_usage_mib']} MiB)", flush=True)
         res["host"]["loadavg_end"] = os.getloadavg()[0]
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -1,6 +1,7 @@
 //! berth-guest: PID 1 inside a Berth VM container.
 //!
-//! It loads the kernel modules the host packed into the initramfs, moves itself onto a tmpfs root
+//! It loads the kernel modules the host packed into the initramfs (none with Berth's own guest
+//! kernel, which has its drivers built in), moves itself onto a tmpfs root
 //! (so containers can pivot_root), mounts /proc, /sys, /dev and cgroup2, finds its virtio-serial
 //! ports, mounts the container's root (virtio-fs or a block device), and then serves the host's
 //! requests (docs/VM.md, agent.rs): `create` makes the container with libberth's Linux backend,
@@ -171,11 +172,26 @@ fn boot() -> R<i32> {
     mount("proc", "/proc", "proc", nosuid, "")?;
     mount("sysfs", "/sys", "sysfs", nosuid, "")?;
     mount("devtmpfs", "/dev", "devtmpfs", libc::MS_NOSUID, "mode=755")?;
-    // The kernel found no console for us (hvc0 comes with a module): fill 0-2 with /dev/null so
-    // the ports opened below do not land on the standard descriptors.
+    // Standard descriptors on /dev/null, whatever the kernel gave us: none with the cloud kernel
+    // (hvc0 comes with a module, after init started), the console (hvc0) with a kernel that has
+    // virtio_console built in. So the ports opened below never land on 0-2 and nothing the agent
+    // starts inherits the console, with either kernel.
     let null = cstr("/dev/null");
-    // SAFETY: open with a NUL-terminated path; the descriptors stay open for the agent's life.
-    while (0..3).contains(&unsafe { libc::open(null.as_ptr(), libc::O_RDWR) }) {}
+    // SAFETY: open and dup2 with a NUL-terminated path and descriptors of ours; 0-2 stay open for
+    // the agent's life.
+    unsafe {
+        let fd = libc::open(null.as_ptr(), libc::O_RDWR);
+        if fd >= 0 {
+            for std in 0..3 {
+                if std != fd {
+                    libc::dup2(fd, std);
+                }
+            }
+            if fd > 2 {
+                libc::close(fd);
+            }
+        }
+    }
     mount("cgroup2", "/sys/fs/cgroup", "cgroup2", nosuid, "")?;
     mount("tmpfs", "/tmp", "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=1777")?;
     let _ = std::fs::create_dir_all("/run");
@@ -207,10 +223,13 @@ fn power_off(code: i32) -> ! {
         // Give the host a moment to read the console before the VM disappears.
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // Berth's own kernel runs without ACPI (vm/mod.rs, BERTH_KERNEL_MACHINE): there a power-off
+    // only halts, and a reset (`reboot=t`) is what ends qemu (`-no-reboot`).
+    let reset = std::fs::read_to_string("/proc/cmdline").is_ok_and(|c| c.split_whitespace().any(|w| w == "reboot=t"));
     // SAFETY: sync and reboot are plain system calls; PID 1 powering the machine off.
     unsafe {
         libc::sync();
-        libc::reboot(libc::RB_POWER_OFF);
+        libc::reboot(if reset { libc::RB_AUTOBOOT } else { libc::RB_POWER_OFF });
     }
     loop {
         std::thread::sleep(std::time::Duration::from_secs(1));

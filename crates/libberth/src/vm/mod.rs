@@ -37,6 +37,17 @@ pub const ANN_CPUS: &str = "run.berth.vm.cpus";
 pub const ANN_MEMORY: &str = "run.berth.vm.memory";
 pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 
+/// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
+/// the common part (docs/VM.md, "The guest kernel": a parameter goes here only when measured to
+/// help; kept apart from the rest of the command line).
+pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
+
+/// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
+/// kernel without PCI), qemu then names the virtio-mmio devices on the command line
+/// (`virtio_mmio.device=`), and the agent ends the VM with a reset (`reboot=t`: a triple fault,
+/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off.
+pub const BERTH_KERNEL_MACHINE: &str = ",acpi=off";
+
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
 pub(crate) const VM_FILE: &str = "vm";
 /// The monitor's socket: every host client's way to the guest (vm/mux.rs).
@@ -95,6 +106,8 @@ pub struct Plan {
     pub hypervisor: PathBuf,
     pub hv_params: Vec<String>,
     pub kernel: PathBuf,
+    /// Berth's own kernel (BERTH_KERNEL_MACHINE, BERTH_KERNEL_CMDLINE).
+    pub berth_kernel: bool,
     pub cmdline: String,
     pub initrd: PathBuf,
     pub image: Option<(PathBuf, String)>,
@@ -192,7 +205,13 @@ impl Plan {
             (None, Some(p)) if !p.as_os_str().is_empty() => (Some(p.clone()), "vm.kernel.path".to_string()),
             _ => (None, String::new()),
         };
-        let kernel = image::kernel(kpath.as_deref(), &field)?;
+        let guest_kernel = image::kernel(kpath.as_deref(), &field)?;
+        crate::log::debug(&format!(
+            "VM container: guest kernel {} ({})",
+            guest_kernel.path.display(),
+            guest_kernel.why
+        ));
+        let kernel = guest_kernel.path.clone();
         let extra = vm.and_then(|v| v.kernel().initrd().as_ref()).map(PathBuf::from);
         if let Some(x) = &extra {
             if !x.is_file() {
@@ -230,6 +249,12 @@ impl Plan {
             // Without these a share of TCG boots hang calibrating the TSC.
             cmdline.push_str(" tsc_early_khz=2600000 lpj=10400000");
         }
+        if guest_kernel.berth {
+            for p in BERTH_KERNEL_CMDLINE {
+                cmdline.push(' ');
+                cmdline.push_str(p);
+            }
+        }
         for p in vm.and_then(|v| v.kernel().parameters().as_ref()).into_iter().flatten() {
             cmdline.push(' ');
             cmdline.push_str(p);
@@ -238,6 +263,7 @@ impl Plan {
             hypervisor,
             hv_params: hv.and_then(|h| h.parameters().clone()).unwrap_or_default(),
             kernel,
+            berth_kernel: guest_kernel.berth,
             cmdline,
             initrd,
             image,
@@ -257,12 +283,20 @@ impl Plan {
             cmd.args(["-sandbox", confine::SANDBOX]);
         }
         let mem = format!("{}M", self.mem_mib);
+        let extra = if self.berth_kernel { BERTH_KERNEL_MACHINE } else { "" };
         if self.kvm {
-            cmd.args(["-M", "microvm,memory-backend=mem", "-accel", "kvm", "-cpu", "host"]);
+            cmd.args([
+                "-M",
+                &format!("microvm,memory-backend=mem{extra}"),
+                "-accel",
+                "kvm",
+                "-cpu",
+                "host",
+            ]);
         } else {
             cmd.args([
                 "-M",
-                "microvm,pit=off,pic=off,memory-backend=mem",
+                &format!("microvm,pit=off,pic=off,memory-backend=mem{extra}"),
                 "-accel",
                 // A bounded translation cache (qemu's default grows to 1 GiB), so the host
                 // cgroup's allowance beyond guest RAM holds (confine::HOST_OVERHEAD_MIB).

@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Berth's guest kernel (docs/VM.md, "The guest kernel"): built from Debian's linux-source-6.1 with
+# the config fragment vm/kernel/berth-guest.config on top of `make tinyconfig`, and cached on this
+# machine, keyed by the source package's version and the fragment (with this recipe's version).
+#
+#   scripts/guest-kernel.sh install   install the source package and the build dependencies (apt)
+#   scripts/guest-kernel.sh build     build it unless the cache has it; prints the bzImage's path
+#   scripts/guest-kernel.sh path      the cached bzImage's path (exit 1 if not built)
+#   scripts/guest-kernel.sh key       the cache key: <source version>-<config hash>
+#
+# The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,config,release}
+# and a link `current` to the newest key, which is where Berth looks (vm/image.rs). The build
+# runs under a lock, in a scratch directory removed on success, failure or interrupt, at
+# `nice -n 10 make -j2` (the machine is shared), with the build's timestamp, user and host fixed
+# so that the same source and config give the same kernel.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+fragment=$repo/vm/kernel/berth-guest.config
+tarball=/usr/src/linux-source-6.1.tar.xz
+cache=${BERTH_KERNEL_CACHE:-/var/cache/berth/kernel}
+# Bump when the steps below change what is built.
+recipe=1
+deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc cpio xz-utils lz4 kmod)
+
+die() { echo "guest-kernel: $*" >&2; exit 1; }
+
+key() {
+  local ver hash
+  ver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null) || die "linux-source-6.1 is not installed (scripts/guest-kernel.sh install)"
+  hash=$( { echo "recipe $recipe"; cat "$fragment"; } | sha256sum | cut -c1-16)
+  echo "$ver-$hash"
+}
+
+install_deps() {
+  local missing=()
+  for p in "${deps[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+build() {
+  local k out scratch start
+  k=$(key)
+  out=$cache/$k
+  mkdir -p "$cache"
+  exec 9>"$cache/.lock"
+  # Another build of the same machine holds it for at most the length of a build.
+  flock -w 3600 9 || die "timed out waiting for $cache/.lock"
+  if [ -f "$out/bzImage" ]; then
+    ln -sfn "$k" "$cache/.current.tmp" && mv -T "$cache/.current.tmp" "$cache/current"
+    echo "$out/bzImage"
+    return 0
+  fi
+  [ -f "$tarball" ] || die "$tarball missing (scripts/guest-kernel.sh install)"
+  scratch=$(mktemp -d "$cache/.build.XXXXXX")
+  # shellcheck disable=SC2064
+  trap "rm -rf '$scratch'" EXIT
+  trap 'exit 130' INT TERM
+  start=$(date +%s)
+  echo "guest-kernel: building $k in $scratch (nice -n 10 make -j2)" >&2
+  tar -xf "$tarball" -C "$scratch" --strip-components=1
+  local src=$scratch
+  # The source tarball's date (dpkg sets it from the package), so the banner is the same on every
+  # machine for one source version.
+  KBUILD_BUILD_TIMESTAMP=$(date -u -d "@$(stat -c %Y "$tarball")" '+%Y-%m-%d %H:%M:%S UTC')
+  export KBUILD_BUILD_TIMESTAMP KBUILD_BUILD_USER=berth KBUILD_BUILD_HOST=berth KBUILD_BUILD_VERSION=1
+  local mk=(nice -n 10 make -C "$src" -s ARCH=x86_64 -j2)
+  "${mk[@]}" tinyconfig >/dev/null
+  (cd "$src" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null)
+  "${mk[@]}" olddefconfig >/dev/null
+  # Every line of the fragment must hold in the result (a symbol whose dependencies are missing
+  # is dropped silently by Kconfig): the fragment's comments say what the kernel has.
+  local bad=0 line sym
+  while IFS= read -r line; do
+    case $line in
+      CONFIG_*=*) grep -qxF "$line" "$src/.config" || { echo "guest-kernel: $line did not hold: $(grep -E "^(# )?${line%%=*}[= ]" "$src/.config" || echo unset)" >&2; bad=1; } ;;
+      "# CONFIG_"*" is not set") sym=${line#\# }; sym=${sym%% *}; grep -q "^$sym=" "$src/.config" && { echo "guest-kernel: $sym is set" >&2; bad=1; } ;;
+    esac
+  done <"$fragment"
+  [ $bad -eq 0 ] || die "the config fragment does not hold (see above)"
+  "${mk[@]}" bzImage
+  mkdir -p "$scratch/out"
+  cp "$src/arch/x86/boot/bzImage" "$scratch/out/bzImage"
+  cp "$src/.config" "$scratch/out/config"
+  "${mk[@]}" kernelrelease >"$scratch/out/release"
+  echo "$(($(date +%s) - start))" >"$scratch/out/build-seconds"
+  rm -rf "$out"
+  mv -T "$scratch/out" "$out"
+  ln -sfn "$k" "$cache/.current.tmp" && mv -T "$cache/.current.tmp" "$cache/current"
+  echo "guest-kernel: built $(cat "$out/release") in $(cat "$out/build-seconds")s" >&2
+  echo "$out/bzImage"
+}
+
+case ${1:-} in
+  install) install_deps ;;
+  build) build ;;
+  path) k=$(key); [ -f "$cache/$k/bzImage" ] || die "not built (scripts/guest-kernel.sh build)"; echo "$cache/$k/bzImage" ;;
+  key) key ;;
+  *) echo "usage: $0 install|build|path|key" >&2; exit 2 ;;
+esac
