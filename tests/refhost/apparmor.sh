@@ -2,12 +2,12 @@
 # AppArmor with Berth on the reference host (issue 15 part 4): `process.apparmorProfile` applied and
 # enforced, an unloaded profile refused naming the field, `features` truthful, podman's default
 # profile on a container Berth runs. Run alone (`scripts/refhost.sh run tests/refhost/apparmor.sh`)
-# or sourced by install.sh (then with the installed berth). Prints PASS/FAIL lines (checks.sh).
+# or sourced by install.sh (then with the installed berth). Prints PASS/FAIL lines (lib.sh).
 set -u
 BERTH=${BERTH:?BERTH: the berth binary to test}
 here=${REFHOST_SHARE:-$(dirname "${BASH_SOURCE[0]}")/..}/refhost
-# shellcheck source=tests/refhost/checks.sh
-. "$here/checks.sh"
+# shellcheck source=tests/refhost/lib.sh
+. "$here/lib.sh"
 standalone=0
 [ "${BASH_SOURCE[0]}" != "$0" ] || standalone=1
 

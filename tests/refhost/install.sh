@@ -5,13 +5,13 @@
 # scripts/install.sh (in the share as install.sh) installs the binaries built on the host (--from
 # the share's bin/) into /usr/local with the podman, docker and containerd registrations; the
 # engines, in their default configuration otherwise, run containers with the runtime selected by
-# name; then --uninstall must leave the host as it was. PASS/FAIL lines (checks.sh); the last line
+# name; then --uninstall must leave the host as it was. PASS/FAIL lines (lib.sh); the last line
 # is `INSTALL passed=N failed=N`.
 # shellcheck disable=SC2016,SC2012,SC2034 # single-quoted scripts for sh -c; BERTH is read by apparmor.sh
 set -u
 S=${REFHOST_SHARE:?REFHOST_SHARE: the share}
-# shellcheck source=tests/refhost/checks.sh
-. "$S/refhost/checks.sh"
+# shellcheck source=tests/refhost/lib.sh
+. "$S/refhost/lib.sh"
 
 snapshot() { # what exists of the paths an install touches, with checksums
   for p in /usr/local/bin /usr/local/lib /usr/local/share/man /usr/local/share/bash-completion \

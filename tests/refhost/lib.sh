@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# Helpers for reference host scripts (sourced): one line per check,
+# The check helpers of every reference host script (sourced): one line per check,
 #   PASS <name> | FAIL <name>: <reason> | KNOWN-FAIL <name>: <reason> (<issue>)
-# and the counters `passed`, `failed`, `known`.
-passed=0 failed=0 known=0
+# (a failure with what the command printed above it, indented) and the counters `passed`, `failed`,
+# `known`, kept when a script sources another that sources this too (install.sh, apparmor.sh);
+# `summary` prints the counts and returns non-zero on a failure.
+passed=${passed:-0} failed=${failed:-0} known=${known:-0}
 step_timeout=${step_timeout:-180}
 
 fact() { echo "FACT $1: $2"; }
@@ -53,4 +55,50 @@ busybox_tar() {
   chmod 1777 "$r/tmp"
   tar -C "$r" -cf "$1" .
   rm -rf "$r"
+}
+
+# refuse NAME EXPECTED-PATTERN COMMAND...: the command fails and its output matches the pattern.
+refuse() {
+  local name=$1 want=$2
+  shift 2
+  local log
+  log=$(mktemp)
+  if ! timeout "$step_timeout" "$@" >"$log" 2>&1 && grep -qE -- "$want" "$log"; then
+    pass "$name"
+  else
+    sed 's/^/    | /' "$log"
+    fail "$name" "expected a failure matching /$want/: $(reason "$log")"
+  fi
+  rm -f "$log"
+}
+
+# A busybox bundle in DIR (rootfs and `berth spec`, no terminal), for `$BERTH`.
+busybox_bundle() {
+  local dir=$1 applet
+  mkdir -p "$dir/rootfs/bin"
+  cp /bin/busybox "$dir/rootfs/bin/busybox"
+  for applet in $("$dir/rootfs/bin/busybox" --list); do
+    [ "$applet" = busybox ] || ln -s busybox "$dir/rootfs/bin/$applet"
+  done
+  (cd "$dir" && "$BERTH" spec)
+  sed -i 's/"terminal": true/"terminal": false/' "$dir/config.json"
+}
+
+# set_json FILE PYTHON-EXPRESSION: edit a JSON file (`c` is the document), e.g.
+#   set_json config.json 'c["process"]["args"] = ["true"]'
+set_json() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+path, expr = sys.argv[1], sys.argv[2]
+with open(path) as f:
+    c = json.load(f)
+exec(expr)
+with open(path, "w") as f:
+    json.dump(c, f, indent=2)
+PY
+}
+
+summary() {
+  echo "$1 passed=$passed failed=$failed"
+  [ "$failed" = 0 ]
 }

@@ -8,46 +8,8 @@
 # A known failure that starts to pass prints PASS: then make it a must (`check`, not `known`).
 set -u
 BERTH=${BERTH:?BERTH: the berth binary to test}
-passed=0 failed=0 known=0
-step_timeout=180
-
-fact() { echo "FACT $1: $2"; }
-pass() { echo "PASS $1"; passed=$((passed + 1)); }
-fail() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
-# What a failed command printed, on one line: its error lines when it has some (podman's), else all.
-reason() {
-  { grep -E '^Error' "$1" || grep -E '^berth:' "$1" || cat "$1"; } | tr '\n' ' ' | sed 's/  */ /g; s/ $//' | cut -c1-500
-}
-
-# check NAME EXPECTED-PATTERN COMMAND...: the command succeeds and its output matches the pattern.
-check() {
-  local name=$1 want=$2
-  shift 2
-  local log
-  log=$(mktemp)
-  if timeout "$step_timeout" "$@" >"$log" 2>&1 && grep -qE -- "$want" "$log"; then
-    pass "$name"
-  else
-    sed 's/^/    | /' "$log"
-    fail "$name" "$(reason "$log")"
-  fi
-  rm -f "$log"
-}
-
-# known NAME ISSUE EXPECTED-PATTERN COMMAND...: as check, but a failure is a known one.
-known() {
-  local name=$1 issue=$2 want=$3
-  shift 3
-  local log
-  log=$(mktemp)
-  if timeout "$step_timeout" "$@" >"$log" 2>&1 && grep -qE -- "$want" "$log"; then
-    pass "$name"
-  else
-    echo "KNOWN-FAIL $name: $(reason "$log") ($issue)"
-    known=$((known + 1))
-  fi
-  rm -f "$log"
-}
+# shellcheck source=tests/refhost/lib.sh
+. "${REFHOST_SHARE:-/mnt/share}/refhost/lib.sh"
 
 # ---- The host's facts: what makes it a stock systemd host. ----
 state=$(systemctl is-system-running 2>/dev/null)
