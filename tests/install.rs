@@ -27,29 +27,6 @@ fn built_agent() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// Why a VM container cannot run here (the agent aside), if it cannot.
-fn vm_missing() -> Option<&'static str> {
-    let in_path =
-        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
-    if !in_path("qemu-system-x86_64") {
-        return Some("qemu-system-x86_64 not installed");
-    }
-    if !in_path("virtiofsd") && !Path::new("/usr/libexec/virtiofsd").is_file() {
-        return Some("virtiofsd not installed");
-    }
-    let kernel = fs::read_dir("/boot").into_iter().flatten().flatten().any(|e| {
-        let n = e.file_name().to_string_lossy().into_owned();
-        n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
-    });
-    if !kernel {
-        return Some("no /boot/vmlinuz-*-cloud-amd64");
-    }
-    if std::env::var_os("BERTH_GUEST").is_some() {
-        return Some("BERTH_GUEST is set (this test is about finding the agent without it)");
-    }
-    None
-}
-
 /// Every file and directory under `root`, with the files' contents (directories: None).
 fn tree(root: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
     let mut out = BTreeMap::new();
@@ -203,7 +180,12 @@ fn installed_berth_runs_containers_finds_its_agent_and_uninstalls_to_the_tree_it
     rt.bin = installed.clone();
     let out = rt.run(&Bundle::sh("echo installed-ok"), &unique_id());
     assert_eq!(out.out(), "installed-ok\n", "{}", out.describe());
-    match (vm_missing(), &agent) {
+    let vm_missing = vm_host_missing().or_else(|| {
+        std::env::var_os("BERTH_GUEST")
+            .is_some()
+            .then_some("BERTH_GUEST is set (this test is about finding the agent without it)")
+    });
+    match (vm_missing, &agent) {
         (Some(why), _) => notice(&format!("SKIP the VM part: {why}")),
         (None, None) => notice("SKIP the VM part: the static guest agent is not built (see docs/VM.md)"),
         (None, Some(_)) => {

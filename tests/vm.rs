@@ -12,63 +12,9 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-/// Why VM tests cannot run here, if they cannot.
-fn vm_missing() -> Option<String> {
-    if is_runc() {
-        return Some("runc has no VM containers".into());
-    }
-    let in_path = |n: &str| {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()))
-            .unwrap_or(false)
-    };
-    if !in_path("qemu-system-x86_64") {
-        return Some("qemu-system-x86_64 not installed (Debian package qemu-system-x86)".into());
-    }
-    if !in_path("virtiofsd") && !Path::new("/usr/libexec/virtiofsd").is_file() {
-        return Some("virtiofsd not installed (cargo install virtiofsd)".into());
-    }
-    let kernel = std::fs::read_dir("/boot").into_iter().flatten().flatten().any(|e| {
-        let n = e.file_name();
-        let n = n.to_string_lossy();
-        n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
-    });
-    if !kernel {
-        return Some("no /boot/vmlinuz-*-cloud-amd64 (Debian package linux-image-cloud-amd64)".into());
-    }
-    let bin = runtime();
-    let target = bin
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("x86_64-unknown-linux-gnu"));
-    let agent = std::env::var_os("BERTH_GUEST").is_some()
-        || bin.parent().is_some_and(|d| d.join("berth-guest").is_file())
-        || target.is_some_and(|t| t.join("release/berth-guest").is_file() || t.join("debug/berth-guest").is_file());
-    if !agent {
-        return Some("the static guest agent is not built (see docs/VM.md)".into());
-    }
-    None
-}
-
-fn skip(test: &str) -> bool {
-    if !require_root() {
-        return true;
-    }
-    if let Some(why) = vm_missing() {
-        notice(&format!("SKIP {test}: {why}"));
-        return true;
-    }
-    false
-}
-
-fn vm(b: &mut Bundle) -> &mut Bundle {
-    b.config["annotations"] = json!({ "run.berth.isolation": "vm" });
-    b
-}
-
 #[test]
 fn same_bundle_same_results_in_a_vm() {
-    if skip("same_bundle_same_results_in_a_vm") {
+    if skip_vm("same_bundle_same_results_in_a_vm") {
         return;
     }
     let script = "echo host=$(hostname) cwd=$(pwd) uid=$(id -u) x=$X; echo oops >&2; \
@@ -102,7 +48,7 @@ fn same_bundle_same_results_in_a_vm() {
 
 #[test]
 fn vm_lifecycle_create_start_state_kill_delete() {
-    if skip("vm_lifecycle_create_start_state_kill_delete") {
+    if skip_vm("vm_lifecycle_create_start_state_kill_delete") {
         return;
     }
     let mut b = Bundle::new(&["sleep", "600"]);
@@ -133,7 +79,7 @@ fn vm_lifecycle_create_start_state_kill_delete() {
 
 #[test]
 fn vm_with_a_missing_kernel_says_so() {
-    if skip("vm_with_a_missing_kernel_says_so") {
+    if skip_vm("vm_with_a_missing_kernel_says_so") {
         return;
     }
     let mut b = Bundle::default();
@@ -184,7 +130,7 @@ fn berth_kernel() -> Option<std::path::PathBuf> {
 
 #[test]
 fn vm_boots_the_kernel_berth_chooses_and_says_which() {
-    if skip("vm_boots_the_kernel_berth_chooses_and_says_which") {
+    if skip_vm("vm_boots_the_kernel_berth_chooses_and_says_which") {
         return;
     }
     // The default: $BERTH_VM_KERNEL (how the VM tests are run once per kernel), else the cloud
@@ -288,7 +234,7 @@ fn status_line(pid: i32, key: &str) -> String {
 
 #[test]
 fn vm_host_side_is_confined_and_hooks_run_in_order() {
-    if skip("vm_host_side_is_confined_and_hooks_run_in_order") {
+    if skip_vm("vm_host_side_is_confined_and_hooks_run_in_order") {
         return;
     }
     let rt = Runtime::new();
@@ -492,7 +438,7 @@ fn ext4_cat(img: &Path, file: &str) -> String {
 
 #[test]
 fn vm_image_raw_and_qcow2_hold_the_root() {
-    if skip("vm_image_raw_and_qcow2_hold_the_root") {
+    if skip_vm("vm_image_raw_and_qcow2_hold_the_root") {
         return;
     }
     for tool in ["mkfs.ext4", "debugfs", "qemu-img"] {
@@ -557,7 +503,7 @@ fn vm_image_raw_and_qcow2_hold_the_root() {
 
 #[test]
 fn podman_runs_a_vm_container_with_the_annotation() {
-    if skip("podman_runs_a_vm_container_with_the_annotation") {
+    if skip_vm("podman_runs_a_vm_container_with_the_annotation") {
         return;
     }
     let in_path =
@@ -719,7 +665,7 @@ fn wait_stopped(rt: &Runtime, id: &str) {
 
 #[test]
 fn exec_in_a_vm_as_in_a_linux_container() {
-    if skip("exec_in_a_vm_as_in_a_linux_container") {
+    if skip_vm("exec_in_a_vm_as_in_a_linux_container") {
         return;
     }
     let mut results = Vec::new();
@@ -833,7 +779,7 @@ fn exec_in_a_vm_as_in_a_linux_container() {
 
 #[test]
 fn stdin_reaches_a_vm_container_through_run() {
-    if skip("stdin_reaches_a_vm_container_through_run") {
+    if skip_vm("stdin_reaches_a_vm_container_through_run") {
         return;
     }
     let mut input = b"hello\n".to_vec();
@@ -899,7 +845,7 @@ fn write_pty(master: &std::os::fd::OwnedFd, text: &str) {
 
 #[test]
 fn vm_terminals_through_console_sockets() {
-    if skip("vm_terminals_through_console_sockets") {
+    if skip_vm("vm_terminals_through_console_sockets") {
         return;
     }
     let mut b = Bundle::sh("read x; stty size; tty; echo got=$x; sleep 600");
@@ -957,7 +903,7 @@ impl Drop for ForceDelete<'_> {
 
 #[test]
 fn vm_run_and_exec_relay_the_users_terminal_under_tmux() {
-    if skip("vm_run_and_exec_relay_the_users_terminal_under_tmux") {
+    if skip_vm("vm_run_and_exec_relay_the_users_terminal_under_tmux") {
         return;
     }
     let (Some(run), Some(exec)) = (Tmux::new(), Tmux::new()) else {
@@ -1033,7 +979,7 @@ fn mounts_mentioning(mountinfo: &str, needle: &str) -> Vec<String> {
 
 #[test]
 fn vm_bind_mounts_as_in_a_linux_container() {
-    if skip("vm_bind_mounts_as_in_a_linux_container") {
+    if skip_vm("vm_bind_mounts_as_in_a_linux_container") {
         return;
     }
     // A rw directory, a ro directory and a single file from the host, the same bundle both ways.
@@ -1253,7 +1199,7 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
 /// file (its offset), so neither overwrites the other.
 #[test]
 fn vm_guest_cannot_reach_the_state_directory_or_fill_the_disk() {
-    if skip("vm_guest_cannot_reach_the_state_directory_or_fill_the_disk") {
+    if skip_vm("vm_guest_cannot_reach_the_state_directory_or_fill_the_disk") {
         return;
     }
     let b = hostile_vm(
@@ -1352,7 +1298,7 @@ fn vm_guest_cannot_reach_the_state_directory_or_fill_the_disk() {
 /// ends it from the host too, in bounded time.
 #[test]
 fn vm_kill_ends_a_vm_whose_agent_does_not_answer() {
-    if skip("vm_kill_ends_a_vm_whose_agent_does_not_answer") {
+    if skip_vm("vm_kill_ends_a_vm_whose_agent_does_not_answer") {
         return;
     }
     let rt = Runtime::new();
@@ -1409,7 +1355,7 @@ fn vm_hwm_kib(pid: i32) -> u64 {
 /// the monitor cuts the guest off (the VM stops) instead of buffering it.
 #[test]
 fn vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends() {
-    if skip("vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends") {
+    if skip_vm("vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends") {
         return;
     }
     let b = hostile_vm("exec sleep 1000");
@@ -1491,7 +1437,7 @@ fn vm_exec_helper_and_monitor_bound_what_a_flooding_guest_sends() {
 /// root-owned program, file capabilities and trusted xattrs. The host sees none of them.
 #[test]
 fn vm_guest_root_cannot_plant_privileges_in_the_rootfs() {
-    if skip("vm_guest_root_cannot_plant_privileges_in_the_rootfs") {
+    if skip_vm("vm_guest_root_cannot_plant_privileges_in_the_rootfs") {
         return;
     }
     use std::os::unix::fs::{FileTypeExt, MetadataExt};

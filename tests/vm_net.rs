@@ -12,56 +12,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// Why VM tests cannot run here, if they cannot (as tests/vm.rs).
-fn vm_missing() -> Option<String> {
-    if is_runc() {
-        return Some("runc has no VM containers".into());
-    }
-    let in_path =
-        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
-    if !in_path("qemu-system-x86_64") {
-        return Some("qemu-system-x86_64 not installed".into());
-    }
-    if !in_path("virtiofsd") && !Path::new("/usr/libexec/virtiofsd").is_file() {
-        return Some("virtiofsd not installed".into());
-    }
-    let kernel = std::fs::read_dir("/boot").into_iter().flatten().flatten().any(|e| {
-        let n = e.file_name().to_string_lossy().to_string();
-        n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
-    });
-    if !kernel {
-        return Some("no /boot/vmlinuz-*-cloud-amd64".into());
-    }
-    let bin = runtime();
-    let target = bin
-        .parent()
-        .and_then(|d| d.parent())
-        .map(|t| t.join("x86_64-unknown-linux-gnu"));
-    let agent = std::env::var_os("BERTH_GUEST").is_some()
-        || bin.parent().is_some_and(|d| d.join("berth-guest").is_file())
-        || target.is_some_and(|t| t.join("release/berth-guest").is_file() || t.join("debug/berth-guest").is_file());
-    if !agent {
-        return Some("the static guest agent is not built (see docs/VM.md)".into());
-    }
-    None
-}
-
-fn skip(test: &str) -> bool {
-    if !require_root() {
-        return true;
-    }
-    if let Some(why) = vm_missing() {
-        notice(&format!("SKIP {test}: {why}"));
-        return true;
-    }
-    false
-}
-
-fn vm(b: &mut Bundle) -> &mut Bundle {
-    b.config["annotations"] = json!({ "run.berth.isolation": "vm" });
-    b
-}
-
 fn sh(cmd: &str) -> std::process::Output {
     Command::new("sh").args(["-c", cmd]).output().expect("sh")
 }
@@ -176,7 +126,7 @@ fn wait_file(p: &Path, timeout: Duration) -> String {
 
 #[test]
 fn vm_container_in_a_veth_namespace_talks_both_ways() {
-    if skip("vm_container_in_a_veth_namespace_talks_both_ways") {
+    if skip_vm("vm_container_in_a_veth_namespace_talks_both_ways") {
         return;
     }
     let n = std::process::id() % 200 + 20;
@@ -269,7 +219,7 @@ fn vm_container_in_a_veth_namespace_talks_both_ways() {
 
 #[test]
 fn vm_container_without_a_network_namespace_is_refused_and_a_new_one_has_lo() {
-    if skip("vm_container_without_a_network_namespace_is_refused_and_a_new_one_has_lo") {
+    if skip_vm("vm_container_without_a_network_namespace_is_refused_and_a_new_one_has_lo") {
         return;
     }
     let rt = Runtime::new();
@@ -354,7 +304,7 @@ impl Drop for Podman {
 
 #[test]
 fn podman_bridge_network_reaches_vm_containers() {
-    if skip("podman_bridge_network_reaches_vm_containers") {
+    if skip_vm("podman_bridge_network_reaches_vm_containers") {
         return;
     }
     let in_path =
@@ -452,7 +402,7 @@ fn podman_bridge_network_reaches_vm_containers() {
 /// still runs, its guest with a working `lo` only (nothing else of the host's reaches it).
 #[test]
 fn rootless_vm_container_with_a_new_network_namespace_has_lo() {
-    if skip("rootless_vm_container_with_a_new_network_namespace_has_lo") {
+    if skip_vm("rootless_vm_container_with_a_new_network_namespace_has_lo") {
         return;
     }
     use std::os::unix::fs::PermissionsExt;

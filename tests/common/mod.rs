@@ -1147,3 +1147,65 @@ pub fn install_attack(b: &Bundle, name: &str) {
     fs::copy(&out, &dest).expect("copy the attack program into the rootfs");
     fs::set_permissions(&dest, fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Why this host cannot boot a VM container (the agent aside), if it cannot: qemu, virtiofsd and a
+/// cloud kernel (docs/VM.md).
+pub fn vm_host_missing() -> Option<&'static str> {
+    let in_path =
+        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
+    if !in_path("qemu-system-x86_64") {
+        return Some("qemu-system-x86_64 not installed (Debian package qemu-system-x86)");
+    }
+    if !in_path("virtiofsd") && !Path::new("/usr/libexec/virtiofsd").is_file() {
+        return Some("virtiofsd not installed (cargo install virtiofsd)");
+    }
+    let kernel = fs::read_dir("/boot").into_iter().flatten().flatten().any(|e| {
+        let n = e.file_name().to_string_lossy().into_owned();
+        n.starts_with("vmlinuz-") && n.ends_with("-cloud-amd64")
+    });
+    if !kernel {
+        return Some("no /boot/vmlinuz-*-cloud-amd64 (Debian package linux-image-cloud-amd64)");
+    }
+    None
+}
+
+/// Why VM tests cannot run here, if they cannot: runc, the host (`vm_host_missing`) or the static
+/// guest agent beside the binary under test.
+pub fn vm_missing() -> Option<String> {
+    if is_runc() {
+        return Some("runc has no VM containers".into());
+    }
+    if let Some(why) = vm_host_missing() {
+        return Some(why.into());
+    }
+    let bin = runtime();
+    let target = bin
+        .parent()
+        .and_then(|d| d.parent())
+        .map(|t| t.join("x86_64-unknown-linux-gnu"));
+    let agent = std::env::var_os("BERTH_GUEST").is_some()
+        || bin.parent().is_some_and(|d| d.join("berth-guest").is_file())
+        || target.is_some_and(|t| t.join("release/berth-guest").is_file() || t.join("debug/berth-guest").is_file());
+    if !agent {
+        return Some("the static guest agent is not built (see docs/VM.md)".into());
+    }
+    None
+}
+
+/// True (after saying why) when `test`, a VM test, cannot run here.
+pub fn skip_vm(test: &str) -> bool {
+    if !require_root() {
+        return true;
+    }
+    if let Some(why) = vm_missing() {
+        notice(&format!("SKIP {test}: {why}"));
+        return true;
+    }
+    false
+}
+
+/// The bundle as a VM container (annotation `run.berth.isolation=vm`).
+pub fn vm(b: &mut Bundle) -> &mut Bundle {
+    b.config["annotations"] = json!({ "run.berth.isolation": "vm" });
+    b
+}
