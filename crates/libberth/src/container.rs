@@ -73,6 +73,46 @@ pub(crate) struct Undo {
     pub(crate) pid: i32,
 }
 
+impl Undo {
+    /// Puts the container's cgroup in place, recorded here for undo (create and restore): with the
+    /// systemd driver a scope that systemd makes when it starts the unit with init in it (`add`, at
+    /// init's `U`; the rest of the limits are written to it then); else the cgroup made now (ours
+    /// to remove when `owned`) with its limits in place before init joins it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn place_cgroup(
+        &mut self,
+        cgroup: &mut Cgroup,
+        cg_path: &str,
+        id: &str,
+        systemd: bool,
+        owned: bool,
+        linux: Option<&oci_spec::runtime::Linux>,
+        settings: cgroups::resources::Plan,
+    ) -> Result<()> {
+        if systemd {
+            let started = std::rc::Rc::new(std::cell::Cell::new(false));
+            self.cgroup = Some(Cgroup::open(cg_path));
+            self.scope = Some((cg_path.to_string(), started.clone()));
+            cgroup.systemd = Some(cgroups::systemd::Placement {
+                cgroup_path: cg_path.to_string(),
+                id: id.to_string(),
+                resources: linux.and_then(|l| l.resources().clone()),
+                plan: settings,
+                started,
+            });
+            crash_point("cgroup");
+        } else {
+            cgroup.create()?;
+            if owned {
+                self.cgroup = Some(Cgroup::open(cg_path));
+            }
+            crash_point("cgroup");
+            cgroups::resources::apply(cgroup, &settings)?;
+        }
+        Ok(())
+    }
+}
+
 impl Drop for Undo {
     fn drop(&mut self) {
         if self.pid > 0 {
@@ -255,29 +295,7 @@ impl Runtime {
         }
         undo.dir = Some(locked);
         crash_point("recorded");
-        if systemd {
-            // systemd makes the scope's cgroup when it starts the unit with init in it (`add`, at
-            // init's `U`), and the rest of the limits are written to it then.
-            let started = std::rc::Rc::new(std::cell::Cell::new(false));
-            undo.cgroup = Some(Cgroup::open(&cg_path));
-            undo.scope = Some((cg_path.clone(), started.clone()));
-            cgroup.systemd = Some(cgroups::systemd::Placement {
-                cgroup_path: cg_path.clone(),
-                id: id.to_string(),
-                resources: linux.and_then(|l| l.resources().clone()),
-                plan: settings,
-                started,
-            });
-            crash_point("cgroup");
-        } else {
-            cgroup.create()?;
-            if owned {
-                undo.cgroup = Some(Cgroup::open(&cg_path));
-            }
-            crash_point("cgroup");
-            // Limits are in place before init joins the cgroup (and long before the user's program runs).
-            cgroups::resources::apply(&cgroup, &settings)?;
-        }
+        undo.place_cgroup(&mut cgroup, &cg_path, id, systemd, owned, linux, settings)?;
         let fifo = if use_fifo {
             let p = dir.join(state::EXEC_FIFO);
             nix::unistd::mkfifo(&p, nix::sys::stat::Mode::from_bits_truncate(0o600))

@@ -1101,24 +1101,7 @@ impl Runtime {
         let saved = locked.save(&rec).and_then(|_| save_config(&dir, &bundle.spec));
         undo.dir = Some(locked);
         saved?;
-        if self.systemd_cgroup {
-            let started = std::rc::Rc::new(std::cell::Cell::new(false));
-            undo.cgroup = Some(Cgroup::open(&cg_path));
-            undo.scope = Some((cg_path.clone(), started.clone()));
-            cgroup.systemd = Some(cgroups::systemd::Placement {
-                cgroup_path: cg_path.clone(),
-                id: id.to_string(),
-                resources: linux.and_then(|l| l.resources().clone()),
-                plan: settings,
-                started,
-            });
-        } else {
-            cgroup.create()?;
-            if owned {
-                undo.cgroup = Some(Cgroup::open(&cg_path));
-            }
-            cgroups::resources::apply(&cgroup, &settings)?;
-        }
+        undo.place_cgroup(&mut cgroup, &cg_path, id, self.systemd_cgroup, owned, linux, settings)?;
 
         let root = CriuRoot::make(&dir, &bundle.rootfs)?;
         prepare_mountpoints(&bundle.spec, &bundle.rootfs, &bundle.dir)?;
