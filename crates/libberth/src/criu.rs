@@ -650,6 +650,19 @@ fn ext_mnt(pairs: Vec<(String, String)>) -> Vec<rpc::Ext_mount_map> {
         .collect()
 }
 
+/// `--work-path` (made when missing) as CRIU's work directory, held open for the session; and
+/// where CRIU writes its log: the work directory, else the image directory.
+fn work_dir(o: &CriuOpts, r: &mut rpc::Criu_opts) -> Result<(Option<OwnedFd>, PathBuf)> {
+    match &o.work_path {
+        Some(w) => {
+            let fd = open_dir_created(w, "--work-path")?;
+            r.set_work_dir_fd(fd.as_raw_fd());
+            Ok((Some(fd), w.clone()))
+        }
+        None => Ok((None, o.image_path.clone())),
+    }
+}
+
 /// The options common to dump and restore.
 fn base_opts(o: &CriuOpts, images: &OwnedFd, log_file: &str, spec: &Spec) -> rpc::Criu_opts {
     let mut r = rpc::Criu_opts::new();
@@ -765,22 +778,13 @@ impl Runtime {
         }
         let spec = kept_config(&locked.dir, &rec)?;
         let images = open_dir_created(&o.image_path, "--image-path")?;
-        let mut log_dir = o.image_path.clone();
         let mut r = base_opts(o, &images, "dump.log", &spec);
         r.set_root(rec.rootfs.to_string_lossy().into_owned());
         r.set_pid(rec.pid);
         r.set_leave_running(o.leave_running);
         r.set_tcp_skip_in_flight(o.tcp_skip_in_flight);
         r.set_link_remap(o.link_remap);
-        let work = match &o.work_path {
-            Some(w) => {
-                let fd = open_dir_created(w, "--work-path")?;
-                r.set_work_dir_fd(fd.as_raw_fd());
-                log_dir = w.clone();
-                Some(fd)
-            }
-            None => None,
-        };
+        let (work, log_dir) = work_dir(o, &mut r)?;
         // Namespaces joined by path stay outside the dump: CRIU records them as external by inode.
         for t in [LinuxNamespaceType::Network, LinuxNamespaceType::Pid] {
             if let Some(p) = ns_path(&spec, t) {
@@ -1106,7 +1110,6 @@ impl Runtime {
         let root = CriuRoot::make(&dir, &bundle.rootfs)?;
         prepare_mountpoints(&bundle.spec, &bundle.rootfs, &bundle.dir)?;
         let mut r = base_opts(&o.criu, &images, "restore.log", &bundle.spec);
-        let mut log_dir = o.criu.image_path.clone();
         r.set_evasive_devices(true);
         r.set_rst_sibling(true);
         r.set_root(root.0.to_string_lossy().into_owned());
@@ -1116,15 +1119,7 @@ impl Runtime {
         if let Some(c) = &o.criu.lsm_mount_context {
             r.set_lsm_mount_context(c.clone());
         }
-        let work = match &o.criu.work_path {
-            Some(w) => {
-                let fd = open_dir_created(w, "--work-path")?;
-                r.set_work_dir_fd(fd.as_raw_fd());
-                log_dir = w.clone();
-                Some(fd)
-            }
-            None => None,
-        };
+        let (work, log_dir) = work_dir(&o.criu, &mut r)?;
         for (key, fd) in inherit {
             let mut i = rpc::Inherit_fd::new();
             i.set_key(key);
