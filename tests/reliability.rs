@@ -204,7 +204,7 @@ fn concurrent_creates_of_one_id_exactly_one_wins() {
     rt.assert_no_state(&id);
 }
 
-/// Every step at which create can be killed (BERTH_TEST_CRASH_AT, see container.rs).
+/// Every step at which create can be killed (BERTH_TEST_CRASH_AT, see libberth's undo.rs).
 const CRASH_STEPS: &[&str] = &["state-dir", "recorded", "cgroup", "fifo", "spawned", "saved"];
 
 #[test]

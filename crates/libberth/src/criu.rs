@@ -10,9 +10,10 @@
 //! and the state file and pid file of the restored init.
 
 use crate::cgroups::{self, Cgroup};
-use crate::container::{Runtime, Undo};
+use crate::container::Runtime;
 use crate::error::Context;
 use crate::state::{self, Record, Status};
+use crate::undo::Undo;
 use crate::{bail, err, hooks, spec, Error, Result};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use protobuf::Message;
@@ -1077,7 +1078,7 @@ impl Runtime {
         let sigs = if o.detach {
             None
         } else {
-            Some(crate::container::SignalGuard::block())
+            Some(crate::signal::SignalGuard::block())
         };
         if !o.detach && !o.no_subreaper {
             // SAFETY: prctl with integer arguments.
@@ -1245,7 +1246,7 @@ impl Runtime {
         let locked = undo.dir.take().expect("state dir");
         let committed = locked
             .save(&rec)
-            .and_then(|_| o.pid_file.map_or(Ok(()), |p| crate::container::write_pid_file(p, pid)));
+            .and_then(|_| o.pid_file.map_or(Ok(()), |p| crate::pid_file::write_pid_file(p, pid)));
         if let Err(e) = committed {
             undo.dir = Some(locked);
             return Err(e);

@@ -9,8 +9,9 @@
 //! stdout and stderr are drained, by one poll loop that also waits for its exit (a pidfd), so a hook
 //! that never reads a large state, or writes more than a pipe holds, cannot block the runtime. The
 //! first `OUTPUT_CAP` bytes of each stream are kept for the error message; the rest is read and
-//! dropped.
+//! dropped. `state_json` is the state a hook of a recorded container gets.
 
+use crate::state::{Record, Status};
 use crate::{err, Error, Result};
 use oci_spec::runtime::Hook;
 use std::io::{ErrorKind, Read};
@@ -19,6 +20,14 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
+
+/// The state JSON a hook of the container of `rec` gets on stdin: its state document with `pid` and
+/// `status` as the hook's phase has them.
+pub(crate) fn state_json(rec: &Record, pid: i32, status: Status) -> Vec<u8> {
+    let mut doc = rec.doc(status);
+    doc.pid = pid;
+    serde_json::to_vec(&doc).unwrap_or_default()
+}
 
 /// How much of each of a hook's stdout and stderr is kept for the error message.
 const OUTPUT_CAP: usize = 16 * 1024;

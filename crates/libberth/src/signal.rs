@@ -1,4 +1,6 @@
-//! Signal names and numbers as `kill` takes them: `KILL`, `SIGKILL`, `9`, `RTMIN+3`.
+//! Signals: names and numbers as `kill` takes them (`KILL`, `SIGKILL`, `9`, `RTMIN+3`), the exit
+//! code of a wait status, and `SignalGuard`, with which `run`, `exec` and `restore` wait for a
+//! container's process while forwarding the caller's signals to it.
 
 use crate::{bail, Result};
 
@@ -81,6 +83,75 @@ pub fn exit_code(status: i32) -> i32 {
         128 + libc::WTERMSIG(status)
     } else {
         1
+    }
+}
+
+/// Signals `run` forwards to the container (all but the ones it cannot or must not).
+const FORWARDED: &[i32] = &[
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGTERM,
+    libc::SIGCONT,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+    libc::SIGWINCH,
+];
+
+/// The forwarded signals and SIGCHLD, blocked in this process (from `block` on, for good: the
+/// caller exits after the wait) so that `wait_forwarding` takes them with sigwait.
+pub(crate) struct SignalGuard {
+    pub(crate) set: libc::sigset_t,
+}
+
+impl SignalGuard {
+    /// Block the forwarded signals and SIGCHLD so they are taken with sigwait.
+    pub(crate) fn block() -> SignalGuard {
+        // SAFETY: set is a local sigset_t, zeroed then initialized by sigemptyset before use;
+        // sigprocmask reads it and is given a null old set (allowed).
+        unsafe {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            for &s in FORWARDED {
+                libc::sigaddset(&mut set, s);
+            }
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            SignalGuard { set }
+        }
+    }
+
+    /// Forward signals to `pid` until it exits; reap every child. Returns the shell-style exit code.
+    pub(crate) fn wait_forwarding(&self, pid: i32) -> i32 {
+        loop {
+            // Reap first: the child may already have exited.
+            loop {
+                let mut status = 0;
+                // SAFETY: status is a local i32 that waitpid may write; WNOHANG: it never blocks.
+                let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+                if r <= 0 {
+                    break;
+                }
+                if r == pid {
+                    return exit_code(status);
+                }
+            }
+            let mut sig = 0;
+            // SAFETY: self.set is an initialized sigset_t (block) and sig a local that sigwait writes.
+            if unsafe { libc::sigwait(&self.set, &mut sig) } != 0 {
+                continue;
+            }
+            if sig != libc::SIGCHLD {
+                // SAFETY: kill(2) takes integers; pid is our child, not yet reaped (it is reaped above
+                // only when it is the one returned), so the pid is still its.
+                unsafe { libc::kill(pid, sig) };
+            }
+        }
     }
 }
 

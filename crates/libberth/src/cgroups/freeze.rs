@@ -1,5 +1,6 @@
 //! Pausing and resuming: the v1 freezer (`freezer.state`) where the host binds it, otherwise the
-//! unified hierarchy's `cgroup.freeze` (waiting for `frozen 1` in `cgroup.events`).
+//! unified hierarchy's `cgroup.freeze` (waiting for `frozen 1` in `cgroup.events`); and signalling
+//! every process of a cgroup with the cgroup frozen meanwhile (`kill --all`, `delete`).
 
 use super::Cgroup;
 use crate::error::Context;
@@ -97,4 +98,24 @@ pub fn thaw(cg: &Cgroup) -> Result<()> {
 /// Whether the host can freeze this cgroup.
 pub fn can_freeze(cg: &Cgroup) -> bool {
     freezer(cg).is_some()
+}
+
+/// Signal every process of a cgroup Berth made, sub-cgroups included. The cgroup is frozen
+/// meanwhile (where the host can), so a process forking at that moment cannot leave a child
+/// unsignalled.
+pub(crate) fn signal_all(cg: &Cgroup, sig: i32) {
+    let pids = cg.all_procs();
+    if pids.is_empty() {
+        return;
+    }
+    let frozen = can_freeze(cg) && freeze(cg).is_ok();
+    let pids = if frozen { cg.all_procs() } else { pids };
+    for pid in pids {
+        // SAFETY: kill(2) takes integers and touches no memory of ours. The pids are the cgroup's
+        // members (read again once it is frozen, when none can exit and have its pid reused).
+        unsafe { libc::kill(pid, sig) };
+    }
+    if frozen {
+        let _ = thaw(cg);
+    }
 }

@@ -10,9 +10,9 @@
 
 use super::proto::{kind, ExecMsg, Frame, FrameBuf};
 use super::relay::{self, Local};
-use crate::container::SignalGuard;
 use crate::error::Context;
 use crate::linux::exec::ExecOpts;
+use crate::signal::SignalGuard;
 use crate::state::{Locked, Status};
 use crate::{bail, err, Error, Result};
 use std::io::{Read, Write};
@@ -109,7 +109,7 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
         return Err(e.context(format!("exec in container {id:?}: the container's cgroup")));
     }
     if let Some(p) = &o.pid_file {
-        crate::container::write_pid_file(p, pid)?;
+        crate::pid_file::write_pid_file(p, pid)?;
     }
     if o.detach {
         return Ok(0);

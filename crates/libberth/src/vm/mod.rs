@@ -7,6 +7,7 @@
 //! port. When the container's process ends the guest writes its status to the exit port (a file in
 //! the state directory) and powers off; qemu exits, and the monitor exits with that status.
 
+pub(crate) mod backend;
 pub mod binds;
 pub mod confine;
 pub mod exec;
@@ -18,10 +19,11 @@ pub mod ports;
 pub mod proto;
 pub mod relay;
 
-use crate::container::{CreateOpts, Runtime, Undo};
+use crate::container::{CreateOpts, Runtime};
 use crate::error::Context;
 use crate::spec::Bundle;
 use crate::state::{self, Locked, Record, Status};
+use crate::undo::Undo;
 use crate::{bail, err, Error, Result};
 use oci_spec::runtime::Spec;
 use std::io::{Read, Write};
@@ -1184,7 +1186,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     let locked = undo.dir.as_ref().expect("state dir");
     locked.save(&rec)?;
     if let Some(p) = opts.pid_file {
-        crate::container::write_pid_file(p, pid)?;
+        crate::pid_file::write_pid_file(p, pid)?;
     }
     undo.pid = 0;
     undo.cgroup = None;
