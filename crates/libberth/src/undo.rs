@@ -10,6 +10,7 @@ use std::path::Path;
 
 /// Undoes a half-made container (Linux or VM) unless disarmed: kills and reaps the process it
 /// made (init, or a VM's monitor), removes the cgroup it made, removes the state directory.
+#[derive(Default)]
 pub(crate) struct Undo {
     pub(crate) dir: Option<Locked>,
     pub(crate) cgroup: Option<Cgroup>,
@@ -20,6 +21,14 @@ pub(crate) struct Undo {
 }
 
 impl Undo {
+    /// The container is made and recorded: nothing is undone any more (the state directory, when
+    /// taken back for the final save, is given up by the caller).
+    pub(crate) fn disarm(&mut self) {
+        self.cgroup = None;
+        self.scope = None;
+        self.pid = 0;
+    }
+
     /// Puts the container's cgroup in place, recorded here for undo (create and restore): with the
     /// systemd driver a scope that systemd makes when it starts the unit with init in it (`add`, at
     /// init's `U`; the rest of the limits are written to it then); else the cgroup made now (ours

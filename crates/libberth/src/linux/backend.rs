@@ -275,12 +275,7 @@ fn make(
     }
     let console = opts.console_socket.map(connect_console).transpose()?;
     let locked = rt.store.create(id)?;
-    let mut undo = Undo {
-        dir: None,
-        cgroup: None,
-        scope: None,
-        pid: 0,
-    };
+    let mut undo = Undo::default();
     crash_point("state-dir");
     let dir = locked.dir.clone();
     // Recorded before anything else is made, so that `delete --force` after a crash at any later
@@ -294,31 +289,14 @@ fn make(
         mounts_in_runtime_ns: plan.mount_ns() == crate::linux::process::MountNs::Runtime,
         ..Record::from_bundle(id, &bundle)
     };
-    locked.save(&rec)?;
-    // Exec'd processes get the container's seccomp profile: keep it beside the state (only when
-    // there is one, so `state` never parses it).
-    if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
-        let text = serde_json::to_vec(profile).map_err(|e| err!("linux.seccomp: {e}"))?;
-        let path = dir.join(SECCOMP_FILE);
-        if let Err(e) = std::fs::write(&path, text) {
-            undo.dir = Some(locked);
-            return Err(Error::sys(path.display(), e));
-        }
-    }
-    if let Some(per) = linux.and_then(|l| l.personality().as_ref()) {
-        let text = serde_json::to_vec(per).map_err(|e| err!("linux.personality: {e}"))?;
-        let path = dir.join(PERSONALITY_FILE);
-        if let Err(e) = std::fs::write(&path, text) {
-            undo.dir = Some(locked);
-            return Err(Error::sys(path.display(), e));
-        }
-    }
-    // Checkpoint reads the config as it was at create (crate::criu).
-    if let Err(e) = crate::criu::save_config(&dir, &bundle.spec) {
-        undo.dir = Some(locked);
-        return Err(e);
-    }
+    // Exec'd processes get the container's seccomp profile and personality: kept beside the state;
+    // checkpoint reads the config as it was at create (crate::criu).
+    let recorded = locked
+        .save(&rec)
+        .and_then(|_| keep_for_exec(&dir, linux))
+        .and_then(|_| crate::criu::save_config(&dir, &bundle.spec));
     undo.dir = Some(locked);
+    recorded?;
     crash_point("recorded");
     undo.place_cgroup(&mut cgroup, &cg_path, id, systemd, owned, linux, settings)?;
     let fifo = if use_fifo {
@@ -386,15 +364,44 @@ fn make(
         undo.dir = Some(locked);
         return Err(e);
     }
-    undo.cgroup = None;
-    undo.scope = None;
-    undo.pid = 0;
+    undo.disarm();
     Ok(Made {
         locked,
         rec,
         chan: spawned.chan,
         master: spawned.master,
     })
+}
+
+/// Keeps what exec needs of the config beside the state: the seccomp profile and the personality,
+/// each only when there is one (so `state` never parses it).
+fn keep_for_exec(dir: &Path, linux: Option<&oci_spec::runtime::Linux>) -> Result<()> {
+    if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
+        write_kept(dir, SECCOMP_FILE, "linux.seccomp", profile)?;
+    }
+    if let Some(per) = linux.and_then(|l| l.personality().as_ref()) {
+        write_kept(dir, PERSONALITY_FILE, "linux.personality", per)?;
+    }
+    Ok(())
+}
+
+/// Writes `value` (the config's `field`) as JSON to `dir/name`.
+fn write_kept<T: serde::Serialize>(dir: &Path, name: &str, field: &str, value: &T) -> Result<()> {
+    let text = serde_json::to_vec(value).map_err(|e| err!("{field}: {e}"))?;
+    let path = dir.join(name);
+    std::fs::write(&path, text).map_err(|e| Error::sys(path.display(), e))
+}
+
+/// Reads what `write_kept` kept as `dir/name`: None when create kept nothing there.
+fn read_kept<T: serde::de::DeserializeOwned>(dir: &Path, name: &str) -> Result<Option<T>> {
+    let path = dir.join(name);
+    match std::fs::read(&path) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| err!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::sys(path.display(), e)),
+    }
 }
 
 /// What exec and exec_spawn share: the record loaded and its status checked, the process built,
@@ -417,22 +424,8 @@ fn exec_in<T>(
         _ => {}
     }
     let process = build_process(&rec, opts)?;
-    let seccomp = match std::fs::read(locked.dir.join(SECCOMP_FILE)) {
-        Ok(b) => Some(
-            serde_json::from_slice::<oci_spec::runtime::LinuxSeccomp>(&b)
-                .map_err(|e| err!("{}: {e}", locked.dir.join(SECCOMP_FILE).display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::sys(locked.dir.join(SECCOMP_FILE).display(), e)),
-    };
-    let personality = match std::fs::read(locked.dir.join(PERSONALITY_FILE)) {
-        Ok(b) => Some(
-            serde_json::from_slice::<oci_spec::runtime::LinuxPersonality>(&b)
-                .map_err(|e| err!("{}: {e}", locked.dir.join(PERSONALITY_FILE).display()))?,
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::sys(locked.dir.join(PERSONALITY_FILE).display(), e)),
-    };
+    let seccomp = read_kept::<oci_spec::runtime::LinuxSeccomp>(&locked.dir, SECCOMP_FILE)?;
+    let personality = read_kept::<oci_spec::runtime::LinuxPersonality>(&locked.dir, PERSONALITY_FILE)?;
     let conf = Confinement {
         seccomp: seccomp.as_ref(),
         personality: personality.as_ref(),
