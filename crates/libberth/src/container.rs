@@ -2,7 +2,8 @@
 //! with every operation checking the state it needs. `Runtime` loads the bundle or the container's
 //! record, takes the container's lock, and hands what differs per backend (create, start, kill,
 //! exec, run) to the container's `backend::Backend` (Linux or VM); `state`, `list` and `delete` are
-//! the same for every backend and live here.
+//! the same for every backend and live here. (`Runtime` is extended by criu.rs with checkpoint and
+//! restore, and by cgroups/ops.rs with update, pause, resume, ps and events.)
 
 use crate::cgroups::{self, Cgroup};
 use crate::linux::exec::ExecOpts;
@@ -11,6 +12,8 @@ use crate::{backend, bail, err, hooks, spec, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+/// The runtime as one command uses it: the state store (`--root`) and the cgroup driver
+/// (`--systemd-cgroup`).
 pub struct Runtime {
     pub store: Store,
     pub systemd_cgroup: bool,
