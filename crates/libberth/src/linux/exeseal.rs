@@ -42,6 +42,7 @@ pub fn installed_exe() -> std::io::Result<std::path::PathBuf> {
 /// Whether the running binary cannot be opened for writing: it is on a read-only mount, or it is
 /// a memfd sealed against writes.
 pub fn exe_is_sealed() -> bool {
+    // SAFETY: statvfs is plain C data (integers only): all zeroes is a valid value of it.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: NUL-terminated path, st is a valid out-parameter.
     if unsafe { libc::statvfs(c"/proc/self/exe".as_ptr(), &mut st) == 0 && st.f_flag & libc::ST_RDONLY != 0 } {

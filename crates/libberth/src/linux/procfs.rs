@@ -17,6 +17,7 @@ use std::sync::Mutex;
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
 fn is_procfs(fd: RawFd) -> bool {
+    // SAFETY: statfs is plain C data (integers only): all zeroes is a valid value of it.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
     // SAFETY: st is a valid out-parameter.
     unsafe { libc::fstatfs(fd, &mut st) == 0 && st.f_type as i64 == PROC_SUPER_MAGIC }
