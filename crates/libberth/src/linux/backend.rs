@@ -32,7 +32,7 @@ pub(crate) struct Linux;
 
 impl Backend for Linux {
     fn create(&self, rt: &Runtime, id: &str, opts: &CreateOpts, bundle: spec::Bundle) -> Result<()> {
-        make(rt, id, opts, true, false, bundle).map(|_| ())
+        make_container(rt, id, opts, true, false, bundle).map(|_| ())
     }
 
     /// Let a created container's init exec the user's program.
@@ -120,7 +120,7 @@ impl Backend for Linux {
             // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integers and touches no memory of ours.
             unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
         }
-        let made = make(rt, id, opts, false, !detach, bundle)?;
+        let made = make_container(rt, id, opts, false, !detach, bundle)?;
         let Made {
             locked,
             rec,
@@ -197,8 +197,11 @@ struct Made {
     master: Option<OwnedFd>,
 }
 
-/// `relay_tty`: Berth stays attached and relays a terminal itself when there is no console socket.
-fn make(
+/// Create's steps, for `create` and `run`: validate, claim the ID and record it, place the cgroup,
+/// make the exec fifo (`use_fifo`; `run` releases init over the channel instead), spawn init, save
+/// and write the pid file, all undone on failure; init then waits at its gate. `relay_tty`: Berth
+/// stays attached and relays a terminal itself when there is no console socket.
+fn make_container(
     rt: &Runtime,
     id: &str,
     opts: &CreateOpts,
