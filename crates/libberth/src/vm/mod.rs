@@ -19,11 +19,10 @@ pub mod ports;
 pub mod proto;
 pub mod relay;
 
-use crate::container::{CreateOpts, Runtime};
+use crate::container::{CreateOpts, Runtime, Undo};
 use crate::error::Context;
 use crate::spec::Bundle;
 use crate::state::{self, Locked, Record, Status};
-use crate::undo::Undo;
 use crate::{bail, err, Error, Result};
 use oci_spec::runtime::Spec;
 use std::io::{Read, Write};
@@ -1186,7 +1185,7 @@ fn create_attached(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, at
     let locked = undo.dir.as_ref().expect("state dir");
     locked.save(&rec)?;
     if let Some(p) = opts.pid_file {
-        crate::pid_file::write_pid_file(p, pid)?;
+        crate::container::write_pid_file(p, pid)?;
     }
     undo.pid = 0;
     undo.cgroup = None;
