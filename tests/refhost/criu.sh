@@ -224,7 +224,7 @@ case_terminal() {
 # tcp: a TCP server in the container, its network namespace joined by path (as an engine gives
 # it), and a client in another namespace on a veth pair keeping an established connection. The
 # steps around the runtime are an engine's (podman's): `checkpoint --tcp-established` leaves the
-# dumped namespace locked by CRIU (its iptables CRIU chain), so the engine removes that namespace
+# dumped namespace locked by CRIU (all packets dropped), so the engine removes that namespace
 # and makes a new one with the same addresses for `restore --tcp-established`, where CRIU locks it
 # again, restores the socket and unlocks it. Restoring into the namespace the dump locked fails
 # with CRIU 3.17 and iptables-nft (docs/CHECKPOINT.md, "TCP connections").
@@ -233,6 +233,19 @@ tcp_net() { # tcp_net NETNS CLIENT-NETNS: the container's namespace, a veth to t
     && ip -n "$2" link add crv0 address 02:00:0a:c7:00:01 type veth peer name crv1 address 02:00:0a:c7:00:02 netns "$1" \
     && ip -n "$2" addr add 10.199.0.1/24 dev crv0 && ip -n "$1" addr add 10.199.0.2/24 dev crv1 \
     && ip -n "$2" link set crv0 up && ip -n "$1" link set crv1 up
+}
+# tcp_locked CLIENT-NETNS: the container's address drops packets (CRIU's lock, iptables or
+# nftables alike): a connection to a closed port times out instead of being refused.
+tcp_locked() {
+  ip netns exec "$1" python3 -c '
+import socket, sys
+try:
+    socket.create_connection(("10.199.0.2", 5556), timeout=2)
+except socket.timeout:
+    sys.exit(0)
+except OSError:
+    pass
+sys.exit(1)'
 }
 case_tcp() {
   local rt=$1 b=$work/$1-tcp id=cr-tcp-$1 ns=crtcp-$1 cns=crtcpc-$1 client=
@@ -261,11 +274,11 @@ EOF
   timeout "$step_timeout" "$(rt_bin "$rt")" checkpoint --tcp-established --image-path "$b/img" "$id" >>"$b/out" 2>&1 \
     || { echo "checkpoint failed: $(tail -n5 "$b/out")"; tcp_down; return 1; }
   [ -z "$(status_of "$rt" "$id")" ] || { echo "container still there after checkpoint"; tcp_down; return 1; }
-  ip netns exec "$ns" iptables -C INPUT -j CRIU 2>/dev/null || { echo "the dumped namespace is not locked"; tcp_down; return 1; }
+  tcp_locked "$cns" || { echo "the dumped namespace is not locked"; tcp_down; return 1; }
   # The engine's part: the dumped namespace goes, a new one with the same addresses comes.
   ip netns del "$ns" && tcp_net "$ns" "$cns" || { echo "new network namespace failed"; tcp_down; return 1; }
   restore "$rt" "$id" "$b" "$b/img" --tcp-established || { echo "restore failed: $(tail -n5 "$b/out")"; tcp_down; return 1; }
-  ! ip netns exec "$ns" iptables -C INPUT -j CRIU 2>/dev/null || { echo "namespace still locked after restore"; tcp_down; return 1; }
+  ! tcp_locked "$cns" || { echo "namespace still locked after restore"; tcp_down; return 1; }
   touch "$b/go"
   local ok=0 out
   wait_for 30 grep -q after "$b/rootfs/tcp.out" && ok=1
