@@ -221,9 +221,8 @@ fn install_and_apparmor_on_the_reference_host() {
 fn criu_checkpoint_restore_on_the_reference_host() {
     // Berth's side only (runc's is the same script with CRIU_RUNTIMES=runc; docs/CHECKPOINT.md has
     // both), and the cases that cover the others, to keep CI short: pre-dump also checks a dump
-    // that leaves the container running, podman-export a checkpoint and restore by podman; tcp
-    // fails for runc too on this host (docs/CHECKPOINT.md).
-    const CASES: &[&str] = &["counter", "pre-dump", "terminal", "new-id", "podman-export"];
+    // that leaves the container running, podman-export a checkpoint and restore by podman.
+    const CASES: &[&str] = &["counter", "pre-dump", "terminal", "tcp", "new-id", "podman-export"];
     let dir = TempDir::new("criu-refhost");
     let wrapper = dir.join("criu-berth.sh");
     std::fs::write(

@@ -1208,6 +1208,9 @@ impl Runtime {
                         status_ready(fd);
                     }
                 }
+                // `network-lock`/`network-unlock` (and the rest) are only acknowledged, as runc's
+                // loopback network strategy does: CRIU locks and unlocks the namespace itself
+                // (docs/CHECKPOINT.md, "TCP connections").
                 _ => {}
             }
             Ok(())
