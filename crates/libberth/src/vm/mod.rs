@@ -45,7 +45,11 @@ pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
 /// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
 /// kernel without PCI), qemu then names the virtio-mmio devices on the command line
 /// (`virtio_mmio.device=`), and the agent ends the VM with a reset (`reboot=t`: a triple fault,
-/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off.
+/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off. Under TCG it also keeps
+/// microvm's PIT and PIC: without ACPI the kernel cannot tell the PIT is absent and checks the
+/// local APIC timer against it, and with no PIT ticking it disables the APIC timer, leaving the
+/// guest without timers (no sleep, no timeout ends: the agent never answered). Under KVM the
+/// TSC-deadline timer needs no PIT (and microvm's defaults are kept there for both kernels).
 pub const BERTH_KERNEL_MACHINE: &str = ",acpi=off";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
@@ -296,7 +300,11 @@ impl Plan {
         } else {
             cmd.args([
                 "-M",
-                &format!("microvm,pit=off,pic=off,memory-backend=mem{extra}"),
+                // Berth's kernel keeps the PIT and PIC (BERTH_KERNEL_MACHINE).
+                &format!(
+                    "microvm,{}memory-backend=mem{extra}",
+                    if self.berth_kernel { "" } else { "pit=off,pic=off," }
+                ),
                 "-accel",
                 // A bounded translation cache (qemu's default grows to 1 GiB), so the host
                 // cgroup's allowance beyond guest RAM holds (confine::HOST_OVERHEAD_MIB).
