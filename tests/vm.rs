@@ -133,8 +133,8 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     if skip_vm("vm_boots_the_kernel_berth_chooses_and_says_which") {
         return;
     }
-    // The default: $BERTH_VM_KERNEL (how the VM tests are run once per kernel), else the cloud
-    // kernel.
+    // The default: $BERTH_VM_KERNEL (how the VM tests are run once per kernel), else Berth's
+    // kernel when there is one.
     let (expected, why) = match std::env::var("BERTH_VM_KERNEL").ok().as_deref() {
         Some("cloud") => (cloud_kernel(), "BERTH_VM_KERNEL=cloud".to_string()),
         Some("berth") => (
@@ -142,8 +142,11 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
             "BERTH_VM_KERNEL=berth".into(),
         ),
         Some(p) if !p.is_empty() => (p.into(), "set by BERTH_VM_KERNEL".into()),
-        // Berth's kernel is not the default yet (docs/VM.md, "The guest kernel").
-        _ => (cloud_kernel(), "the default".into()),
+        // Berth's kernel when built or installed, else the cloud kernel.
+        _ => match berth_kernel() {
+            Some(k) => (k, "the default: Berth's guest kernel".into()),
+            None => (cloud_kernel(), "the default: Berth's guest kernel is not built".into()),
+        },
     };
     let release = bzimage_release(&expected);
     let rt = Runtime::new();

@@ -499,9 +499,20 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
     let log = dir.join("console");
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    cmd.args(["-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128M"]);
+    // Berth's kernel boots with its own machine options and command line (BERTH_KERNEL_MACHINE).
+    let berth = image::kernel_release(kernel).is_ok_and(|r| r.ends_with("-berth"));
+    let (machine, append) = if berth {
+        (
+            format!("microvm{BERTH_KERNEL_MACHINE}"),
+            format!(" {}", BERTH_KERNEL_CMDLINE.join(" ")),
+        )
+    } else {
+        ("microvm".to_string(), String::new())
+    };
+    cmd.args(["-M", &machine, "-accel", "kvm", "-cpu", "host", "-m", "128M"]);
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    cmd.args(["-append", "console=hvc0 quiet panic=-1 rdinit=/init berth.probe"]);
+    cmd.arg("-append")
+        .arg(format!("console=hvc0 quiet panic=-1 rdinit=/init berth.probe{append}"));
     cmd.args(["-device", "virtio-serial-device"]);
     cmd.arg("-chardev")
         .arg(format!("file,id=exit,path={}", qemu_path(&log)));
