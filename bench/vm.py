@@ -97,7 +97,7 @@ def cmdline(kernel_path):
 
 
 # What vm/mod.rs adds for Berth's own kernel (keep in step with BERTH_KERNEL_CMDLINE there).
-BERTH_KERNEL_CMDLINE = ["reboot=t", "no_timer_check"]
+BERTH_KERNEL_CMDLINE = ["reboot=t"]
 BERTH_KERNEL_MACHINE = ",acpi=off"
 
 

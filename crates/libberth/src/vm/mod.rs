@@ -40,9 +40,8 @@ pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 /// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
 /// the common part (docs/VM.md, "The guest kernel": a parameter goes here only when measured to
 /// help; kept apart from the rest of the command line).
-/// `no_timer_check`: no 100 ms check that the PIT's interrupt reaches the IO-APIC (qemu's does; about
-/// 0.25 s of a TCG boot's 1.3 s of CPU). `reboot=t`: see BERTH_KERNEL_MACHINE.
-pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t", "no_timer_check"];
+/// `reboot=t`: see BERTH_KERNEL_MACHINE.
+pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
 
 /// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
 /// kernel without PCI), qemu then names the virtio-mmio devices on the command line
