@@ -101,6 +101,13 @@ BERTH_KERNEL_CMDLINE = ["reboot=t"]
 BERTH_KERNEL_MACHINE = ",acpi=off"
 
 
+def machine(kernel_path):
+    """The microvm options under TCG (vm/mod.rs, common_args): Berth's kernel keeps the PIT and PIC."""
+    if release(kernel_path).endswith("-berth"):
+        return "microvm" + BERTH_KERNEL_MACHINE
+    return "microvm,pit=off,pic=off"
+
+
 def bare_boot(work, which, i):
     kpath = kernel(which)
     marker = os.path.join(work, f"marker-{which}-{i}")
@@ -109,7 +116,7 @@ def bare_boot(work, which, i):
     t = time.monotonic()
     subprocess.run(
         ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
-         "-M", "microvm,pit=off,pic=off" + (BERTH_KERNEL_MACHINE if release(kpath).endswith("-berth") else ""), "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", f"{MEM_MIB}M", "-smp", "1",
+         "-M", machine(kpath), "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", f"{MEM_MIB}M", "-smp", "1",
          "-kernel", kpath, "-initrd", initramfs(kpath), "-device", "virtio-serial-device",
          "-chardev", f"file,id=ex,path={marker}", "-device", "virtserialport,chardev=ex,name=berth.exit",
          "-append", cmdline(kpath) + " berth.probe"],

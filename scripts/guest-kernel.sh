@@ -11,7 +11,7 @@
 # The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,config,release}
 # and a link `current` to the newest key, which is where Berth looks (vm/image.rs). The build
 # runs under a lock, in a scratch directory removed on success, failure or interrupt, at
-# `nice -n 10 make -j2` (the machine is shared), with the build's timestamp, user and host fixed
+# `nice -n 10 make -j$(nproc)` (the machine is shared), with the build's timestamp, user and host fixed
 # so that the same source and config give the same kernel.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -19,7 +19,7 @@ fragment=$repo/vm/kernel/berth-guest.config
 tarball=/usr/src/linux-source-6.1.tar.xz
 cache=${BERTH_KERNEL_CACHE:-/var/cache/berth/kernel}
 # Bump when the steps below change what is built.
-recipe=1
+recipe=2
 deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc cpio xz-utils lz4 kmod)
 
 die() { echo "guest-kernel: $*" >&2; exit 1; }
@@ -60,14 +60,22 @@ build() {
   trap "rm -rf '$scratch'" EXIT
   trap 'exit 130' INT TERM
   start=$(date +%s)
-  echo "guest-kernel: building $k in $scratch (nice -n 10 make -j2)" >&2
-  tar -xf "$tarball" -C "$scratch" --strip-components=1
+  echo "guest-kernel: building $k in $scratch (nice -n 10 make -j$(nproc))" >&2
+  # Not the other architectures' sources nor the documentation's subdirectories (their Kconfig
+  # files stay: crypto/Kconfig reads arch/*/crypto/Kconfig, the top Kconfig Documentation/Kconfig):
+  # less to write. The xz stream must be read whole either way (one block: no parallel xz).
+  local excl=(--exclude='linux-source-6.1/Documentation/*/*')
+  local a
+  for a in alpha arc arm arm64 csky hexagon ia64 loongarch m68k microblaze mips nios2 openrisc parisc powerpc riscv s390 sh sparc um xtensa; do
+    excl+=(--exclude="linux-source-6.1/arch/$a/*.[chS]" --exclude="linux-source-6.1/arch/$a/*.dts*")
+  done
+  tar -xf "$tarball" -C "$scratch" --strip-components=1 "${excl[@]}"
   local src=$scratch
   # The source tarball's date (dpkg sets it from the package), so the banner is the same on every
   # machine for one source version.
   KBUILD_BUILD_TIMESTAMP=$(date -u -d "@$(stat -c %Y "$tarball")" '+%Y-%m-%d %H:%M:%S UTC')
   export KBUILD_BUILD_TIMESTAMP KBUILD_BUILD_USER=berth KBUILD_BUILD_HOST=berth KBUILD_BUILD_VERSION=1
-  local mk=(nice -n 10 make -C "$src" -s ARCH=x86_64 -j2)
+  local mk=(nice -n 10 make -C "$src" -s ARCH=x86_64 -j"$(nproc)")
   "${mk[@]}" tinyconfig >/dev/null
   (cd "$src" && KCONFIG_CONFIG=.config scripts/kconfig/merge_config.sh -m .config "$fragment" >/dev/null)
   "${mk[@]}" olddefconfig >/dev/null

@@ -453,6 +453,8 @@ fn rootless_vm_container_with_a_new_network_namespace_has_lo() {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("XDG_RUNTIME_DIR", home.join("xdg"))
             .env("BERTH_CACHE_DIR", home.join("cache"))
+            // The kernel the VM tests are run with (once per kernel).
+            .envs(std::env::var_os("BERTH_VM_KERNEL").map(|k| ("BERTH_VM_KERNEL", k)))
             .uid(uid)
             .gid(gid)
             .stdin(std::process::Stdio::null())

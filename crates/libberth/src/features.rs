@@ -101,7 +101,7 @@ pub fn document() -> Value {
             "run.berth.checkpoint": "criu: checkpoint and restore of Linux containers through CRIU's RPC (criu >= 3.0 in PATH; not VM containers)",
             crate::vm::ANN_CPUS: "vCPUs of a VM container (default: from linux.resources.cpu, else 1)",
             crate::vm::ANN_MEMORY: "guest RAM of a VM container in MiB, or with M/G (default: linux.resources.memory.limit, else 256)",
-            crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: $BERTH_VM_KERNEL, else /boot/vmlinuz-*-cloud-amd64; see run.berth.vm.kernel.default)",
+            crate::vm::ANN_KERNEL: "guest kernel of a VM container (default: $BERTH_VM_KERNEL, else Berth's guest kernel when built (scripts/guest-kernel.sh), else /boot/vmlinuz-*-cloud-amd64; see run.berth.vm.kernel.default)",
             "run.berth.vm.kernel.default": default_vm_kernel()
         }
     })

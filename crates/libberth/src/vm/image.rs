@@ -138,12 +138,19 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
         }
         None => {}
     }
-    // Berth's own kernel is not the default yet: the VM tests have not all been run on it
-    // (docs/VM.md, "The guest kernel"); BERTH_VM_KERNEL=berth chooses it.
+    // Berth's own kernel when built or installed (docs/VM.md, "The guest kernel"), else the cloud
+    // kernel.
+    if let Some(path) = berth_kernel_paths().into_iter().find(|p| p.is_file()) {
+        return Ok(Kernel {
+            path,
+            berth: true,
+            why: format!("the default: Berth's guest kernel; {ENV_KERNEL}=cloud chooses the cloud kernel"),
+        });
+    }
     cloud_kernel().map(|path| Kernel {
         path,
         berth: false,
-        why: format!("the default; {ENV_KERNEL}=berth chooses Berth's guest kernel"),
+        why: "the default: Berth's guest kernel is not built (scripts/guest-kernel.sh build)".to_string(),
     })
 }
 

@@ -41,12 +41,17 @@ pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 /// What Berth's own guest kernel (vm/kernel/berth-guest.config) gets on its command line beyond
 /// the common part (docs/VM.md, "The guest kernel": a parameter goes here only when measured to
 /// help; kept apart from the rest of the command line).
+/// `reboot=t`: see BERTH_KERNEL_MACHINE.
 pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
 
 /// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
 /// kernel without PCI), qemu then names the virtio-mmio devices on the command line
 /// (`virtio_mmio.device=`), and the agent ends the VM with a reset (`reboot=t`: a triple fault,
-/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off.
+/// which `-no-reboot` turns into qemu's exit) instead of an ACPI power-off. Under TCG it also keeps
+/// microvm's PIT and PIC: without ACPI the kernel cannot tell the PIT is absent and checks the
+/// local APIC timer against it, and with no PIT ticking it disables the APIC timer, leaving the
+/// guest without timers (no sleep, no timeout ends: the agent never answered). Under KVM the
+/// TSC-deadline timer needs no PIT (and microvm's defaults are kept there for both kernels).
 pub const BERTH_KERNEL_MACHINE: &str = ",acpi=off";
 
 /// Marker (and record of the hypervisor command line) in a VM container's state directory.
@@ -297,7 +302,11 @@ impl Plan {
         } else {
             cmd.args([
                 "-M",
-                &format!("microvm,pit=off,pic=off,memory-backend=mem{extra}"),
+                // Berth's kernel keeps the PIT and PIC (BERTH_KERNEL_MACHINE).
+                &format!(
+                    "microvm,{}memory-backend=mem{extra}",
+                    if self.berth_kernel { "" } else { "pit=off,pic=off," }
+                ),
                 "-accel",
                 // A bounded translation cache (qemu's default grows to 1 GiB), so the host
                 // cgroup's allowance beyond guest RAM holds (confine::HOST_OVERHEAD_MIB).
@@ -492,9 +501,20 @@ fn probe_kvm(qemu: &Path, kernel: &Path, initrd: &Path) -> bool {
     let log = dir.join("console");
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot"]);
-    cmd.args(["-M", "microvm", "-accel", "kvm", "-cpu", "host", "-m", "128M"]);
+    // Berth's kernel boots with its own machine options and command line (BERTH_KERNEL_MACHINE).
+    let berth = image::kernel_release(kernel).is_ok_and(|r| r.ends_with("-berth"));
+    let (machine, append) = if berth {
+        (
+            format!("microvm{BERTH_KERNEL_MACHINE}"),
+            format!(" {}", BERTH_KERNEL_CMDLINE.join(" ")),
+        )
+    } else {
+        ("microvm".to_string(), String::new())
+    };
+    cmd.args(["-M", &machine, "-accel", "kvm", "-cpu", "host", "-m", "128M"]);
     cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd);
-    cmd.args(["-append", "console=hvc0 quiet panic=-1 rdinit=/init berth.probe"]);
+    cmd.arg("-append")
+        .arg(format!("console=hvc0 quiet panic=-1 rdinit=/init berth.probe{append}"));
     cmd.args(["-device", "virtio-serial-device"]);
     cmd.arg("-chardev")
         .arg(format!("file,id=exit,path={}", qemu_path(&log)));
