@@ -545,6 +545,10 @@ impl Runtime {
             }
             cg.remove()?;
         }
+        if crate::vm::is_vm(&locked) {
+            // A pod's VM: its share's mounts go before the state directory (vm/pod.rs).
+            crate::vm::pod::before_destroy(self.store.root(), &locked.dir, &rec.id)?;
+        }
         if rec.mounts_in_runtime_ns {
             // No mount namespace of its own: its mounts are in ours, under its rootfs.
             if let Err(e) = crate::linux::rootfs::detach_mounts_under(&rec.rootfs) {

@@ -1,0 +1,373 @@
+//! Pods in one VM (docs/VM.md, "Pods in one VM"). The first VM container of a network namespace
+//! given by path boots the VM (as any VM container) and registers it: a file
+//! `<state root>/vm-pods/<dev>-<inode of the namespace>` naming its ID, and a pod share in its
+//! state directory (`pod/`, a shared mount of its own, served by a virtiofsd to the guest as tag
+//! `pod`). A later VM container naming the same namespace joins that VM instead of booting one:
+//! its rootfs and bind mounts' sources are bind-mounted under `pod/<id>/` (the mounts propagate
+//! into virtiofsd's namespace), it sends its `create` (with its ID) to the first one's monitor,
+//! and a helper process stands for it on the host — its pid in `state`, in its own host cgroup,
+//! relaying its stdio and exiting with its status — like an exec helper. When the helper is gone
+//! (its process ended, `kill KILL`, `delete`), the guest deletes the container. The registry is
+//! in the root-owned state root; an entry whose container is gone is ignored and removed.
+
+use super::{binds, confine, exec, guest_config, proto, relay, OWNER_FILE, READY_TIMEOUT, VM_FILE};
+use crate::container::{CreateOpts, Runtime, Undo};
+use crate::error::Context;
+use crate::spec::Bundle;
+use crate::state::{self, Record, Status};
+use crate::{bail, err, Error, Result};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The registry's directory in the state root.
+const REGISTRY: &str = "vm-pods";
+/// The pod share in the first container's state directory.
+pub(super) const SHARE: &str = "pod";
+
+/// The registry key of the config's network namespace, when it is given by path.
+pub(super) fn key(spec: &oci_spec::runtime::Spec) -> Result<Option<String>> {
+    let Some(p) = super::net::namespace_path(spec)? else {
+        return Ok(None);
+    };
+    let md = std::fs::metadata(&p).with_ctx(|| format!("linux.namespaces: network namespace {}", p.display()))?;
+    Ok(Some(format!("{}-{}", md.dev(), md.ino())))
+}
+
+fn entry(rt: &Runtime, key: &str) -> PathBuf {
+    rt.store.root().join(REGISTRY).join(key)
+}
+
+/// The running VM container that registered this namespace, if any (waits, ≤ READY_TIMEOUT,
+/// while it is still being created). A stale entry is removed.
+pub(super) fn owner(rt: &Runtime, key: &str) -> Option<String> {
+    let e = entry(rt, key);
+    let id = std::fs::read_to_string(&e).ok()?.trim().to_string();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let alive = state::validate_id(&id).ok().and_then(|_| {
+            let l = rt.store.peek(&id).ok()?;
+            let is_first =
+                l.dir.join(VM_FILE).exists() && l.dir.join(SHARE).is_dir() && !l.dir.join(OWNER_FILE).exists();
+            let rec = l.load().ok().flatten();
+            Some((is_first, l.status(rec.as_ref())))
+        });
+        match alive {
+            Some((true, Status::Created | Status::Running | Status::Paused)) => return Some(id),
+            Some((true, Status::Creating)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100))
+            }
+            _ => {
+                let _ = std::fs::remove_file(&e);
+                return None;
+            }
+        }
+    }
+}
+
+/// Register `id` as the VM of this namespace (replacing a stale entry).
+pub(super) fn register(rt: &Runtime, key: &str, id: &str) -> Result<()> {
+    let dir = rt.store.root().join(REGISTRY);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::sys(format!("{}", dir.display()), e)),
+        }
+    }
+    let tmp = dir.join(format!(".{key}.{id}"));
+    std::fs::write(&tmp, id).with_ctx(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(key)).with_ctx(|| format!("{}", dir.join(key).display()))
+}
+
+/// Make the pod share: `<dir>/pod`, bind-mounted on itself and made shared, so that what is
+/// mounted under it later (a member's rootfs and binds) reaches virtiofsd's mount namespace.
+pub(super) fn make_share(dir: &Path) -> Result<PathBuf> {
+    let p = dir.join(SHARE);
+    std::fs::create_dir(&p).with_ctx(|| format!("{}", p.display()))?;
+    mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::sys(format!("bind {}", p.display()), e))?;
+    if let Err(e) = mount(None::<&str>, &p, None::<&str>, MsFlags::MS_SHARED, None::<&str>) {
+        let _ = umount2(&p, MntFlags::MNT_DETACH);
+        return Err(Error::sys(format!("make {} shared", p.display()), e));
+    }
+    Ok(p)
+}
+
+/// Undo `make_share` (and every member's mounts under it).
+pub(super) fn remove_share(p: &Path) -> Result<()> {
+    match umount2(p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW) {
+        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => Ok(()),
+        Err(e) => Err(Error::sys(format!("detach {}", p.display()), e)),
+    }
+}
+
+/// Before a VM container's state directory is removed (container.rs `destroy`): the first
+/// container's pod share is detached (so removing the directory never reaches into a member's
+/// rootfs) and its registry entry removed; a member's mounts in the share are detached and its
+/// directory there removed (never recursively).
+pub fn before_destroy(root: &Path, dir: &Path, id: &str) -> Result<()> {
+    let share = dir.join(SHARE);
+    if share.is_dir() {
+        remove_share(&share)?;
+        if let Ok(rd) = std::fs::read_dir(root.join(REGISTRY)) {
+            for e in rd.flatten() {
+                if std::fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == id) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+    if let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        let owner = owner.trim();
+        if state::validate_id(owner).is_ok() {
+            member_unmount(&root.join(owner).join(SHARE).join(id))?;
+        }
+    }
+    Ok(())
+}
+
+/// Detach a member's mounts in the share and remove its mount points (each one only when empty).
+fn member_unmount(m: &Path) -> Result<()> {
+    if !m.is_dir() {
+        return Ok(());
+    }
+    crate::linux::rootfs::detach_mounts_under(m)?;
+    let binds = m.join("binds");
+    if let Ok(rd) = std::fs::read_dir(&binds) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let _ = match std::fs::symlink_metadata(&p) {
+                Ok(md) if md.is_dir() => std::fs::remove_dir(&p),
+                _ => std::fs::remove_file(&p),
+            };
+        }
+    }
+    let _ = std::fs::remove_dir(&binds);
+    let _ = std::fs::remove_dir(m.join("rootfs"));
+    let _ = std::fs::remove_dir(m);
+    Ok(())
+}
+
+/// Where a VM container's requests go: its own state directory, or for a pod member the first
+/// container's (and the member's ID, named in the request).
+pub(crate) fn route(dir: &Path) -> (PathBuf, Option<String>) {
+    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
+        Ok(owner) if state::validate_id(owner.trim()).is_ok() => {
+            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            (dir.with_file_name(owner.trim()), id)
+        }
+        _ => (dir.to_path_buf(), None),
+    }
+}
+
+/// Mount `src` on `dst` (a bind, recursive for `rbind`; read-only when asked).
+fn bind(src: &Path, dst: &Path, rec: bool, ro: bool) -> Result<()> {
+    let mut fl = MsFlags::MS_BIND;
+    if rec {
+        fl |= MsFlags::MS_REC;
+    }
+    mount(Some(src), dst, None::<&str>, fl, None::<&str>)
+        .map_err(|e| Error::sys(format!("bind {} on {}", src.display(), dst.display()), e))?;
+    if ro {
+        mount(
+            None::<&str>,
+            dst,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("read-only {}", dst.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Undo a member's share mounts when its create fails.
+struct ShareGuard(Option<PathBuf>);
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        if let Some(m) = self.0.take() {
+            if let Err(e) = member_unmount(&m) {
+                crate::log::warn(&e.to_string());
+            }
+        }
+    }
+}
+
+/// `create` of a later VM container of a pod: made in the running VM of `owner`.
+pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, owner: &str) -> Result<Record> {
+    let spec = &bundle.spec;
+    if spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true)) {
+        bail!("process.terminal: a terminal is not supported yet for a VM container joining a pod's VM (container {owner:?})");
+    }
+    if opts.preserve_fds > 0 {
+        bail!("--preserve-fds: not supported in VM containers");
+    }
+    if spec.vm().as_ref().is_some_and(|v| v.image().is_some()) {
+        bail!("vm.image: a VM container joining a pod's VM (container {owner:?}) shares its root as a directory");
+    }
+    let owner_dir = rt.store.root().join(owner);
+    let binds = binds::plan(spec, &bundle.dir)?;
+    let host_cg = confine::HostCgroup::plan_member(id, spec, rt.systemd_cgroup)?;
+    let owner_pid = rt
+        .store
+        .peek(owner)?
+        .load()?
+        .map(|r| r.pid)
+        .ok_or_else(|| err!("VM container {owner:?} is still being created"))?;
+    let mut config = guest_config(spec, &binds)?;
+    // The pid, ipc and uts namespaces of the first container, joined by path (the CRI's workload
+    // containers join the sandbox's): the guest's container joins that container's there.
+    for n in spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let file = match n.typ() {
+            oci_spec::runtime::LinuxNamespaceType::Pid => "pid",
+            oci_spec::runtime::LinuxNamespaceType::Ipc => "ipc",
+            oci_spec::runtime::LinuxNamespaceType::Uts => "uts",
+            _ => continue,
+        };
+        if n.path().as_deref() != Some(Path::new(&format!("/proc/{owner_pid}/ns/{file}"))) {
+            continue;
+        }
+        if let Some(ns) = config.pointer_mut("/linux/namespaces").and_then(|v| v.as_array_mut()) {
+            for g in ns.iter_mut().filter(|g| g["type"] == file) {
+                g["path"] = format!("{}{}", proto::NS_OF_CONTAINER, proto::GUEST_ID).into();
+            }
+        }
+    }
+    let uts_joined = config
+        .pointer("/linux/namespaces")
+        .and_then(|v| v.as_array())
+        .is_some_and(|ns| ns.iter().any(|g| g["type"] == "uts" && g.get("path").is_some()));
+    if !uts_joined && config["hostname"].as_str().unwrap_or("").is_empty() {
+        // A UTS namespace of the host's joined by path: a new one in the guest, named alike.
+        if let Some(h) = super::guest_config::joined_hostname(spec) {
+            config["hostname"] = h.into();
+        }
+    }
+    config["root"]["path"] = format!("{}/{id}/rootfs", proto::GUEST_POD).into();
+    if let Some(ms) = config.get_mut("mounts").and_then(|m| m.as_array_mut()) {
+        for &(i, n) in &binds.of_mount {
+            if let Some(m) = ms.get_mut(i) {
+                m["source"] = format!("{}/{id}/binds/{n}", proto::GUEST_POD).into();
+            }
+        }
+    }
+    let stdin = relay::stdin_worth_reading(0, false);
+    let msg = proto::CreateMsg {
+        config,
+        stdin,
+        root_device: None,
+        binds: false,
+        network: None,
+        id: Some(id.to_string()),
+        pod: false,
+    };
+    let line = format!(
+        "create {}",
+        serde_json::to_string(&msg).map_err(|e| err!("config.json: {e}"))?
+    );
+    let locked = rt.store.create(id)?;
+    let dir = locked.dir.clone();
+    let mut rec = Record {
+        cgroup_path: host_cg.path.clone(),
+        cgroup_owned: host_cg.owned,
+        own_pid_ns: true,
+        ..Record::from_bundle(id, &bundle)
+    };
+    let mut undo = Undo {
+        dir: Some(locked),
+        cgroup: None,
+        scope: None,
+        pid: 0,
+    };
+    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    std::fs::write(dir.join(OWNER_FILE), owner).with_ctx(|| format!("{}", dir.display()))?;
+    std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.display()))?;
+    std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
+    let cg = host_cg.create()?;
+    if host_cg.owned {
+        undo.cgroup = Some(crate::cgroups::Cgroup::open(&host_cg.path));
+    }
+    // The member's root and binds in the pod share (they propagate to its virtiofsd).
+    let m = owner_dir.join(SHARE).join(id);
+    std::fs::create_dir(&m).with_ctx(|| format!("{}", m.display()))?;
+    let mut guard = ShareGuard(Some(m.clone()));
+    std::fs::create_dir(m.join("rootfs")).with_ctx(|| format!("{}", m.display()))?;
+    bind(&bundle.rootfs, &m.join("rootfs"), true, false).map_err(|e| e.context("root.path".to_string()))?;
+    if !binds.shares.is_empty() {
+        std::fs::create_dir(m.join("binds")).with_ctx(|| format!("{}", m.display()))?;
+    }
+    for (n, s) in binds.shares.iter().enumerate() {
+        let t = m.join("binds").join(n.to_string());
+        if s.dir {
+            std::fs::create_dir(&t)
+        } else {
+            std::fs::write(&t, b"")
+        }
+        .with_ctx(|| format!("{}", t.display()))?;
+        bind(&s.source, &t, s.rec, s.ro).map_err(|e| e.context("mounts".to_string()))?;
+    }
+    let mut s = super::open_stream(&owner_dir)?;
+    hooks_create_runtime(spec, &rec)?;
+    super::send_request(&mut s, &line)?;
+    let mut buf = proto::FrameBuf::default();
+    let reply = super::read_reply(&mut s, &mut buf, READY_TIMEOUT, || None)
+        .map_err(|e| e.context(format!("VM container {id:?} in the VM of {owner:?}")))?;
+    if proto::split(&reply).0 != "ready" {
+        bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
+    }
+    let gate = confine::Gate::new()?;
+    let lock_fd = undo.dir.as_ref().and_then(|l| l.lock_fd());
+    // SAFETY: Berth is single-threaded; the child only relays and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::sys("fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        if let Some(fd) = lock_fd {
+            // SAFETY: the helper must not hold the state directory's lock.
+            unsafe { libc::close(fd) };
+        }
+        // SAFETY: a session of its own, as the monitor: the caller's terminal signals are not
+        // the container's.
+        unsafe { libc::setsid() };
+        let code = if gate.wait() {
+            exec::helper(s, buf, None, stdin)
+        } else {
+            255
+        };
+        // SAFETY: leave without the parent's destructors.
+        unsafe { libc::_exit(code) }
+    }
+    drop(s);
+    undo.pid = pid;
+    gate.release(&cg, pid)?;
+    rec.pid = pid;
+    rec.pid_start = state::proc_stat(pid)
+        .map(|s| s.1)
+        .ok_or_else(|| err!("VM container {id:?}: its host process exited during create"))?;
+    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    if let Some(p) = opts.pid_file {
+        crate::container::write_pid_file(p, pid)?;
+    }
+    guard.0 = None;
+    undo.pid = 0;
+    undo.cgroup = None;
+    let _ = undo.dir.take();
+    Ok(rec)
+}
+
+/// The prestart and createRuntime hooks, on the host, pid = the member's (not yet forked) helper:
+/// 0 is not meaningful, so the first container's monitor is not named either.
+fn hooks_create_runtime(spec: &oci_spec::runtime::Spec, rec: &Record) -> Result<()> {
+    super::hooks::create_runtime(spec, rec, 0)
+}
