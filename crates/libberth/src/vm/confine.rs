@@ -98,8 +98,8 @@ impl HostCgroup {
                 let mut out = LinuxResources::default();
                 out.set_cpu(r.cpu().clone());
                 out.set_block_io(r.block_io().clone());
-                out.set_memory(r.memory().clone());
-                out.set_pids(r.pids().clone());
+                out.set_memory(*r.memory());
+                out.set_pids(*r.pids());
                 let mut l = Linux::default();
                 l.set_resources(Some(out));
                 resources::plan(&cg, &l, resources::Mode::Create)?
