@@ -168,8 +168,9 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     assert!(!links.contains("berth-tap"), "taps left: {links}");
 }
 
-/// podman with all its state in a temp dir (as tests/vm_net.rs sets it up), a local image made
-/// from the busybox rootfs.
+/// podman with all its state in a temp dir (as tests/vm_net.rs sets it up; the infra container, a
+/// Linux container, gets engines/podman.sh's nofile and nproc limits: podman's 1048576 are refused
+/// on our hosts), a local image made from the busybox rootfs.
 struct Podman {
     dir: TempDir,
 }
@@ -182,7 +183,8 @@ impl Podman {
             dir.join("containers.conf"),
             format!(
                 "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{0}/events.log\"\n\
-                 tmp_dir = \"{0}/tmp\"\nvolume_path = \"{0}/volumes\"\n[network]\nnetwork_config_dir = \"{0}/net\"\n",
+                 tmp_dir = \"{0}/tmp\"\nvolume_path = \"{0}/volumes\"\n[network]\nnetwork_config_dir = \"{0}/net\"\n\
+                 [containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
                 dir.path().display()
             ),
         )
