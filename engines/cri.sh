@@ -75,6 +75,8 @@ J
   if [ -z "${CRI_NO_VM:-}" ] && command -v qemu-system-x86_64 >/dev/null && ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
     cri_handlers+=" berth-vm"
   fi
+  # CRI_HANDLERS="berth-vm" (say): only those handlers' columns (all stay configured).
+  local run_handlers=${CRI_HANDLERS:-$cri_handlers}
   for h in $cri_handlers; do
     local bin=$RUNC pa=""; [ $h = berth ] && bin=$BERTH
     if [ $h = berth-vm ]; then
@@ -115,7 +117,7 @@ C
   local i; for i in $(seq 50); do [ -S "$D/sock" ] && break; sleep 0.2; done
   local ctr="ctr -a $D/sock -n k8s.io"
   $ctr image import "$T/image.tar" >/dev/null && $ctr image import "$T/pause.tar" >/dev/null || return 1
-  for h in $cri_handlers; do
+  for h in $run_handlers; do
     local t0=$SECONDS extra=()
     [ $h = berth-vm ] && [ -n "${CRI_VM_BY_ANNOTATION:-}" ] && extra=(--pod-annotation run.berth.isolation=vm)
     mkdir -p "$D/logs/$h"
