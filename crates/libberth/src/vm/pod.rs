@@ -16,7 +16,10 @@ use crate::error::Context;
 use crate::spec::Bundle;
 use crate::state::{self, Record, Status};
 use crate::{bail, err, Error, Result};
+use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -123,32 +126,113 @@ pub fn before_destroy(root: &Path, dir: &Path, id: &str) -> Result<()> {
     if let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) {
         let owner = owner.trim();
         if state::validate_id(owner).is_ok() {
-            member_unmount(&root.join(owner).join(SHARE).join(id))?;
+            member_unmount(&root.join(owner).join(SHARE), id)?;
         }
     }
     Ok(())
 }
 
-/// Detach a member's mounts in the share and remove its mount points (each one only when empty).
-fn member_unmount(m: &Path) -> Result<()> {
-    if !m.is_dir() {
-        return Ok(());
+// The guest writes in the pod share (its later containers' roots are there), so on the host
+// everything below the share's root is reached through descriptors, each component opened with
+// O_NOFOLLOW: a symlink or a renamed directory the guest planted cannot send a mount, an unmount
+// or a removal anywhere else. The share's root itself is a mount point in the root-owned state
+// directory, out of the guest's reach.
+
+fn open_at(dir: &OwnedFd, name: &str, flags: OFlag) -> Result<OwnedFd> {
+    let fd = nix::fcntl::openat(dir, name, flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| Error::sys(format!("pod share: open {name}"), e))?;
+    Ok(fd)
+}
+
+/// Detach a member's mounts in the share and remove its mount points (each one only when empty,
+/// relative to descriptors).
+fn member_unmount(share: &Path, id: &str) -> Result<()> {
+    let share_fd = match crate::linux::fs::open_dir(share) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()),
+    };
+    let m = match open_at(&share_fd, id, OFlag::O_PATH | OFlag::O_DIRECTORY) {
+        Ok(fd) => fd,
+        Err(_) => return Ok(()),
+    };
+    let detach = |dir: &OwnedFd, name: &str| {
+        if let Ok(fd) = open_at(dir, name, OFlag::O_PATH) {
+            // The magic link names exactly the mount on that descriptor's dentry.
+            match umount2(Path::new(&crate::linux::fs::fd_path(&fd)), MntFlags::MNT_DETACH) {
+                Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
+                Err(e) => crate::log::warn(&format!("pod share: detach {id}/{name}: {e}")),
+            }
+        }
+    };
+    let rmdir = |dir: &OwnedFd, name: &str, is_dir: bool| {
+        let fl = if is_dir {
+            nix::unistd::UnlinkatFlags::RemoveDir
+        } else {
+            nix::unistd::UnlinkatFlags::NoRemoveDir
+        };
+        let _ = nix::unistd::unlinkat(dir, name, fl);
+    };
+    detach(&m, "rootfs");
+    if let Ok(b) = open_at(&m, "binds", OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+        let names: Vec<String> = nix::dir::Dir::from_fd(b.try_clone().map_err(|e| Error::sys("dup", e))?)
+            .map(|mut d| {
+                d.iter()
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
+                    .filter(|n| n != "." && n != "..")
+                    .collect()
+            })
+            .unwrap_or_default();
+        for n in &names {
+            detach(&b, n);
+            // A directory or a file mount point: whichever it is.
+            rmdir(&b, n, true);
+            rmdir(&b, n, false);
+        }
+        rmdir(&m, "binds", true);
     }
-    crate::linux::rootfs::detach_mounts_under(m)?;
-    let binds = m.join("binds");
-    if let Ok(rd) = std::fs::read_dir(&binds) {
-        for e in rd.flatten() {
-            let p = e.path();
-            let _ = match std::fs::symlink_metadata(&p) {
-                Ok(md) if md.is_dir() => std::fs::remove_dir(&p),
-                _ => std::fs::remove_file(&p),
-            };
+    rmdir(&m, "rootfs", true);
+    rmdir(&share_fd, id, true);
+    Ok(())
+}
+
+/// Mount `src` on the mount point `name` in `dir` (a bind, recursive for `rbind`; read-only when
+/// asked), the target reached through a descriptor.
+fn bind_at(src: &Path, dir: &OwnedFd, name: &str, rec: bool, ro: bool) -> Result<()> {
+    let target = open_at(dir, name, OFlag::O_PATH)?;
+    let mut fl = MsFlags::MS_BIND;
+    if rec {
+        fl |= MsFlags::MS_REC;
+    }
+    let tp = crate::linux::fs::fd_path(&target);
+    mount(Some(src), Path::new(&tp), None::<&str>, fl, None::<&str>)
+        .map_err(|e| Error::sys(format!("bind {} in the pod share", src.display()), e))?;
+    if ro {
+        // The new mount, opened again through the same (now mounted on) name.
+        let mounted = open_at(dir, name, OFlag::O_PATH)?;
+        mount(
+            None::<&str>,
+            Path::new(&crate::linux::fs::fd_path(&mounted)),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| Error::sys(format!("read-only bind of {}", src.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Undo a member's share mounts when its create fails: (share, id).
+struct ShareGuard(Option<(PathBuf, String)>);
+
+impl Drop for ShareGuard {
+    fn drop(&mut self) {
+        if let Some((share, id)) = self.0.take() {
+            if let Err(e) = member_unmount(&share, &id) {
+                crate::log::warn(&e.to_string());
+            }
         }
     }
-    let _ = std::fs::remove_dir(&binds);
-    let _ = std::fs::remove_dir(m.join("rootfs"));
-    let _ = std::fs::remove_dir(m);
-    Ok(())
 }
 
 /// Where a VM container's requests go: its own state directory, or for a pod member the first
@@ -160,40 +244,6 @@ pub(crate) fn route(dir: &Path) -> (PathBuf, Option<String>) {
             (dir.with_file_name(owner.trim()), id)
         }
         _ => (dir.to_path_buf(), None),
-    }
-}
-
-/// Mount `src` on `dst` (a bind, recursive for `rbind`; read-only when asked).
-fn bind(src: &Path, dst: &Path, rec: bool, ro: bool) -> Result<()> {
-    let mut fl = MsFlags::MS_BIND;
-    if rec {
-        fl |= MsFlags::MS_REC;
-    }
-    mount(Some(src), dst, None::<&str>, fl, None::<&str>)
-        .map_err(|e| Error::sys(format!("bind {} on {}", src.display(), dst.display()), e))?;
-    if ro {
-        mount(
-            None::<&str>,
-            dst,
-            None::<&str>,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            None::<&str>,
-        )
-        .map_err(|e| Error::sys(format!("read-only {}", dst.display()), e))?;
-    }
-    Ok(())
-}
-
-/// Undo a member's share mounts when its create fails.
-struct ShareGuard(Option<PathBuf>);
-
-impl Drop for ShareGuard {
-    fn drop(&mut self) {
-        if let Some(m) = self.0.take() {
-            if let Err(e) = member_unmount(&m) {
-                crate::log::warn(&e.to_string());
-            }
-        }
     }
 }
 
@@ -297,24 +347,31 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
     if host_cg.owned {
         undo.cgroup = Some(crate::cgroups::Cgroup::open(&host_cg.path));
     }
-    // The member's root and binds in the pod share (they propagate to its virtiofsd).
-    let m = owner_dir.join(SHARE).join(id);
-    std::fs::create_dir(&m).with_ctx(|| format!("{}", m.display()))?;
-    let mut guard = ShareGuard(Some(m.clone()));
-    std::fs::create_dir(m.join("rootfs")).with_ctx(|| format!("{}", m.display()))?;
-    bind(&bundle.rootfs, &m.join("rootfs"), true, false).map_err(|e| e.context("root.path".to_string()))?;
+    // The member's root and binds in the pod share (they propagate to its virtiofsd), every
+    // mount point made and reached through descriptors.
+    let share = owner_dir.join(SHARE);
+    let share_fd = crate::linux::fs::open_dir(&share)?;
+    let mkdir = |dir: &OwnedFd, name: &str| {
+        nix::sys::stat::mkdirat(dir, name, Mode::from_bits_truncate(0o755))
+            .map_err(|e| Error::sys(format!("pod share: mkdir {name}"), e))
+    };
+    mkdir(&share_fd, id)?;
+    let mut guard = ShareGuard(Some((share.clone(), id.to_string())));
+    let m = open_at(&share_fd, id, OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+    mkdir(&m, "rootfs")?;
+    bind_at(&bundle.rootfs, &m, "rootfs", true, false).map_err(|e| e.context("root.path"))?;
     if !binds.shares.is_empty() {
-        std::fs::create_dir(m.join("binds")).with_ctx(|| format!("{}", m.display()))?;
-    }
-    for (n, s) in binds.shares.iter().enumerate() {
-        let t = m.join("binds").join(n.to_string());
-        if s.dir {
-            std::fs::create_dir(&t)
-        } else {
-            std::fs::write(&t, b"")
+        mkdir(&m, "binds")?;
+        let b = open_at(&m, "binds", OFlag::O_PATH | OFlag::O_DIRECTORY)?;
+        for (n, s) in binds.shares.iter().enumerate() {
+            let name = n.to_string();
+            if s.dir {
+                mkdir(&b, &name)?;
+            } else {
+                open_at(&b, &name, OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY)?;
+            }
+            bind_at(&s.source, &b, &name, s.rec, s.ro).map_err(|e| e.context("mounts"))?;
         }
-        .with_ctx(|| format!("{}", t.display()))?;
-        bind(&s.source, &t, s.rec, s.ro).map_err(|e| e.context("mounts".to_string()))?;
     }
     let mut s = super::open_stream(&owner_dir)?;
     hooks_create_runtime(spec, &rec)?;
