@@ -327,3 +327,72 @@ fn podman_pod_of_two_vm_containers_is_one_vm() {
     );
     p.ok(&["pod", "rm", "-f", "-t", "0", "vmpod"]);
 }
+
+/// The guest writes in the pod share (a later container's root is there): a hostile guest root
+/// that swaps a running later container's directory there for a symlink to a host directory
+/// cannot make `delete` unmount or remove anything through it (every step on the host goes
+/// through O_NOFOLLOW descriptors).
+#[test]
+fn a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host() {
+    if skip_vm("a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host") {
+        return;
+    }
+    let ns = Netns(format!("bpoh-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let victim = TempDir::new("pod-victim");
+    std::fs::create_dir(victim.join("rootfs")).unwrap();
+    std::fs::write(victim.join("keep"), "host file\n").unwrap();
+    let rt = Runtime::new();
+    let ib = unique_id();
+    // The first container: guest root (the agent's pid namespace, every capability it needs to
+    // reach the agent's /run/pod through /proc/1/root).
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    a.remove_namespace("pid");
+    let caps = serde_json::json!([
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER"
+    ]);
+    a.config["process"]["capabilities"] = serde_json::json!({"bounding": caps, "effective": caps, "permitted": caps});
+    a.set_sh(&format!(
+        "trap 'exit 0' TERM; P=/proc/1/root/run/pod; \
+         while [ ! -d $P/{ib}/rootfs ]; do sleep 0.2; done; echo seen > /seen; \
+         while [ ! -e /go ]; do sleep 0.2; done; \
+         mv $P/{ib} $P/moved && ln -s {v} $P/{ib} && ls -la $P > /swapped 2>&1; \
+         sleep 1000 & wait",
+        v = victim.path().display()
+    ));
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    b.set_sh("sleep 1000");
+    let ia = unique_id();
+    rt.create_and_start(&a, &ia);
+    rt.create_and_start(&b, &ib);
+    wait_file(&a.rootfs().join("seen"), Duration::from_secs(90));
+    std::fs::write(a.rootfs().join("go"), "").unwrap();
+    let swapped = wait_file(&a.rootfs().join("swapped"), Duration::from_secs(30));
+    assert!(
+        swapped.contains(&format!("{ib} -> ")),
+        "the guest planted its symlink: {swapped}"
+    );
+    rt.delete_force(&ib).ok("delete --force the second");
+    assert!(
+        victim.join("rootfs").is_dir(),
+        "the host directory's rootfs was removed through the symlink"
+    );
+    assert_eq!(std::fs::read_to_string(victim.join("keep")).unwrap(), "host file\n");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    rt.delete_force(&ia).ok("delete --force the first");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rt.root.to_string_lossy().to_string()),
+        "mounts left: {mounts}"
+    );
+    assert!(victim.join("rootfs").is_dir() && victim.join("keep").is_file());
+}
