@@ -268,27 +268,33 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
         .load()?
         .map(|r| r.pid)
         .ok_or_else(|| err!("VM container {owner:?} is still being created"))?;
-    let mut config = guest_config(spec, &binds)?;
     // The pid, ipc and uts namespaces of the first container, joined by path (the CRI's workload
-    // containers join the sandbox's): the guest's container joins that container's there.
-    for n in spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .into_iter()
-        .flatten()
+    // containers join the sandbox's): the guest's container joins that container's there (the
+    // host paths are taken out first, so they are not warned about as host namespaces).
+    let mut guest_spec = spec.clone();
+    let mut joined: Vec<&str> = Vec::new();
+    if let Some(nss) = guest_spec
+        .linux_mut()
+        .as_mut()
+        .and_then(|l| l.namespaces_mut().as_mut())
     {
-        let file = match n.typ() {
-            oci_spec::runtime::LinuxNamespaceType::Pid => "pid",
-            oci_spec::runtime::LinuxNamespaceType::Ipc => "ipc",
-            oci_spec::runtime::LinuxNamespaceType::Uts => "uts",
-            _ => continue,
-        };
-        if n.path().as_deref() != Some(Path::new(&format!("/proc/{owner_pid}/ns/{file}"))) {
-            continue;
+        for n in nss.iter_mut() {
+            let file = match n.typ() {
+                oci_spec::runtime::LinuxNamespaceType::Pid => "pid",
+                oci_spec::runtime::LinuxNamespaceType::Ipc => "ipc",
+                oci_spec::runtime::LinuxNamespaceType::Uts => "uts",
+                _ => continue,
+            };
+            if n.path().as_deref() == Some(Path::new(&format!("/proc/{owner_pid}/ns/{file}"))) {
+                n.set_path(None);
+                joined.push(file);
+            }
         }
-        if let Some(ns) = config.pointer_mut("/linux/namespaces").and_then(|v| v.as_array_mut()) {
-            for g in ns.iter_mut().filter(|g| g["type"] == file) {
+    }
+    let mut config = guest_config(&guest_spec, &binds)?;
+    if let Some(ns) = config.pointer_mut("/linux/namespaces").and_then(|v| v.as_array_mut()) {
+        for g in ns.iter_mut() {
+            if joined.iter().any(|t| g["type"] == *t) {
                 g["path"] = format!("{}{}", proto::NS_OF_CONTAINER, proto::GUEST_ID).into();
             }
         }
