@@ -53,6 +53,15 @@ pub(super) fn create_attached(
     }
     let mut plan = Plan::new(&bundle)?;
     plan.pod = pod_key.is_some() && plan.virtiofsd.is_some();
+    // Registered before it boots, under the registry's lock (held until the state directory
+    // exists): a concurrent container of the same namespace waits for this VM and joins it.
+    let mut registry_lock = None;
+    if let Some(k) = pod_key.as_deref().filter(|_| plan.pod) {
+        match pod::claim(rt, k, id)? {
+            pod::Claim::Join(owner) => return pod::join(rt, id, opts, bundle, &owner),
+            pod::Claim::First(lock) => registry_lock = Some(lock),
+        }
+    }
     let host_cg = confine::HostCgroup::plan(id, &bundle.spec, rt.systemd_cgroup, plan.mem_mib)?;
     // The terminal: the host side of a pty (its master goes to the console socket, or to `run`).
     let (master, tty) = match (terminal, att.tty) {
@@ -96,6 +105,7 @@ pub(super) fn create_attached(
         serde_json::to_string(&msg).map_err(|e| err!("config.json: {e}"))?
     );
     let locked = rt.store.create(id)?;
+    drop(registry_lock);
     let dir = locked.dir.clone();
     let lock_fd = locked.lock_fd();
     // Recorded first, so that `delete --force` after a crash finds the cgroup.
@@ -135,7 +145,7 @@ pub(super) fn create_attached(
     };
     // The pod share (vm/pod.rs), detached again if create fails.
     let pod_share = match plan.pod {
-        true => Some(ShareMount(pod::make_share(&dir)?)),
+        true => Some(ShareMount(Some(pod::make_share(&dir)?))),
         false => None,
     };
     let pod_fs = match plan.pod {
@@ -218,12 +228,9 @@ pub(super) fn create_attached(
     if let Some(p) = opts.pid_file {
         crate::container::write_pid_file(p, pid)?;
     }
-    if let Some(k) = &pod_key.filter(|_| plan.pod) {
-        if let Err(e) = pod::register(rt, k, id) {
-            crate::log::warn(&format!("VM container {id:?}: the pod registry: {e}"));
-        }
+    if let Some(s) = pod_share {
+        s.keep();
     }
-    std::mem::forget(pod_share);
     undo.pid = 0;
     undo.cgroup = None;
     let _ = undo.dir.take();
@@ -427,11 +434,19 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
     Ok(code)
 }
 
-/// The pod share while `create` may still fail: detached on drop.
-struct ShareMount(std::path::PathBuf);
+/// The pod share while `create` may still fail: detached on drop, unless kept.
+struct ShareMount(Option<std::path::PathBuf>);
+
+impl ShareMount {
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
 
 impl Drop for ShareMount {
     fn drop(&mut self) {
-        let _ = pod::remove_share(&self.0);
+        if let Some(p) = self.0.take() {
+            let _ = pod::remove_share(&p);
+        }
     }
 }

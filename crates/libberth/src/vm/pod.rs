@@ -58,9 +58,8 @@ pub(super) fn owner(rt: &Runtime, key: &str) -> Option<String> {
         });
         match alive {
             Some((true, Status::Created | Status::Running | Status::Paused)) => return Some(id),
-            Some((true, Status::Creating)) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100))
-            }
+            // (its pod share is made during create)
+            Some((_, Status::Creating)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             _ => {
                 let _ = std::fs::remove_file(&e);
                 return None;
@@ -69,17 +68,66 @@ pub(super) fn owner(rt: &Runtime, key: &str) -> Option<String> {
     }
 }
 
-/// Register `id` as the VM of this namespace (replacing a stale entry).
-pub(super) fn register(rt: &Runtime, key: &str, id: &str) -> Result<()> {
+/// What a VM container that can hold a pod does with its namespace's registry entry.
+pub(super) enum Claim {
+    /// Join the running VM of this container.
+    Join(String),
+    /// Boot the VM: registered as the namespace's first container. The registry stays locked
+    /// (this descriptor) until the caller's state directory exists, so that a concurrent create
+    /// in the same namespace finds the entry and waits for it instead of booting a second VM.
+    First(std::fs::File),
+}
+
+/// Under the registry's lock (≤ 70 s): the running VM of this namespace, or `id` registered as
+/// its first container.
+pub(super) fn claim(rt: &Runtime, key: &str, id: &str) -> Result<Claim> {
     let dir = rt.store.root().join(REGISTRY);
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(Error::sys(format!("{}", dir.display()), e)),
+    make_registry(&dir)?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_ctx(|| format!("{}", lock_path.display()))?;
+    let deadline = Instant::now() + READY_TIMEOUT + Duration::from_secs(10);
+    loop {
+        // SAFETY: flock on a descriptor we own; the lock goes with it.
+        if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EWOULDBLOCK) | Some(libc::EINTR) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            _ => return Err(Error::sys(format!("lock {}", lock_path.display()), e)),
         }
     }
+    if let Some(owner) = owner(rt, key) {
+        return Ok(Claim::Join(owner));
+    }
+    register(rt, key, id)?;
+    Ok(Claim::First(lock))
+}
+
+fn make_registry(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if let Some(root) = dir.parent() {
+        // The state root, as the store makes it.
+        std::fs::create_dir_all(root).with_ctx(|| format!("state root {}", root.display()))?;
+    }
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(Error::sys(format!("{}", dir.display()), e)),
+    }
+}
+
+/// Register `id` as the VM of this namespace (replacing a stale entry).
+fn register(rt: &Runtime, key: &str, id: &str) -> Result<()> {
+    let dir = rt.store.root().join(REGISTRY);
+    make_registry(&dir)?;
     let tmp = dir.join(format!(".{key}.{id}"));
     std::fs::write(&tmp, id).with_ctx(|| format!("{}", tmp.display()))?;
     std::fs::rename(&tmp, dir.join(key)).with_ctx(|| format!("{}", dir.join(key).display()))
