@@ -89,7 +89,7 @@ def initramfs(kernel_path):
 
 
 def cmdline(kernel_path):
-    """The kernel command line Berth gives this kernel under TCG (vm/mod.rs, Plan::new)."""
+    """The kernel command line Berth gives this kernel under TCG (vm/boot.rs, Plan::new)."""
     base = "console=hvc0 quiet panic=-1 rdinit=/init tsc_early_khz=2600000 lpj=10400000"
     if release(kernel_path).endswith("-berth"):
         return " ".join([base, *BERTH_KERNEL_CMDLINE])
@@ -102,7 +102,7 @@ BERTH_KERNEL_MACHINE = ",acpi=off"
 
 
 def machine(kernel_path):
-    """The microvm options under TCG (vm/mod.rs, common_args): Berth's kernel keeps the PIT and PIC."""
+    """The microvm options under TCG (vm/boot.rs, common_args): Berth's kernel keeps the PIT and PIC."""
     if release(kernel_path).endswith("-berth"):
         return "microvm" + BERTH_KERNEL_MACHINE
     return "microvm,pit=off,pic=off"

@@ -3,7 +3,8 @@
 # and engines/cri-client driving one pod per handler the way the kubelet does: a sandbox (pause)
 # container plus a workload container, through Version, RunPodSandbox, ImageStatus, CreateContainer,
 # StartContainer, ContainerStatus, ExecSync, ContainerStats, UpdateContainerResources,
-# StopContainer, RemoveContainer, StopPodSandbox and RemovePodSandbox (and a second container).
+# StopContainer, RemoveContainer, StopPodSandbox and RemovePodSandbox (and a second container, and
+# what the pod's containers share: the kernel's boot id, localhost, the pod IP from the host).
 # Each step is a row (cri_<step>) of the matrix. No registry: local images, the pause image built
 # here. Pod network: a CNI bridge (Debian's containernetworking-plugins) with host-local addresses,
 # all state in the temp dir; without the plugins, pods use the host network.
@@ -67,14 +68,17 @@ J
   fi
   local h handlers=""
   # berth-vm: Berth run through a link named berth-vm (VM containers by default: the Kubernetes
-  # RuntimeClass way, stock containerd configuration): the pod's workload container runs in a VM on
-  # the pod's network (docs/VM.md, "Kubernetes"). Only where VM containers can run (qemu, the guest
+  # RuntimeClass way, stock containerd configuration): the pod runs in one VM on the pod's network,
+  # booted by the sandbox, its workload containers joining it (docs/VM.md, "Kubernetes", "Pods in
+  # one VM"). Only where VM containers can run (qemu, the guest
   # kernel); not compared with runc. (`CRI_VM_BY_ANNOTATION=1`: Berth's own name, and the pod
   # annotation run.berth.isolation=vm passed through by containerd instead.)
   local cri_handlers="runc berth"
   if [ -z "${CRI_NO_VM:-}" ] && command -v qemu-system-x86_64 >/dev/null && ls /boot/vmlinuz-*-cloud-amd64 >/dev/null 2>&1; then
     cri_handlers+=" berth-vm"
   fi
+  # CRI_HANDLERS="berth-vm" (say): only those handlers' columns (all stay configured).
+  local run_handlers=${CRI_HANDLERS:-$cri_handlers}
   for h in $cri_handlers; do
     local bin=$RUNC pa=""; [ $h = berth ] && bin=$BERTH
     if [ $h = berth-vm ]; then
@@ -115,7 +119,7 @@ C
   local i; for i in $(seq 50); do [ -S "$D/sock" ] && break; sleep 0.2; done
   local ctr="ctr -a $D/sock -n k8s.io"
   $ctr image import "$T/image.tar" >/dev/null && $ctr image import "$T/pause.tar" >/dev/null || return 1
-  for h in $cri_handlers; do
+  for h in $run_handlers; do
     local t0=$SECONDS extra=()
     [ $h = berth-vm ] && [ -n "${CRI_VM_BY_ANNOTATION:-}" ] && extra=(--pod-annotation run.berth.isolation=vm)
     mkdir -p "$D/logs/$h"

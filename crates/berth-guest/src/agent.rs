@@ -59,6 +59,9 @@ pub struct Agent {
     pid: i32,
     streams: BTreeMap<u32, Stream>,
     seq: u64,
+    /// A pod's later containers (vm/pod.rs): the stream each was created on, and its ID. Such a
+    /// container lives until its stream closes (its host process is gone): then it is deleted.
+    members: BTreeMap<u32, String>,
 }
 
 fn errno() -> std::io::Error {
@@ -147,6 +150,7 @@ impl Agent {
             pid: 0,
             streams: BTreeMap::new(),
             seq: 0,
+            members: BTreeMap::new(),
         }
     }
 
@@ -166,8 +170,7 @@ impl Agent {
         }
     }
 
-    fn create(&mut self, arg: &str) -> R<i32> {
-        let msg: CreateMsg = serde_json::from_str(arg).map_err(|e| format!("bad create message: {e}"))?;
+    fn create(&mut self, msg: CreateMsg) -> R<i32> {
         if let Some(net) = &msg.network {
             // The container shares the guest's network namespace: configured as the host's.
             libberth::vm::net::configure_guest(net)?;
@@ -179,6 +182,10 @@ impl Agent {
         if msg.binds {
             // The host bind mounts' sources; the config names them here (vm/binds.rs).
             mount(proto::BINDS_TAG, proto::GUEST_BINDS, "virtiofs", 0, "")?;
+        }
+        if msg.pod {
+            // The roots and bind mounts of the pod's later containers (vm/pod.rs).
+            mount(proto::POD_TAG, proto::GUEST_POD, "virtiofs", 0, "")?;
         }
         std::fs::create_dir_all(proto::GUEST_BUNDLE).map_err(|e| e.to_string())?;
         let cfg = Path::new(proto::GUEST_BUNDLE).join("config.json");
@@ -236,8 +243,111 @@ impl Agent {
         Ok(v["pid"].as_i64().unwrap_or(0) as i32)
     }
 
+    /// A pod's later container (vm/pod.rs), on its own stream: its root and bind mounts are in
+    /// the pod share (the host adapted its config), its stdio goes over the stream as an exec'd
+    /// process's does, and the guest's network (and VM) are the first container's.
+    fn create_member(&mut self, stream: u32, id: &str, mut msg: CreateMsg) -> R<i32> {
+        libberth::state::validate_id(id).map_err(|e| e.to_string())?;
+        if id == proto::GUEST_ID || self.members.values().any(|m| m == id) || self.streams.contains_key(&stream) {
+            return Err(format!("container {id:?} exists already"));
+        }
+        if msg.config["process"]["terminal"] == true {
+            return Err("process.terminal: not supported for a pod's later VM container yet".into());
+        }
+        let root = msg.config["root"]["path"].as_str().unwrap_or("");
+        if !root.starts_with(&format!("{}/{id}/", proto::GUEST_POD)) {
+            return Err(format!("root.path {root:?} is not in the pod share"));
+        }
+        // A namespace of another container of the VM, named by the host: that container's, here.
+        if let Some(ns) = msg
+            .config
+            .pointer_mut("/linux/namespaces")
+            .and_then(|v| v.as_array_mut())
+        {
+            for n in ns.iter_mut() {
+                let Some(other) = n["path"].as_str().and_then(|p| p.strip_prefix(proto::NS_OF_CONTAINER)) else {
+                    continue;
+                };
+                let file = match n["type"].as_str() {
+                    Some("pid") => "pid",
+                    Some("ipc") => "ipc",
+                    Some("uts") => "uts",
+                    t => return Err(format!("linux.namespaces: {t:?} of another container")),
+                };
+                let other = self.container(Some(other))?;
+                let state = self.rt.state(&other).map_err(|e| e.to_string())?;
+                let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+                let pid = v["pid"]
+                    .as_i64()
+                    .filter(|&p| p > 0)
+                    .ok_or(format!("container {other:?} is not running"))?;
+                n["path"] = format!("/proc/{pid}/ns/{file}").into();
+            }
+        }
+        let bundle = Path::new("/run/bundles").join(id);
+        std::fs::create_dir_all(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
+        let cfg = bundle.join("config.json");
+        std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
+        let null = null()?;
+        let (in_r, in_w) = if msg.stdin {
+            let (r, w) = pipe()?;
+            (Some(r), Some(w))
+        } else {
+            (None, None)
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        let opts = CreateOpts {
+            bundle: &bundle,
+            pid_file: None,
+            console_socket: None,
+            no_pivot: false,
+            no_new_keyring: false,
+            preserve_fds: 0,
+        };
+        let stdin = in_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
+        let r = with_stdio([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
+            self.rt.create(id, &opts)
+        })?;
+        drop((in_r, out_w, err_w));
+        r.map_err(|e| e.to_string())?;
+        for fd in [in_w.as_ref(), Some(&out_r), Some(&err_r)].into_iter().flatten() {
+            set_nonblocking(fd.as_raw_fd());
+        }
+        let state = self.rt.state(id).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+        let st = Stream {
+            pid,
+            input: in_w,
+            outs: [Some(out_r), Some(err_r)],
+            ..Stream::default()
+        };
+        self.streams.insert(stream, st);
+        self.members.insert(stream, id.to_string());
+        Ok(pid)
+    }
+
+    /// The container a request names: the VM's first without an ID, else a pod member.
+    fn container(&self, id: Option<&str>) -> R<String> {
+        match id.filter(|s| !s.is_empty()) {
+            None | Some(proto::GUEST_ID) => Ok(proto::GUEST_ID.to_string()),
+            Some(id) if self.members.values().any(|m| m == id) => Ok(id.to_string()),
+            Some(id) => Err(format!("no container {id:?} in this VM")),
+        }
+    }
+
+    /// A pod member whose host process is gone: end it and remove it from the guest.
+    fn drop_member(&mut self, stream: u32) {
+        if let Some(id) = self.members.remove(&stream) {
+            let _ = self.rt.delete(&id, true);
+            let _ = std::fs::remove_dir_all(Path::new("/run/bundles").join(&id));
+        }
+    }
+
     fn exec(&mut self, stream: u32, arg: &str) -> R<i32> {
         let msg: ExecMsg = serde_json::from_str(arg).map_err(|e| format!("bad exec message: {e}"))?;
+        let target = self.container(msg.id.as_deref())?;
         let tty = msg.process["terminal"] == true;
         self.seq += 1;
         let _ = std::fs::create_dir_all("/run/exec");
@@ -250,7 +360,7 @@ impl Agent {
         };
         let mut st = Stream::default();
         let spawned = if tty {
-            self.rt.exec_spawn(proto::GUEST_ID, &opts)
+            self.rt.exec_spawn(&target, &opts)
         } else {
             let null = null()?;
             let (in_r, in_w) = if msg.stdin {
@@ -263,7 +373,7 @@ impl Agent {
             let (err_r, err_w) = pipe()?;
             let stdin = in_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
             let r = with_stdio([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
-                self.rt.exec_spawn(proto::GUEST_ID, &opts)
+                self.rt.exec_spawn(&target, &opts)
             })?;
             // Only the process holds the other ends now: its exit (or theirs) ends the output.
             drop((in_r, out_w, err_w));
@@ -290,29 +400,44 @@ impl Agent {
     fn request(&mut self, stream: u32, line: &str) {
         let (verb, arg) = proto::split(line);
         let r: R<String> = match verb {
-            "create" if self.pid == 0 => self.create(arg).map(|pid| {
-                self.pid = pid;
-                if let Some(st) = self.streams.get_mut(&0) {
-                    st.pid = pid;
-                }
-                format!("ready {pid}")
-            }),
-            "create" => Err("the container exists already".into()),
+            "create" => match serde_json::from_str::<CreateMsg>(arg) {
+                Err(e) => Err(format!("bad create message: {e}")),
+                Ok(msg) => match msg.id.clone() {
+                    Some(_) if self.pid == 0 => Err("a pod member before the VM's first container".into()),
+                    Some(id) => self.create_member(stream, &id, msg).map(|pid| format!("ready {pid}")),
+                    None if self.pid == 0 => self.create(msg).map(|pid| {
+                        self.pid = pid;
+                        if let Some(st) = self.streams.get_mut(&0) {
+                            st.pid = pid;
+                        }
+                        format!("ready {pid}")
+                    }),
+                    None => Err("the container exists already".into()),
+                },
+            },
             "start" => self
-                .rt
-                .start(proto::GUEST_ID)
-                .map(|_| "ok".into())
-                .map_err(|e| e.to_string()),
+                .container(Some(arg.trim()))
+                .and_then(|id| self.rt.start(&id).map(|_| "ok".into()).map_err(|e| e.to_string())),
             "kill" => {
                 let mut it = arg.split(' ');
                 let sig = it.next().and_then(|s| s.parse().ok()).unwrap_or(libc::SIGTERM);
                 let all = it.next() == Some("1");
-                self.rt
-                    .kill(proto::GUEST_ID, sig, all)
-                    .map(|_| "ok".into())
-                    .map_err(|e| e.to_string())
+                self.container(it.next()).and_then(|id| {
+                    self.rt
+                        .kill(&id, sig, all)
+                        .map(|_| "ok".into())
+                        .map_err(|e| e.to_string())
+                })
             }
             "exec" => self.exec(stream, arg).map(|pid| format!("ok {pid}")),
+            "update" => {
+                let (id, json) = proto::split(arg);
+                self.container(Some(id)).and_then(|id| {
+                    let r: oci_spec::runtime::LinuxResources =
+                        serde_json::from_str(json).map_err(|e| format!("bad update message: {e}"))?;
+                    self.rt.update(&id, r).map(|_| "ok".into()).map_err(|e| e.to_string())
+                })
+            }
             v => Err(format!("unknown request {v:?}")),
         };
         let reply = match r {
@@ -325,6 +450,10 @@ impl Agent {
     fn frame(&mut self, f: Frame) {
         if f.kind == kind::REQ {
             return self.request(f.stream, &f.text());
+        }
+        if f.kind == kind::CLOSE && self.members.contains_key(&f.stream) {
+            self.streams.remove(&f.stream);
+            return self.drop_member(f.stream);
         }
         // Stream 0 exists before create: stdin and the window size may come first.
         if f.stream == 0 {
@@ -431,7 +560,8 @@ impl Agent {
         let mut bye = false;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if let Some((code, deadline)) = main_done {
+            // A pod's VM stays while a later container of it is there (its stream open).
+            if let Some((code, deadline)) = main_done.filter(|_| self.members.is_empty()) {
                 if (bye && self.tx.is_empty()) || Instant::now() > deadline {
                     let mut f = File::from(exit_port);
                     let _ = writeln!(f, "exit {code}");

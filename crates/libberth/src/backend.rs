@@ -33,6 +33,12 @@ pub(crate) trait Backend {
 
     /// `run`: create, start and, unless `detach`, wait (then delete, unless `keep`); the exit code.
     fn run(&self, rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bool, keep: bool) -> Result<i32>;
+
+    /// `delete`: what the backend undoes of its own after the container's processes and cgroup are
+    /// gone and before its state directory is removed (nothing by default).
+    fn before_destroy(&self, _rt: &Runtime, _locked: &Locked, _rec: &Record) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The backend a bundle asks for.

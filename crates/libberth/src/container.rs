@@ -12,11 +12,6 @@ use crate::{backend, bail, err, hooks, spec, Result};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-/// Transition only: the old paths of helpers that moved to `undo` and `pid_file`, for VM code
-/// written against them on a branch not merged yet (vm/mod.rs here; vm/lifecycle.rs and vm/pod.rs
-/// there). To be removed once those import `crate::undo::Undo` and `crate::pid_file::write_pid_file`.
-pub(crate) use crate::{pid_file::write_pid_file, undo::Undo};
-
 /// The runtime as one command uses it: the state store (`--root`) and the cgroup driver
 /// (`--systemd-cgroup`).
 pub struct Runtime {
@@ -150,6 +145,7 @@ impl Runtime {
             }
             cg.remove()?;
         }
+        backend::of(&locked).before_destroy(self, &locked, rec)?;
         if rec.mounts_in_runtime_ns {
             // No mount namespace of its own: its mounts are in ours, under its rootfs.
             if let Err(e) = crate::linux::rootfs::detach_mounts_under(&rec.rootfs) {

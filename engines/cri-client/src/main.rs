@@ -34,6 +34,7 @@ const STEPS: &[&str] = &[
     "container_stats",
     "update_resources",
     "second_container",
+    "pod_shared",
     "stop_container",
     "remove_container",
     "stop_pod_sandbox",
@@ -742,6 +743,45 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbo
         ..Default::default()
     };
     let (second, r) = c.create_start(sandbox, config).await;
+    // The pod's containers share one kernel (for VM containers: one VM) and the pod's network:
+    // the same boot id, the second reaches a server of the first on localhost, and the host
+    // reaches it on the pod IP.
+    let shared = async {
+        let second = second.as_deref().ok_or("no second container")?;
+        let boot1 = c.exec_out(id, &["cat", "/proc/sys/kernel/random/boot_id"]).await?;
+        let boot2 = c.exec_out(second, &["cat", "/proc/sys/kernel/random/boot_id"]).await?;
+        check(boot1 == boot2, || format!("boot ids {boot1} and {boot2}"))?;
+        c.exec_out(
+            id,
+            &["sh", "-c", "busybox nc -ll -p 7070 -e echo pod-local </dev/null >/dev/null 2>&1 &"],
+        )
+        .await?;
+        let mut got = String::new();
+        for _ in 0..50 {
+            let r = c.exec(second, &["busybox", "nc", "-w", "3", "127.0.0.1", "7070"]).await?;
+            got = String::from_utf8_lossy(&r.stdout).trim().to_string();
+            if got == "pod-local" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        check(got == "pod-local", || format!("localhost from the second: {got:?}"))?;
+        let mut detail = "same boot id, localhost between containers".to_string();
+        if a.pod_gateway.is_some() {
+            let st = c.sandbox_status(&sandbox.id).await?;
+            let ip = st.network.map(|n| n.ip).unwrap_or_default();
+            let addr: std::net::SocketAddr = format!("{ip}:7070").parse().map_err(|e| format!("pod IP {ip:?}: {e}"))?;
+            let s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+                .map_err(|e| format!("the host to {addr}: {e}"))?;
+            s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
+            let mut from = String::new();
+            let _ = std::io::Read::read_to_string(&mut &s, &mut from);
+            check(from.trim() == "pod-local", || format!("the host on {addr}: {from:?}"))?;
+            detail.push_str(&format!(", the host reaches {addr}"));
+        }
+        Ok(detail)
+    }
+    .await;
     let r = async {
         let second = second.as_deref().ok_or("not created")?;
         r?;
@@ -775,6 +815,7 @@ async fn running_steps(a: &Args, c: &mut Cri, rep: &mut Report, sandbox: &Sandbo
         None => r,
     };
     rep.step("second_container", r);
+    rep.step("pod_shared", shared);
 }
 
 fn main() {

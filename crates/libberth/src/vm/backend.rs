@@ -1,5 +1,5 @@
 //! The VM backend behind `backend::Backend`: each operation is the vm module's own entry point
-//! (`create`, `start`, `kill`, `exec::exec`, `run`).
+//! (`create`, `start`, `kill`, `exec::exec`, `run`, and `pod::before_destroy` for `delete`).
 
 use crate::backend::Backend;
 use crate::container::{CreateOpts, Runtime};
@@ -34,5 +34,10 @@ impl Backend for Vm {
 
     fn run(&self, rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bool, keep: bool) -> Result<i32> {
         super::run(rt, id, opts, bundle, detach, keep)
+    }
+
+    fn before_destroy(&self, rt: &Runtime, locked: &Locked, rec: &Record) -> Result<()> {
+        // A pod's VM: its share's mounts go before the state directory (vm/pod.rs).
+        super::pod::before_destroy(rt.store.root(), &locked.dir, &rec.id)
     }
 }

@@ -83,6 +83,36 @@ impl HostCgroup {
         })
     }
 
+    /// A pod member's host cgroup (vm/pod.rs): it holds only the member's helper process, and
+    /// takes the config's CPU, memory, pids and block I/O limits as a Linux container's would
+    /// (what engines read back from it); the guest applies them to the container.
+    pub fn plan_member(id: &str, spec: &Spec, systemd: bool) -> Result<HostCgroup> {
+        let linux = spec.linux().as_ref();
+        if systemd && cgroups::systemd::booted() {
+            crate::bail!("--systemd-cgroup: the systemd cgroup driver is not supported for VM containers yet; use the cgroupfs driver");
+        }
+        let path = cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, systemd)?;
+        let cg = Cgroup::open(&path);
+        let plan = match linux.and_then(|l| l.resources().as_ref()) {
+            Some(r) => {
+                let mut out = LinuxResources::default();
+                out.set_cpu(r.cpu().clone());
+                out.set_block_io(r.block_io().clone());
+                out.set_memory(*r.memory());
+                out.set_pids(*r.pids());
+                let mut l = Linux::default();
+                l.set_resources(Some(out));
+                resources::plan(&cg, &l, resources::Mode::Create)?
+            }
+            None => Default::default(),
+        };
+        Ok(HostCgroup {
+            owned: !cg.exists(),
+            path,
+            plan,
+        })
+    }
+
     /// Make the cgroup (unless it exists: then it is joined, and left at delete) and apply the
     /// limits. On error a cgroup made here is removed.
     pub fn create(&self) -> Result<Cgroup> {
@@ -103,6 +133,21 @@ impl HostCgroup {
 /// error naming the field (rather than a host memory limit below guest RAM, which would kill qemu).
 pub fn host_update(state_dir: &Path, r: LinuxResources) -> Result<LinuxResources> {
     if !state_dir.join(super::VM_FILE).exists() {
+        return Ok(r);
+    }
+    if let (mux, Some(id)) = super::pod::route(state_dir) {
+        // A pod member: the guest updates its container's cgroup; its host cgroup (its helper)
+        // takes the same values, as a Linux container's would.
+        let json = serde_json::to_string(&r).map_err(|e| err!("linux.resources: {e}"))?;
+        let mut s = super::open_stream(&mux)?;
+        super::send_request(&mut s, &format!("update {id} {json}"))?;
+        super::read_reply(
+            &mut s,
+            &mut super::proto::FrameBuf::default(),
+            std::time::Duration::from_secs(30),
+            || None,
+        )
+        .map_err(|e| e.context(format!("update container {id:?} in its VM")))?;
         return Ok(r);
     }
     const F: &str = "linux.resources";

@@ -61,12 +61,14 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
             pv["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
         }
     }
+    let (mux, member) = super::pod::route(&locked.dir);
     let msg = ExecMsg {
         process: pv,
         stdin: !terminal && relay::stdin_worth_reading(0, !o.detach),
+        id: member,
     };
     let sigs = if o.detach { None } else { Some(SignalGuard::block()) };
-    let mut s = super::open_stream(&locked.dir)?;
+    let mut s = super::open_stream(&mux)?;
     let line = format!(
         "exec {}",
         serde_json::to_string(&msg).map_err(|e| err!("process: {e}"))?
@@ -142,7 +144,7 @@ fn close_all_but(keep: &[i32]) {
 /// The host process standing for the guest's: relay until the guest reports the exit status.
 /// It holds only its stream, its stdio (or terminal) and its signalfd, is not dumpable, and
 /// queues at most a window of the guest's output: a guest that sends more is cut off (255).
-fn helper(mut s: UnixStream, mut rx: FrameBuf, peer: Option<OwnedFd>, stdin: bool) -> i32 {
+pub(super) fn helper(mut s: UnixStream, mut rx: FrameBuf, peer: Option<OwnedFd>, stdin: bool) -> i32 {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     close_all_but(&[s.as_raw_fd(), peer.as_ref().map_or(-1, |p| p.as_raw_fd())]);

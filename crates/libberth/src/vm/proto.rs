@@ -6,10 +6,15 @@
 //! starts with a request (`Q`), answered by one reply (`R`), both a line of text, a verb and its
 //! argument:
 //!   `create <json>`   -> `ready <pid>` | `error <message>`   (json: a [`CreateMsg`])
-//!   `start`           -> `ok` | `error <message>`
-//!   `kill <sig> <0|1>`-> `ok` | `error <message>`            (1: every process of the container)
+//!   `start [<id>]`    -> `ok` | `error <message>`
+//!   `kill <sig> <0|1> [<id>]` -> `ok` | `error <message>`    (1: every process of the container)
 //!   `exec <json>`     -> `ok <pid>` | `error <message>`      (json: an [`ExecMsg`])
+//!   `update <id> <json>` -> `ok` | `error <message>`         (json: linux.resources, a pod member's)
 //! then, for stream 0 and an exec, the process's stdio, signals, window size and exit status.
+//! A VM holds one container ([`GUEST_ID`], stream 0) or, for a pod, more: a later container of the
+//! pod is created on a stream of its own (`"id"` in its [`CreateMsg`]; its stdio, signals and
+//! status go on that stream), and `start`, `kill` and `exec` name it; when its stream closes, the
+//! guest kills and deletes it (its host process, the stream's client, is the authority).
 //! On the exit port (`berth.exit`), guest -> host, once, just before the guest powers off:
 //!   `exit <code>`     (the shell-style status: 128+n for a signal)
 
@@ -28,8 +33,15 @@ pub const GUEST_BINDS: &str = "/run/binds";
 /// Where the guest mounts the container's root and writes the guest bundle.
 pub const GUEST_ROOTFS: &str = "/run/rootfs";
 pub const GUEST_BUNDLE: &str = "/run/bundle";
-/// The container's ID inside the guest (one container per VM).
+/// The ID inside the guest of the container that booted the VM (stream 0).
 pub const GUEST_ID: &str = "ctr";
+/// The virtio-fs tag of a pod VM's share of its later containers' roots and bind mounts
+/// (vm/pod.rs), and where the guest mounts it: `<GUEST_POD>/<id>/rootfs`, `<GUEST_POD>/<id>/binds/<n>`.
+pub const POD_TAG: &str = "pod";
+pub const GUEST_POD: &str = "/run/pod";
+/// In a pod member's config, a namespace `path` naming another container of the VM (the member
+/// joins that container's namespace in the guest): `berth:container/<id>`.
+pub const NS_OF_CONTAINER: &str = "berth:container/";
 /// Written on the exit port by the agent in probe mode (`berth.probe` on the kernel command line).
 pub const PROBE_MARKER: &str = "berth-guest-probe-ok";
 
@@ -52,6 +64,13 @@ pub struct CreateMsg {
     /// which then shares the guest's network namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<Network>,
+    /// A later container of a pod (vm/pod.rs): its ID in the guest (its root and binds are in the
+    /// pod share; nothing of the VM is set up again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// The VM's first container: mount the pod share (tag [`POD_TAG`]) at [`GUEST_POD`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pod: bool,
 }
 
 /// The network of the container's namespace as the host read it (vm/net.rs): each interface is a
@@ -97,6 +116,9 @@ pub struct ExecMsg {
     pub process: serde_json::Value,
     /// Whether the host relays a stdin (false: /dev/null for the process).
     pub stdin: bool,
+    /// The container (a pod's later one); none: the VM's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// Frame kinds. `h->g`: host to guest; `g->h`: guest to host.

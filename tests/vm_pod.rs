@@ -1,0 +1,443 @@
+//! Pods in one VM (docs/VM.md, "Pods in one VM"): a second VM container naming the network
+//! namespace of a running one is made in that VM (same guest boot id, `localhost` between them),
+//! keeps its own lifecycle (state, exec, kill, delete, exit status), and deleting the last leaves
+//! nothing on the host. Each boot takes seconds under TCG: one story checking a lot.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn sh(cmd: &str) -> String {
+    let o = Command::new("sh").args(["-c", cmd]).output().expect("sh");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_file(p: &Path, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            if !s.is_empty() {
+                return s;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear within {timeout:?}",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A network namespace of the test's own, removed on drop.
+struct Netns(String);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&format!("ip netns del {}", self.0));
+    }
+}
+
+/// The children of `parent` whose command name starts with `comm`.
+fn children_named(parent: i32, comm: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let (name, rest) = match (stat.find('('), stat.rfind(')')) {
+                (Some(a), Some(b)) => (&stat[a + 1..b], &stat[b + 1..]),
+                _ => return false,
+            };
+            name.starts_with(comm) && rest.split_whitespace().nth(1) == Some(&parent.to_string())
+        })
+        .collect()
+}
+
+/// Host processes whose command line mentions `needle`.
+fn procs_mentioning(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<i32>().is_ok())
+        .filter(|e| {
+            std::fs::read(e.path().join("cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .count()
+}
+
+#[test]
+fn two_vm_containers_of_one_network_namespace_share_one_vm() {
+    if skip_vm("two_vm_containers_of_one_network_namespace_share_one_vm") {
+        return;
+    }
+    let ns = Netns(format!("bpod-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    std::fs::create_dir_all(a.rootfs().join("www")).unwrap();
+    std::fs::write(a.rootfs().join("www/index.html"), "hello-from-first\n").unwrap();
+    a.set_sh(
+        "trap 'exit 0' TERM; busybox httpd -p 8080 -h /www; \
+         cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000 & wait",
+    );
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    b.set_sh(
+        "trap 'exit 7' TERM; echo out-of-second; \
+         { cat /proc/sys/kernel/random/boot_id; \
+           printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc 127.0.0.1 8080; } > /result.tmp 2>&1; \
+         mv /result.tmp /result; sleep 1000 & wait",
+    );
+    let (ia, ib) = (unique_id(), unique_id());
+    let pa = rt.create_and_start(&a, &ia);
+    let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
+    let qemu = children_named(pa, "qemu-system");
+    assert_eq!(qemu.len(), 1, "the first container's monitor runs qemu");
+    // The second joins the first's VM: no second qemu.
+    let pb = rt.create_and_start(&b, &ib);
+    assert_ne!(pa, pb, "each container has its own host process");
+    let result = wait_file(&b.rootfs().join("result"), Duration::from_secs(90));
+    assert!(
+        children_named(pb, "").is_empty(),
+        "the second's host process runs nothing (no second VM)"
+    );
+    let cg_b = std::fs::read_to_string(format!("/proc/{pb}/cgroup")).unwrap();
+    assert!(
+        cg_b.contains(&ib),
+        "the second's host process is in its own cgroup: {cg_b}"
+    );
+    assert!(
+        result.starts_with(boot_a.trim()),
+        "same guest kernel (boot id): {boot_a} vs {result}"
+    );
+    assert!(
+        result.contains("hello-from-first"),
+        "the second reaches the first on localhost: {result}"
+    );
+    assert_eq!(rt.state(&ia)["status"], "running");
+    assert_eq!(rt.state(&ib)["status"], "running");
+    // exec names the container: the second's rootfs has /result, the first's does not.
+    let out = rt.cmd(&["exec", &ib, "cat", "/result"]);
+    out.ok("exec in the second");
+    let out = rt.cmd(&["exec", &ia, "sh", "-c", "test -e /result && echo has || echo none"]);
+    assert_eq!(out.ok("exec in the first").out().trim(), "none");
+    // Stopping and deleting the second leaves the first running.
+    rt.kill(&ib, "TERM").ok("kill TERM the second");
+    rt.wait_for_status(&ib, "stopped");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    rt.delete(&ib).ok("delete the second");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    let out = rt.cmd(&["exec", &ia, "cat", "/boot_id"]);
+    assert_eq!(out.ok("exec in the first after").out(), boot_a);
+    // A third joins the same VM again and is removed by force while running.
+    let mut c = Bundle::default();
+    vm(&mut c).writable_root();
+    c.set_namespace("network", Some(&path));
+    c.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+    let ic = unique_id();
+    rt.create_and_start(&c, &ic);
+    assert_eq!(wait_file(&c.rootfs().join("boot_id"), Duration::from_secs(60)), boot_a);
+    rt.delete_force(&ic).ok("delete --force the third");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    // The last one: nothing left on the host.
+    let dir_a = rt.root.join(&ia);
+    rt.delete_force(&ia).ok("delete --force the first");
+    assert_eq!(procs_mentioning(&dir_a.to_string_lossy()), 0, "virtiofsd left");
+    assert!(qemu.iter().all(|&q| process_gone(q)), "qemu left");
+    assert!(process_gone(pa) && process_gone(pb), "host processes left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rt.root.to_string_lossy().to_string()),
+        "mounts left: {mounts}"
+    );
+    let reg: Vec<_> = std::fs::read_dir(rt.root.join("vm-pods"))
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(reg.is_empty(), "registry entries left (besides its lock file): {reg:?}");
+    let links = sh(&format!("ip -n {} -o link", ns.0));
+    assert!(!links.contains("berth-tap"), "taps left: {links}");
+}
+
+/// podman with all its state in a temp dir (as tests/vm_net.rs sets it up; the infra container, a
+/// Linux container, gets engines/podman.sh's nofile and nproc limits: podman's 1048576 are refused
+/// on our hosts), a local image made from the busybox rootfs.
+struct Podman {
+    dir: TempDir,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        let dir = TempDir(std::path::PathBuf::from(format!("/tmp/bvp-{}", std::process::id())));
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{0}/events.log\"\n\
+                 tmp_dir = \"{0}/tmp\"\nvolume_path = \"{0}/volumes\"\n[network]\nnetwork_config_dir = \"{0}/net\"\n\
+                 [containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("registries.conf"), "unqualified-search-registries = []\n").unwrap();
+        Podman { dir }
+    }
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let mut c = Command::new("timeout");
+        c.arg("180")
+            .arg("podman")
+            .arg("--runtime")
+            .arg(runtime())
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        c.output().expect("podman")
+    }
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["pod", "rm", "-f", "-a", "-t", "0"]);
+        let _ = self.cmd(&["rm", "-f", "-a", "-t", "0"]);
+        let _ = self.cmd(&["system", "reset", "-f"]);
+    }
+}
+
+/// GET / from the host, retried for up to `timeout`; the response's body.
+fn http_get(addr: &str, timeout: Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.contains("200") {
+                    return out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                }
+                last = out;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("GET http://{addr}/ did not answer within {timeout:?}: {last}");
+}
+
+#[test]
+fn podman_pod_of_two_vm_containers_is_one_vm() {
+    if skip_vm("podman_pod_of_two_vm_containers_is_one_vm") {
+        return;
+    }
+    let in_path =
+        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
+    if !in_path("podman") || !in_path("conmon") {
+        notice("SKIP podman_pod_of_two_vm_containers_is_one_vm: podman not installed");
+        return;
+    }
+    let p = Podman::new();
+    let b = Bundle::default();
+    std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
+    std::fs::write(b.rootfs().join("www/index.html"), "hello-from-the-pod\n").unwrap();
+    let tar = p.dir.join("rootfs.tar");
+    let o = Command::new("tar")
+        .arg("-C")
+        .arg(b.rootfs())
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    p.ok(&["import", tar.to_str().unwrap(), "localhost/berth-vmpod-test:latest"]);
+    p.ok(&["pod", "create", "--name", "vmpod", "-p", "18081:80"]);
+    p.ok(&[
+        "run",
+        "-d",
+        "--pod",
+        "vmpod",
+        "--name",
+        "web",
+        "--annotation",
+        "run.berth.isolation=vm",
+        "localhost/berth-vmpod-test:latest",
+        "busybox",
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    let boot = p.ok(&["exec", "web", "cat", "/proc/sys/kernel/random/boot_id"]);
+    let out = p.ok(&[
+        "run",
+        "--rm",
+        "--pod",
+        "vmpod",
+        "--annotation",
+        "run.berth.isolation=vm",
+        "localhost/berth-vmpod-test:latest",
+        "sh",
+        "-c",
+        "cat /proc/sys/kernel/random/boot_id; \
+         printf 'GET / HTTP/1.0\\r\\n\\r\\n' | busybox nc -w 10 127.0.0.1 80 | tail -1",
+    ]);
+    assert!(out.starts_with(boot.trim()), "the same VM (boot id {boot}): {out}");
+    assert!(out.contains("hello-from-the-pod"), "localhost between them: {out}");
+    // The second is gone, the first still serves; the host reaches it through the pod's port.
+    let st = p.ok(&["inspect", "-f", "{{.State.Status}}", "web"]);
+    assert_eq!(st.trim(), "running");
+    assert_eq!(
+        http_get("127.0.0.1:18081", Duration::from_secs(60)),
+        "hello-from-the-pod\n"
+    );
+    p.ok(&["pod", "rm", "-f", "-t", "0", "vmpod"]);
+}
+
+/// The guest writes in the pod share (a later container's root is there): a hostile guest root
+/// that swaps a running later container's directory there for a symlink to a host directory
+/// cannot make `delete` unmount or remove anything through it (every step on the host goes
+/// through O_NOFOLLOW descriptors).
+#[test]
+fn a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host() {
+    if skip_vm("a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host") {
+        return;
+    }
+    let ns = Netns(format!("bpoh-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let victim = TempDir::new("pod-victim");
+    std::fs::create_dir(victim.join("rootfs")).unwrap();
+    std::fs::write(victim.join("keep"), "host file\n").unwrap();
+    let rt = Runtime::new();
+    let ib = unique_id();
+    // The first container: guest root (the agent's pid namespace, every capability it needs to
+    // reach the agent's /run/pod through /proc/1/root).
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    a.remove_namespace("pid");
+    let caps = serde_json::json!([
+        "CAP_SYS_ADMIN",
+        "CAP_SYS_PTRACE",
+        "CAP_DAC_OVERRIDE",
+        "CAP_DAC_READ_SEARCH",
+        "CAP_FOWNER"
+    ]);
+    a.config["process"]["capabilities"] = serde_json::json!({"bounding": caps, "effective": caps, "permitted": caps});
+    a.set_sh(&format!(
+        "trap 'exit 0' TERM; P=/proc/1/root/run/pod; \
+         while [ ! -d $P/{ib}/rootfs ]; do sleep 0.2; done; echo seen > /seen; \
+         while [ ! -e /go ]; do sleep 0.2; done; \
+         mv $P/{ib} $P/moved && ln -s {v} $P/{ib} && ls -la $P > /swapped 2>&1; \
+         sleep 1000 & wait",
+        v = victim.path().display()
+    ));
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    b.set_sh("sleep 1000");
+    let ia = unique_id();
+    rt.create_and_start(&a, &ia);
+    rt.create_and_start(&b, &ib);
+    wait_file(&a.rootfs().join("seen"), Duration::from_secs(90));
+    std::fs::write(a.rootfs().join("go"), "").unwrap();
+    let swapped = wait_file(&a.rootfs().join("swapped"), Duration::from_secs(30));
+    assert!(
+        swapped.contains(&format!("{ib} -> ")),
+        "the guest planted its symlink: {swapped}"
+    );
+    rt.delete_force(&ib).ok("delete --force the second");
+    assert!(
+        victim.join("rootfs").is_dir(),
+        "the host directory's rootfs was removed through the symlink"
+    );
+    assert_eq!(std::fs::read_to_string(victim.join("keep")).unwrap(), "host file\n");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    rt.delete_force(&ia).ok("delete --force the first");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rt.root.to_string_lossy().to_string()),
+        "mounts left: {mounts}"
+    );
+    assert!(victim.join("rootfs").is_dir() && victim.join("keep").is_file());
+}
+
+/// Two VM containers of one network namespace created at the same moment: the registry's lock
+/// makes the second wait for the first's VM and join it (one VM, one boot id).
+#[test]
+fn concurrent_creates_in_one_network_namespace_make_one_vm() {
+    if skip_vm("concurrent_creates_in_one_network_namespace_make_one_vm") {
+        return;
+    }
+    let ns = Netns(format!("bpoc-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let bundles: Vec<Bundle> = (0..2)
+        .map(|_| {
+            let mut b = Bundle::default();
+            vm(&mut b).writable_root();
+            b.set_namespace("network", Some(&path));
+            b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+            b.save();
+            b
+        })
+        .collect();
+    let ids = [unique_id(), unique_id()];
+    std::thread::scope(|s| {
+        let hs: Vec<_> = bundles
+            .iter()
+            .zip(&ids)
+            .map(|(b, id)| s.spawn(|| rt.create(b, id)))
+            .collect();
+        for h in hs {
+            h.join().unwrap().ok("create");
+        }
+    });
+    for id in &ids {
+        rt.start(id).ok("start");
+    }
+    let boots: Vec<String> = bundles
+        .iter()
+        .map(|b| wait_file(&b.rootfs().join("boot_id"), Duration::from_secs(90)))
+        .collect();
+    assert_eq!(boots[0], boots[1], "one VM for both");
+    for id in ids.iter().rev() {
+        rt.delete_force(id).ok("delete --force");
+    }
+}
