@@ -6,8 +6,8 @@
 
 mod common;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -84,29 +84,6 @@ impl Drop for Server {
             let _ = t.join();
         }
     }
-}
-
-/// GET / from an HTTP server, retried until `deadline`; the response's body.
-fn http_get(addr: SocketAddr, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
-            Ok(mut s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
-                let mut out = String::new();
-                let _ = s.read_to_string(&mut out);
-                if out.contains("200") {
-                    return out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-                }
-                last = out;
-            }
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!("GET http://{addr}/ did not answer within {timeout:?}: {last}");
 }
 
 fn wait_file(p: &Path, timeout: Duration) -> String {
@@ -201,9 +178,9 @@ fn vm_container_in_a_veth_namespace_talks_both_ways() {
     );
     assert_eq!((s4.hits(), s6.hits()), (1, 1));
     // The host reaches a server in the VM.
-    let body = http_get(format!("{g4}:8080").parse().unwrap(), Duration::from_secs(30));
+    let body = http_get(&format!("{g4}:8080"), Duration::from_secs(30));
     assert_eq!(body, "hello-from-vm\n");
-    let body = http_get(format!("[{g6}]:8080").parse().unwrap(), Duration::from_secs(30));
+    let body = http_get(&format!("[{g6}]:8080"), Duration::from_secs(30));
     assert_eq!(body, "hello-from-vm\n");
     rt.kill(&id, "TERM").ok("kill TERM");
     rt.wait_for_status(&id, "stopped");
@@ -242,66 +219,6 @@ fn vm_container_without_a_network_namespace_is_refused_and_a_new_one_has_lo() {
     assert!(out.contains("lo-works"), "{out}");
 }
 
-/// podman with all its state in a temp dir (as engines/podman.sh and tests/vm.rs set it up), a
-/// local image made from the busybox rootfs.
-struct Podman {
-    dir: TempDir,
-}
-
-impl Podman {
-    fn new() -> Podman {
-        let dir = TempDir(std::path::PathBuf::from(format!("/tmp/bvn-{}", std::process::id())));
-        std::fs::create_dir_all(dir.path()).unwrap();
-        std::fs::write(
-            dir.join("containers.conf"),
-            format!(
-                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{0}/events.log\"\n\
-                 tmp_dir = \"{0}/tmp\"\nvolume_path = \"{0}/volumes\"\n[network]\nnetwork_config_dir = \"{0}/net\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("storage.conf"),
-            format!(
-                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
-                dir.path().display()
-            ),
-        )
-        .unwrap();
-        std::fs::write(dir.join("registries.conf"), "unqualified-search-registries = []\n").unwrap();
-        Podman { dir }
-    }
-    fn cmd(&self, args: &[&str]) -> std::process::Output {
-        let mut c = Command::new("timeout");
-        c.arg("180")
-            .arg("podman")
-            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
-            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
-            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
-            .args(args)
-            .stdin(std::process::Stdio::null());
-        c.output().expect("podman")
-    }
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.cmd(args);
-        assert!(
-            o.status.success(),
-            "podman {args:?}: {} {}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
-    }
-}
-
-impl Drop for Podman {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["rm", "-f", "-a", "-t", "0"]);
-        let _ = self.cmd(&["system", "reset", "-f"]);
-    }
-}
-
 #[test]
 fn podman_bridge_network_reaches_vm_containers() {
     if skip_vm("podman_bridge_network_reaches_vm_containers") {
@@ -313,19 +230,15 @@ fn podman_bridge_network_reaches_vm_containers() {
         notice("SKIP podman_bridge_network_reaches_vm_containers: podman not installed");
         return;
     }
-    let p = Podman::new();
+    let p = Podman::new("bvn");
     let b = Bundle::default();
     std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
     std::fs::write(b.rootfs().join("www/index.html"), "hello-from-vm-web\n").unwrap();
     let tar = p.dir.join("rootfs.tar");
     sh_ok(&format!("tar -C {} -cf {} .", b.rootfs().display(), tar.display()));
     p.ok(&["import", tar.to_str().unwrap(), "localhost/berth-vmnet-test:latest"]);
-    let berth = runtime();
-    let berth = berth.to_str().unwrap();
     // A web server in a VM container, published on the host's port 18080.
     p.ok(&[
-        "--runtime",
-        berth,
         "run",
         "-d",
         "--name",
@@ -352,14 +265,12 @@ fn podman_bridge_network_reaches_vm_containers() {
         "podman gave the container no address"
     );
     // The host reaches it through podman's port forwarding.
-    let body = http_get("127.0.0.1:18080".parse().unwrap(), Duration::from_secs(90));
+    let body = http_get("127.0.0.1:18080", Duration::from_secs(90));
     assert_eq!(body, "hello-from-vm-web\n");
     // A second VM container on the same network: podman's address, the first one and the bridge's
     // host side reached.
     let host = Server::new(&format!("{gw}:0"), "hello-from-the-bridge\n");
     let out = p.ok(&[
-        "--runtime",
-        berth,
         "run",
         "--rm",
         "--annotation",
@@ -379,18 +290,7 @@ fn podman_bridge_network_reaches_vm_containers() {
     );
     assert!(out.contains("hello-from-vm-web"), "the other VM container: {out}");
     // The address podman gave the first one is the guest's (exec in the VM).
-    let addr = p.ok(&[
-        "--runtime",
-        berth,
-        "exec",
-        "vmweb",
-        "ip",
-        "-o",
-        "-4",
-        "addr",
-        "show",
-        "eth0",
-    ]);
+    let addr = p.ok(&["exec", "vmweb", "ip", "-o", "-4", "addr", "show", "eth0"]);
     assert!(
         addr.contains(&format!("inet {web_ip}/")),
         "podman's address {web_ip} in the guest: {addr}"

@@ -1209,3 +1209,93 @@ pub fn vm(b: &mut Bundle) -> &mut Bundle {
     b.config["annotations"] = json!({ "run.berth.isolation": "vm" });
     b
 }
+
+/// podman with all its state in a temp dir of its own (as engines/podman.sh sets it up), running
+/// containers with the runtime under test (`runtime()`). A pod's infra container, a Linux
+/// container, gets engines/podman.sh's nofile and nproc limits: podman's 1048576 are refused on
+/// our hosts. `prefix` names the directory (`/tmp/<prefix>-<pid>`: short, as podman 4.3 wants).
+pub struct Podman {
+    pub dir: TempDir,
+}
+
+impl Podman {
+    pub fn new(prefix: &str) -> Podman {
+        let dir = TempDir(PathBuf::from(format!("/tmp/{prefix}-{}", std::process::id())));
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::write(
+            dir.join("containers.conf"),
+            format!(
+                "[engine]\ncgroup_manager = \"cgroupfs\"\nevents_logger = \"file\"\nevents_logfile_path = \"{0}/events.log\"\n\
+                 tmp_dir = \"{0}/tmp\"\nvolume_path = \"{0}/volumes\"\n[network]\nnetwork_config_dir = \"{0}/net\"\n\
+                 [containers]\ndefault_ulimits = [\"nofile=20000:20000\", \"nproc=32768:32768\"]\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("storage.conf"),
+            format!(
+                "[storage]\ndriver = \"vfs\"\ngraphroot = \"{0}/graph\"\nrunroot = \"{0}/run\"\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(dir.join("registries.conf"), "unqualified-search-registries = []\n").unwrap();
+        Podman { dir }
+    }
+    pub fn cmd(&self, args: &[&str]) -> std::process::Output {
+        let mut c = std::process::Command::new("timeout");
+        c.arg("180")
+            .arg("podman")
+            .arg("--runtime")
+            .arg(runtime())
+            .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            .env("CONTAINERS_STORAGE_CONF", self.dir.join("storage.conf"))
+            .env("CONTAINERS_REGISTRIES_CONF", self.dir.join("registries.conf"))
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        c.output().expect("podman")
+    }
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.cmd(args);
+        assert!(
+            o.status.success(),
+            "podman {args:?}: {} {}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["pod", "rm", "-f", "-a", "-t", "0"]);
+        let _ = self.cmd(&["rm", "-f", "-a", "-t", "0"]);
+        let _ = self.cmd(&["system", "reset", "-f"]);
+    }
+}
+
+/// GET / from an HTTP server (`addr`: "ip:port"), retried for up to `timeout`; the response's body.
+pub fn http_get(addr: &str, timeout: Duration) -> String {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + timeout;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        match std::net::TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_secs(2)) {
+            Ok(mut s) => {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let _ = s.write_all(b"GET / HTTP/1.0\r\n\r\n");
+                let mut out = String::new();
+                let _ = s.read_to_string(&mut out);
+                if out.contains("200") {
+                    return out.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+                }
+                last = out;
+            }
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("GET http://{addr}/ did not answer within {timeout:?}: {last}");
+}
