@@ -103,6 +103,22 @@ const FORWARDED: &[i32] = &[
     libc::SIGWINCH,
 ];
 
+/// A signal set of `signals` and SIGCHLD (what a process that waits for its child and forwards
+/// `signals` to it blocks and takes with sigwait).
+pub(crate) fn set_and_sigchld(signals: &[i32]) -> libc::sigset_t {
+    // SAFETY: set is a local sigset_t, zeroed then initialized by sigemptyset before sigaddset
+    // adds to it; the numbers are valid signals (constants of libc).
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for &s in signals {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        set
+    }
+}
+
 /// The forwarded signals and SIGCHLD, blocked in this process (from `block` on, for good: the
 /// caller exits after the wait) so that `wait_forwarding` takes them with sigwait.
 pub(crate) struct SignalGuard {
@@ -112,18 +128,11 @@ pub(crate) struct SignalGuard {
 impl SignalGuard {
     /// Block the forwarded signals and SIGCHLD so they are taken with sigwait.
     pub(crate) fn block() -> SignalGuard {
-        // SAFETY: set is a local sigset_t, zeroed then initialized by sigemptyset before use;
-        // sigprocmask reads it and is given a null old set (allowed).
-        unsafe {
-            let mut set: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut set);
-            for &s in FORWARDED {
-                libc::sigaddset(&mut set, s);
-            }
-            libc::sigaddset(&mut set, libc::SIGCHLD);
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-            SignalGuard { set }
-        }
+        let set = set_and_sigchld(FORWARDED);
+        // SAFETY: set is an initialized sigset_t; sigprocmask reads it and is given a null old set
+        // (allowed).
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+        SignalGuard { set }
     }
 
     /// Forward signals to `pid` until it exits; reap every child. Returns the shell-style exit code.

@@ -26,6 +26,27 @@ pub struct Attach {
     pub master: Option<RawFd>,
 }
 
+/// A VM container's first record in its new state directory (a VM's or a pod member's), saved
+/// before anything else is made, so that `delete --force` after a crash finds its host cgroup;
+/// the `Undo` that removes the directory (and what the caller adds to it) unless disarmed.
+pub(super) fn save_first_record(
+    locked: Locked,
+    id: &str,
+    bundle: &Bundle,
+    host_cg: &confine::HostCgroup,
+) -> Result<(Record, Undo)> {
+    let rec = Record {
+        cgroup_path: host_cg.path.clone(),
+        cgroup_owned: host_cg.owned,
+        own_pid_ns: true,
+        ..Record::from_bundle(id, bundle)
+    };
+    let mut undo = Undo::default();
+    undo.dir = Some(locked);
+    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    Ok((rec, undo))
+}
+
 /// `create` of a VM container: boot it and have the guest create the container, waiting to start.
 /// Returns the record (pid = the monitor, our child).
 pub fn create(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle) -> Result<Record> {
@@ -109,20 +130,7 @@ pub(super) fn create_attached(
     drop(registry_lock);
     let dir = locked.dir.clone();
     let lock_fd = locked.lock_fd();
-    // Recorded first, so that `delete --force` after a crash finds the cgroup.
-    let mut rec = Record {
-        cgroup_path: host_cg.path.clone(),
-        cgroup_owned: host_cg.owned,
-        own_pid_ns: true,
-        ..Record::from_bundle(id, &bundle)
-    };
-    let mut undo = Undo {
-        dir: Some(locked),
-        cgroup: None,
-        scope: None,
-        pid: 0,
-    };
-    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    let (mut rec, mut undo) = save_first_record(locked, id, &bundle, &host_cg)?;
     let cg = host_cg.create()?;
     if host_cg.owned {
         undo.cgroup = Some(crate::cgroups::Cgroup::open(&host_cg.path));
@@ -384,19 +392,12 @@ pub fn run(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bo
             },
         )
     };
-    // SAFETY: sigset manipulation on a local set.
-    let set = unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for &s in FORWARDED {
-            libc::sigaddset(&mut set, s);
-        }
-        libc::sigaddset(&mut set, libc::SIGCHLD);
-        if !detach {
-            libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-        }
-        set
-    };
+    let set = crate::signal::set_and_sigchld(FORWARDED);
+    if !detach {
+        // SAFETY: set is an initialized sigset_t; sigprocmask reads it and is given a null old
+        // set (allowed).
+        unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    }
     let poststart = hooks::poststart_list(&bundle.spec);
     let rec = create_attached(rt, id, opts, bundle, att)?;
     let dir = rt.store.root().join(id);

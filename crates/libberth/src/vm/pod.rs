@@ -15,7 +15,6 @@ use crate::container::{CreateOpts, Runtime};
 use crate::error::Context;
 use crate::spec::Bundle;
 use crate::state::{self, Record, Status};
-use crate::undo::Undo;
 use crate::{bail, err, Error, Result};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -382,19 +381,7 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
     );
     let locked = rt.store.create(id)?;
     let dir = locked.dir.clone();
-    let mut rec = Record {
-        cgroup_path: host_cg.path.clone(),
-        cgroup_owned: host_cg.owned,
-        own_pid_ns: true,
-        ..Record::from_bundle(id, &bundle)
-    };
-    let mut undo = Undo {
-        dir: Some(locked),
-        cgroup: None,
-        scope: None,
-        pid: 0,
-    };
-    undo.dir.as_ref().expect("state dir").save(&rec)?;
+    let (mut rec, mut undo) = super::lifecycle::save_first_record(locked, id, &bundle, &host_cg)?;
     std::fs::write(dir.join(OWNER_FILE), owner).with_ctx(|| format!("{}", dir.display()))?;
     std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.display()))?;
     std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
