@@ -224,19 +224,13 @@ fn podman_bridge_network_reaches_vm_containers() {
     if skip_vm("podman_bridge_network_reaches_vm_containers") {
         return;
     }
-    let in_path =
-        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
-    if !in_path("podman") || !in_path("conmon") {
-        notice("SKIP podman_bridge_network_reaches_vm_containers: podman not installed");
+    let Some(p) = Podman::if_installed("podman_bridge_network_reaches_vm_containers", "bvn") else {
         return;
-    }
-    let p = Podman::new("bvn");
+    };
     let b = Bundle::default();
     std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
     std::fs::write(b.rootfs().join("www/index.html"), "hello-from-vm-web\n").unwrap();
-    let tar = p.dir.join("rootfs.tar");
-    sh_ok(&format!("tar -C {} -cf {} .", b.rootfs().display(), tar.display()));
-    p.ok(&["import", tar.to_str().unwrap(), "localhost/berth-vmnet-test:latest"]);
+    p.import(&b, "localhost/berth-vmnet-test:latest");
     // A web server in a VM container, published on the host's port 18080.
     p.ok(&[
         "run",

@@ -173,27 +173,13 @@ fn podman_pod_of_two_vm_containers_is_one_vm() {
     if skip_vm("podman_pod_of_two_vm_containers_is_one_vm") {
         return;
     }
-    let in_path =
-        |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
-    if !in_path("podman") || !in_path("conmon") {
-        notice("SKIP podman_pod_of_two_vm_containers_is_one_vm: podman not installed");
+    let Some(p) = Podman::if_installed("podman_pod_of_two_vm_containers_is_one_vm", "bvp") else {
         return;
-    }
-    let p = Podman::new("bvp");
+    };
     let b = Bundle::default();
     std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
     std::fs::write(b.rootfs().join("www/index.html"), "hello-from-the-pod\n").unwrap();
-    let tar = p.dir.join("rootfs.tar");
-    let o = Command::new("tar")
-        .arg("-C")
-        .arg(b.rootfs())
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    p.ok(&["import", tar.to_str().unwrap(), "localhost/berth-vmpod-test:latest"]);
+    p.import(&b, "localhost/berth-vmpod-test:latest");
     p.ok(&["pod", "create", "--name", "vmpod", "-p", "18081:80"]);
     p.ok(&[
         "run",

@@ -1243,6 +1243,30 @@ impl Podman {
         std::fs::write(dir.join("registries.conf"), "unqualified-search-registries = []\n").unwrap();
         Podman { dir }
     }
+    /// A Podman for `test`, or None (after saying SKIP) when podman or conmon is not installed.
+    pub fn if_installed(test: &str, prefix: &str) -> Option<Podman> {
+        let in_path =
+            |n: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(n).is_file()));
+        if !in_path("podman") || !in_path("conmon") {
+            notice(&format!("SKIP {test}: podman not installed"));
+            return None;
+        }
+        Some(Podman::new(prefix))
+    }
+    /// Import the bundle's rootfs as the local image `image`.
+    pub fn import(&self, b: &Bundle, image: &str) {
+        let tar = self.dir.join("rootfs.tar");
+        let o = std::process::Command::new("tar")
+            .arg("-C")
+            .arg(b.rootfs())
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "tar of {}: {o:?}", b.rootfs().display());
+        self.ok(&["import", tar.to_str().unwrap(), image]);
+    }
     pub fn cmd(&self, args: &[&str]) -> std::process::Output {
         let mut c = std::process::Command::new("timeout");
         c.arg("180")
