@@ -175,35 +175,59 @@ pub fn host_update(state_dir: &Path, r: LinuxResources) -> Result<LinuxResources
     Ok(out)
 }
 
-/// Holds the monitor (forked by create) until it is in the host cgroup: it reads one byte.
+/// Holds a process that create or exec forked (the VM monitor, a container's or an exec's
+/// helper) until it is in the container's host cgroup. A socket pair: the child says it is ready
+/// (one byte, sent once it has given up what it must not hold), the creator waits for that
+/// (bounded), puts it in the cgroup and lets it go on (one byte back).
 pub struct Gate {
-    r: OwnedFd,
-    w: OwnedFd,
+    parent: OwnedFd,
+    child: OwnedFd,
 }
+
+/// How long the creator waits for a child it has just forked to say it is ready.
+const GATE_READY_TIMEOUT_MS: i32 = 10_000;
 
 impl Gate {
     pub fn new() -> Result<Gate> {
         let mut fds = [0; 2];
-        // SAFETY: pipe2 into a local array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(Error::sys("pipe", std::io::Error::last_os_error()));
+        // SAFETY: socketpair writes two descriptors into a local array of two.
+        if unsafe {
+            libc::socketpair(
+                libc::AF_UNIX,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+                0,
+                fds.as_mut_ptr(),
+            )
+        } != 0
+        {
+            return Err(Error::sys("socketpair", std::io::Error::last_os_error()));
         }
-        // SAFETY: fresh descriptors, owned here.
+        // SAFETY: fresh descriptors, owned here and nowhere else.
         unsafe {
             Ok(Gate {
-                r: OwnedFd::from_raw_fd(fds[0]),
-                w: OwnedFd::from_raw_fd(fds[1]),
+                parent: OwnedFd::from_raw_fd(fds[0]),
+                child: OwnedFd::from_raw_fd(fds[1]),
             })
         }
     }
 
-    /// In the monitor: wait to be let through; false if the creator gave up (closed the pipe).
+    /// Its two descriptors (for a child that closes all others before it waits).
+    pub fn fds(&self) -> [i32; 2] {
+        [self.parent.as_raw_fd(), self.child.as_raw_fd()]
+    }
+
+    /// In the child: say it is ready, then wait to be let through; false if the creator gave up
+    /// (closed its end).
     pub fn wait(self) -> bool {
-        drop(self.w);
+        drop(self.parent);
+        let fd = self.child.as_raw_fd();
+        if !send_byte(fd, b'r') {
+            return false;
+        }
         let mut b = 0u8;
         loop {
             // SAFETY: reading one byte into a local.
-            let n = unsafe { libc::read(self.r.as_raw_fd(), (&mut b as *mut u8).cast(), 1) };
+            let n = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
             if n == 1 {
                 return true;
             }
@@ -213,16 +237,53 @@ impl Gate {
         }
     }
 
-    /// In the creator: put the monitor in the cgroup, then let it go on.
+    /// In the creator: wait (≤ 10 s) until the child `pid` is ready, put it in the cgroup, then
+    /// let it go on.
     pub fn release(self, cg: &Cgroup, pid: i32) -> Result<()> {
-        drop(self.r);
+        drop(self.child);
+        let fd = self.parent.as_raw_fd();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(GATE_READY_TIMEOUT_MS as u64);
+        loop {
+            let left = deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .as_millis() as i32;
+            let mut p = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd on the stack.
+            let r = unsafe { libc::poll(&mut p, 1, left) };
+            if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) && left > 0 {
+                continue;
+            }
+            let mut b = 0u8;
+            // SAFETY: reading one byte into a local, only when poll reported the socket readable
+            // (a byte, or the child's end closed), so the read does not block.
+            let n = if r == 1 {
+                unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) }
+            } else {
+                -1
+            };
+            if n == 1 && b == b'r' {
+                break;
+            }
+            return Err(err!(
+                "process {pid} forked for the VM container ended or did not get ready within 10 s"
+            ));
+        }
         cg.add(pid)?;
-        // SAFETY: writing one byte from a local.
-        if unsafe { libc::write(self.w.as_raw_fd(), b"g".as_ptr().cast(), 1) } != 1 {
+        if !send_byte(fd, b'g') {
             return Err(Error::sys("release the VM monitor", std::io::Error::last_os_error()));
         }
         Ok(())
     }
+}
+
+/// Send one byte on a socket without raising SIGPIPE if the peer is gone.
+fn send_byte(fd: i32, b: u8) -> bool {
+    // SAFETY: sending one byte from a local; MSG_NOSIGNAL: a closed peer is an error, not a signal.
+    unsafe { libc::send(fd, (&b as *const u8).cast(), 1, libc::MSG_NOSIGNAL) == 1 }
 }
 
 /// qemu's seccomp sandbox: everything qemu offers to deny that a micro-VM does not need

@@ -92,11 +92,7 @@ pub fn exec(locked: &Locked, o: &ExecOpts) -> Result<i32> {
     }
     if pid == 0 {
         drop(master);
-        let code = if gate.wait() {
-            helper(s, buf, peer, msg.stdin)
-        } else {
-            255
-        };
+        let code = helper(s, buf, peer, msg.stdin, gate);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
@@ -144,10 +140,28 @@ fn close_all_but(keep: &[i32]) {
 /// The host process standing for the guest's: relay until the guest reports the exit status.
 /// It holds only its stream, its stdio (or terminal) and its signalfd, is not dumpable, and
 /// queues at most a window of the guest's output: a guest that sends more is cut off (255).
-pub(super) fn helper(mut s: UnixStream, mut rx: FrameBuf, peer: Option<OwnedFd>, stdin: bool) -> i32 {
+/// It gives up what it does not need before it waits at `gate` (until the creator has put it in
+/// the container's host cgroup and, after that, written its pid file): so by the time its pid is
+/// known it holds nothing else.
+pub(super) fn helper(
+    mut s: UnixStream,
+    mut rx: FrameBuf,
+    peer: Option<OwnedFd>,
+    stdin: bool,
+    gate: super::confine::Gate,
+) -> i32 {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    close_all_but(&[s.as_raw_fd(), peer.as_ref().map_or(-1, |p| p.as_raw_fd())]);
+    let [gate_r, gate_w] = gate.fds();
+    close_all_but(&[
+        s.as_raw_fd(),
+        peer.as_ref().map_or(-1, |p| p.as_raw_fd()),
+        gate_r,
+        gate_w,
+    ]);
+    if !gate.wait() {
+        return 255;
+    }
     let mut local = match peer {
         Some(p) => {
             relay::control_terminal(p.as_raw_fd());

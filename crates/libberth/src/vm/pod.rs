@@ -439,11 +439,7 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
         // SAFETY: a session of its own, as the monitor: the caller's terminal signals are not
         // the container's.
         unsafe { libc::setsid() };
-        let code = if gate.wait() {
-            exec::helper(s, buf, None, stdin)
-        } else {
-            255
-        };
+        let code = exec::helper(s, buf, None, stdin, gate);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
