@@ -305,36 +305,53 @@ fn concurrent_creates_in_one_network_namespace_make_one_vm() {
     sh(&format!("ip netns add {}", ns.0));
     let path = format!("/run/netns/{}", ns.0);
     let rt = Runtime::new();
-    let bundles: Vec<Bundle> = (0..2)
-        .map(|_| {
-            let mut b = Bundle::default();
-            vm(&mut b).writable_root();
-            b.set_namespace("network", Some(&path));
-            b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
-            b.save();
-            b
-        })
-        .collect();
-    let ids = [unique_id(), unique_id()];
-    std::thread::scope(|s| {
-        let hs: Vec<_> = bundles
-            .iter()
-            .zip(&ids)
-            .map(|(b, id)| s.spawn(|| rt.create(b, id)))
+    // The second create starts at the same moment, then while the first is between registering
+    // and making its state directory (its network and guest config are being set up): a look at
+    // the registry then must not take the first's entry for a stale one.
+    for delay_ms in [0u64, 3, 6, 9, 12, 15, 20, 25, 30, 40] {
+        let bundles: Vec<Bundle> = (0..2)
+            .map(|_| {
+                let mut b = Bundle::default();
+                vm(&mut b).writable_root();
+                b.set_namespace("network", Some(&path));
+                b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+                b.save();
+                b
+            })
             .collect();
-        for h in hs {
-            h.join().unwrap().ok("create");
+        let ids = [unique_id(), unique_id()];
+        std::thread::scope(|s| {
+            let hs: Vec<_> = bundles
+                .iter()
+                .zip(&ids)
+                .enumerate()
+                .map(|(n, (b, id))| {
+                    let rt = &rt;
+                    s.spawn(move || {
+                        if n == 1 {
+                            std::thread::sleep(Duration::from_millis(delay_ms));
+                        }
+                        rt.create(b, id)
+                    })
+                })
+                .collect();
+            for h in hs {
+                h.join().unwrap().ok("create");
+            }
+        });
+        for id in &ids {
+            rt.start(id).ok("start");
         }
-    });
-    for id in &ids {
-        rt.start(id).ok("start");
-    }
-    let boots: Vec<String> = bundles
-        .iter()
-        .map(|b| wait_file(&b.rootfs().join("boot_id"), Duration::from_secs(90)))
-        .collect();
-    assert_eq!(boots[0], boots[1], "one VM for both");
-    for id in ids.iter().rev() {
-        rt.delete_force(id).ok("delete --force");
+        let boots: Vec<String> = bundles
+            .iter()
+            .map(|b| wait_file(&b.rootfs().join("boot_id"), Duration::from_secs(90)))
+            .collect();
+        for id in ids.iter().rev() {
+            rt.delete_force(id).ok("delete --force");
+        }
+        assert_eq!(
+            boots[0], boots[1],
+            "one VM for both (second create {delay_ms} ms after the first)"
+        );
     }
 }

@@ -68,9 +68,10 @@ pub(super) fn create_attached(
     if opts.preserve_fds > 0 {
         bail!("--preserve-fds: not supported in VM containers");
     }
-    // A later VM container of a pod whose VM runs joins it (vm/pod.rs).
+    // A later VM container of a pod whose VM runs joins it (vm/pod.rs). A first look without the
+    // registry's lock; `claim` below looks again under it.
     let pod_key = pod::key(&bundle.spec)?;
-    if let Some(owner) = pod_key.as_deref().and_then(|k| pod::owner(rt, k)) {
+    if let Some(owner) = pod_key.as_deref().and_then(|k| pod::owner(rt, k, false)) {
         return pod::join(rt, id, opts, bundle, &owner);
     }
     let mut plan = Plan::new(&bundle)?;

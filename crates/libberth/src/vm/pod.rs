@@ -43,8 +43,10 @@ fn entry(rt: &Runtime, key: &str) -> PathBuf {
 }
 
 /// The running VM container that registered this namespace, if any (waits, ≤ READY_TIMEOUT,
-/// while it is still being created). A stale entry is removed.
-pub(super) fn owner(rt: &Runtime, key: &str) -> Option<String> {
+/// while it is still being created). A stale entry is removed only by a caller that holds the
+/// registry's lock (`locked`): without it, an entry whose container has no state directory yet
+/// is one whose creator is between `claim` and making it, not a stale one.
+pub(super) fn owner(rt: &Runtime, key: &str, locked: bool) -> Option<String> {
     let e = entry(rt, key);
     let id = std::fs::read_to_string(&e).ok()?.trim().to_string();
     let deadline = Instant::now() + READY_TIMEOUT;
@@ -61,7 +63,9 @@ pub(super) fn owner(rt: &Runtime, key: &str) -> Option<String> {
             // (its pod share is made during create)
             Some((_, Status::Creating)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             _ => {
-                let _ = std::fs::remove_file(&e);
+                if locked {
+                    let _ = std::fs::remove_file(&e);
+                }
                 return None;
             }
         }
@@ -104,7 +108,7 @@ pub(super) fn claim(rt: &Runtime, key: &str, id: &str) -> Result<Claim> {
             _ => return Err(Error::sys(format!("lock {}", lock_path.display()), e)),
         }
     }
-    if let Some(owner) = owner(rt, key) {
+    if let Some(owner) = owner(rt, key, true) {
         return Ok(Claim::Join(owner));
     }
     register(rt, key, id)?;
