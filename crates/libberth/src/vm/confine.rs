@@ -61,47 +61,39 @@ pub fn adapt_guest_resources(v: &mut serde_json::Value) {
 }
 
 impl HostCgroup {
+    /// The VM's host cgroup (qemu, virtiofsd, the monitor): `host_resources` of the config.
     pub fn plan(id: &str, spec: &Spec, systemd: bool, guest_mib: u64) -> Result<HostCgroup> {
-        let linux = spec.linux().as_ref();
-        if systemd && cgroups::systemd::booted() {
-            crate::bail!("--systemd-cgroup: the systemd cgroup driver is not supported for VM containers yet; use the cgroupfs driver");
-        }
-        let path = cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, systemd)?;
-        let cg = Cgroup::open(&path);
-        let plan = match host_resources(spec, guest_mib) {
-            Some(r) => {
-                let mut l = Linux::default();
-                l.set_resources(Some(r));
-                resources::plan(&cg, &l, resources::Mode::Create)?
-            }
-            None => Default::default(),
-        };
-        Ok(HostCgroup {
-            owned: !cg.exists(),
-            path,
-            plan,
-        })
+        Self::with(id, spec, systemd, host_resources(spec, guest_mib))
     }
 
     /// A pod member's host cgroup (vm/pod.rs): it holds only the member's helper process, and
     /// takes the config's CPU, memory, pids and block I/O limits as a Linux container's would
     /// (what engines read back from it); the guest applies them to the container.
     pub fn plan_member(id: &str, spec: &Spec, systemd: bool) -> Result<HostCgroup> {
-        let linux = spec.linux().as_ref();
+        let wanted = spec.linux().as_ref().and_then(|l| l.resources().as_ref()).map(|r| {
+            let mut out = LinuxResources::default();
+            out.set_cpu(r.cpu().clone());
+            out.set_block_io(r.block_io().clone());
+            out.set_memory(*r.memory());
+            out.set_pids(*r.pids());
+            out
+        });
+        Self::with(id, spec, systemd, wanted)
+    }
+
+    /// The container's host cgroup (config's `cgroupsPath`, or the default for `id`) planned with
+    /// `limits`.
+    fn with(id: &str, spec: &Spec, systemd: bool, limits: Option<LinuxResources>) -> Result<HostCgroup> {
         if systemd && cgroups::systemd::booted() {
             crate::bail!("--systemd-cgroup: the systemd cgroup driver is not supported for VM containers yet; use the cgroupfs driver");
         }
+        let linux = spec.linux().as_ref();
         let path = cgroups::container_path(linux.and_then(|l| l.cgroups_path().as_deref()), id, systemd)?;
         let cg = Cgroup::open(&path);
-        let plan = match linux.and_then(|l| l.resources().as_ref()) {
+        let plan = match limits {
             Some(r) => {
-                let mut out = LinuxResources::default();
-                out.set_cpu(r.cpu().clone());
-                out.set_block_io(r.block_io().clone());
-                out.set_memory(*r.memory());
-                out.set_pids(*r.pids());
                 let mut l = Linux::default();
-                l.set_resources(Some(out));
+                l.set_resources(Some(r));
                 resources::plan(&cg, &l, resources::Mode::Create)?
             }
             None => Default::default(),
