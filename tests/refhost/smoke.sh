@@ -30,13 +30,8 @@ check podman-default-cgroup-manager '^systemd$' podman info --format '{{.Host.Cg
 
 # ---- Berth directly, a busybox bundle. ----
 bundle=$(mktemp -d /root/bundle.XXXXXX)
-mkdir -p "$bundle/rootfs/bin"
-cp /bin/busybox "$bundle/rootfs/bin/busybox"
-for applet in $("$bundle/rootfs/bin/busybox" --list); do
-  [ "$applet" = busybox ] || ln -s busybox "$bundle/rootfs/bin/$applet"
-done
-(cd "$bundle" && "$BERTH" spec)
-sed -i 's/"terminal": true/"terminal": false/; s|^\( *\)"sh"$|\1"sh", "-c", "echo berth-ok; cat /proc/self/cgroup"|' "$bundle/config.json"
+busybox_bundle "$bundle"
+sed -i 's|^\( *\)"sh"$|\1"sh", "-c", "echo berth-ok; cat /proc/self/cgroup"|' "$bundle/config.json"
 
 check berth-run-cgroupfs '^berth-ok$' "$BERTH" run --bundle "$bundle" smoke-cgroupfs
 "$BERTH" delete --force smoke-cgroupfs >/dev/null 2>&1
