@@ -355,3 +355,116 @@ fn concurrent_creates_in_one_network_namespace_make_one_vm() {
         );
     }
 }
+
+/// The VM lives until its last container is deleted: the first VM container (a server) deleted
+/// while a second runs leaves the second running in the same VM (its host process alive, `exec`
+/// working, its exit status still reported) while the first's ID is gone from `state` and `list`;
+/// the second's delete then ends the VM and leaves nothing.
+#[test]
+fn deleting_the_first_vm_container_keeps_the_vm_for_the_others() {
+    if skip_vm("deleting_the_first_vm_container_keeps_the_vm_for_the_others") {
+        return;
+    }
+    let ns = Netns(format!("bpark-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    std::fs::create_dir_all(a.rootfs().join("www")).unwrap();
+    std::fs::write(a.rootfs().join("www/index.html"), "hello-from-first\n").unwrap();
+    a.set_sh("busybox httpd -p 8080 -h /www; cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000 & wait");
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    b.set_sh(
+        "{ cat /proc/sys/kernel/random/boot_id; \
+           printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc 127.0.0.1 8080; } > /result.tmp 2>&1; \
+         mv /result.tmp /result; while [ ! -e /stop ]; do sleep 0.2; done; echo second-done; exit 7",
+    );
+    let (ia, ib) = (unique_id(), unique_id());
+    let pa = rt.create_and_start(&a, &ia);
+    let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
+    let qemu = children_named(pa, "qemu-system");
+    assert_eq!(qemu.len(), 1, "the first container's monitor runs qemu");
+    // The second in the foreground (`run`): its exit status is `run`'s.
+    b.save();
+    let out_dir = TempDir::new("second-out");
+    let out_b = out_dir.join("out");
+    let mut run_b = rt
+        .command(&["run", "--bundle", b.dir.to_str().unwrap(), &ib])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_b).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("run the second");
+    let result = wait_file(&b.rootfs().join("result"), Duration::from_secs(90));
+    assert!(result.starts_with(boot_a.trim()), "one VM: {boot_a} vs {result}");
+    assert!(result.contains("hello-from-first"), "the first serves: {result}");
+    let pb = rt.state(&ib)["pid"].as_i64().unwrap() as i32;
+    let cg_a = format!("/sys/fs/cgroup/unified/{}", container_cgroup(&ia));
+    let dir_a = rt.root.join(&ia);
+
+    // The first is deleted (by force: it runs) while the second runs.
+    rt.delete_force(&ia).ok("delete --force the first");
+    assert!(!rt.cmd(&["state", &ia]).status.success(), "state of the deleted first");
+    assert!(!dir_a.exists(), "the first's state directory left the store");
+    let list = rt.list(&["-q"]).ok("list");
+    assert!(
+        !list.out().contains(&ia),
+        "list shows the deleted first: {}",
+        list.out()
+    );
+    assert!(list.out().contains(&ib), "list shows the second: {}", list.out());
+    assert_eq!(rt.state(&ib)["status"], "running");
+    assert!(!process_gone(pb), "the second's host process ended with the first");
+    assert!(qemu.iter().all(|&q| !process_gone(q)), "the VM ended with the first");
+    let out = rt.cmd(&["exec", &ib, "cat", "/proc/sys/kernel/random/boot_id"]);
+    assert_eq!(out.ok("exec in the second").out(), boot_a, "the same VM");
+    let out = rt.cmd(&["exec", &ib, "sh", "-c", "pidof httpd || echo none"]);
+    assert_eq!(
+        out.ok("exec in the second").out().trim(),
+        "none",
+        "the first's processes ended"
+    );
+    // The ID is free again: a Linux container of that name runs (its own cgroup path).
+    let mut l = Bundle::sh("echo reused");
+    l.config["linux"]["cgroupsPath"] = format!("/{ia}-linux").into();
+    assert_eq!(
+        rt.run(&l, &ia).ok("run a container with the first's ID").out().trim(),
+        "reused"
+    );
+
+    // The second ends: its status reaches `run`, whose delete is the VM's last.
+    std::fs::write(b.rootfs().join("stop"), "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let st = loop {
+        if let Some(st) = run_b.try_wait().unwrap() {
+            break st;
+        }
+        assert!(Instant::now() < deadline, "the second did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(st.code(), Some(7), "the second's exit status");
+    assert!(std::fs::read_to_string(&out_b).unwrap().contains("second-done"));
+    assert!(!rt.cmd(&["state", &ib]).status.success(), "run deleted the second");
+    poll("the VM's end", || {
+        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa)
+    });
+    assert_eq!(procs_mentioning(&rt.root.to_string_lossy()), 0, "virtiofsd left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rt.root.to_string_lossy().to_string()),
+        "mounts left: {mounts}"
+    );
+    let reg: Vec<_> = std::fs::read_dir(rt.root.join("vm-pods"))
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(reg.is_empty(), "registry entries or a parked VM left: {reg:?}");
+    for cg in [cg_a, format!("/sys/fs/cgroup/memory/{}", container_cgroup(&ia))] {
+        assert!(!Path::new(&cg).exists(), "the first's host cgroup left: {cg}");
+    }
+    let links = sh(&format!("ip -n {} -o link", ns.0));
+    assert!(!links.contains("berth-tap"), "taps left: {links}");
+}

@@ -34,6 +34,13 @@ pub(crate) trait Backend {
     /// `run`: create, start and, unless `detach`, wait (then delete, unless `keep`); the exit code.
     fn run(&self, rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, detach: bool, keep: bool) -> Result<i32>;
 
+    /// `delete`, before anything is killed: whether the backend keeps what the container's
+    /// processes serve beyond it and took the state directory out of the store (a pod's VM while
+    /// later containers of it run, vm/pod.rs); then only the poststop hooks are left to run.
+    fn park(&self, _rt: &Runtime, _locked: &Locked, _rec: &Record) -> Result<bool> {
+        Ok(false)
+    }
+
     /// `delete`: what the backend undoes of its own after the container's processes and cgroup are
     /// gone and before its state directory is removed (nothing by default).
     fn before_destroy(&self, _rt: &Runtime, _locked: &Locked, _rec: &Record) -> Result<()> {

@@ -126,6 +126,11 @@ impl Runtime {
 
     /// Kill whatever is left, remove the cgroup, run poststop hooks, remove the state.
     pub(crate) fn destroy(&self, locked: Locked, rec: &Record) -> Result<()> {
+        if backend::of(&locked).park(self, &locked, rec)? {
+            // The container's process was ended; what serves others stays (vm/pod.rs, `park`).
+            run_poststop(rec);
+            return Ok(());
+        }
         let cg = Cgroup::open(&rec.cgroup_path);
         if rec.cgroup_owned {
             // Frozen (paused) or forking processes: freeze, SIGKILL all, thaw (so they can die).
@@ -152,12 +157,7 @@ impl Runtime {
                 crate::log::warn(&e.to_string());
             }
         }
-        if !rec.poststop.is_empty() {
-            let st = hooks::state_json(rec, 0, Status::Stopped);
-            if let Err(e) = hooks::run_all("poststop", &rec.poststop, &st) {
-                crate::log::warn(&e.to_string());
-            }
-        }
+        run_poststop(rec);
         locked.destroy()
     }
 
@@ -179,6 +179,16 @@ impl Runtime {
         state::validate_id(id)?;
         let bundle = spec::load_bundle(opts.bundle)?;
         backend::for_bundle(&bundle.spec).run(self, id, opts, bundle, detach, keep)
+    }
+}
+
+/// The poststop hooks of a deleted container (failures are warnings).
+fn run_poststop(rec: &Record) {
+    if !rec.poststop.is_empty() {
+        let st = hooks::state_json(rec, 0, Status::Stopped);
+        if let Err(e) = hooks::run_all("poststop", &rec.poststop, &st) {
+            crate::log::warn(&e.to_string());
+        }
     }
 }
 

@@ -273,6 +273,29 @@ impl Store {
         })
     }
 
+    /// A VM container's directory outside the store's namespace of IDs (a pod's parked VM,
+    /// vm/pod.rs), locked like a container's.
+    pub fn open_dir(&self, dir: &Path, id: &str) -> Result<Locked> {
+        let lock = lock_dir(dir)?;
+        if !dir.exists() {
+            bail!("{} does not exist", dir.display());
+        }
+        Ok(Locked {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            _lock: Some(lock),
+        })
+    }
+
+    /// The same without its lock: a read-only look.
+    pub fn peek_dir(&self, dir: &Path, id: &str) -> Locked {
+        Locked {
+            id: id.to_string(),
+            dir: dir.to_path_buf(),
+            _lock: None,
+        }
+    }
+
     /// IDs of every container in the store, sorted.
     pub fn ids(&self) -> Result<Vec<String>> {
         let rd = match std::fs::read_dir(&self.root) {
@@ -332,7 +355,7 @@ impl Locked {
                 Status::Stopped
             };
         };
-        if !process_alive(rec.pid, rec.pid_start) {
+        if !process_alive(rec.pid, rec.pid_start) || crate::vm::pod::first_ended(&self.dir) {
             return Status::Stopped;
         }
         if crate::cgroups::is_frozen(&rec.cgroup_path) {

@@ -1,5 +1,5 @@
 //! The VM backend behind `backend::Backend`: each operation is the vm module's own entry point
-//! (`create`, `start`, `kill`, `exec::exec`, `run`, and `pod::before_destroy` for `delete`).
+//! (`create`, `start`, `kill`, `exec::exec`, `run`, and `pod::park` and `pod::before_destroy` for `delete`).
 
 use crate::backend::Backend;
 use crate::container::{CreateOpts, Runtime};
@@ -36,8 +36,13 @@ impl Backend for Vm {
         super::run(rt, id, opts, bundle, detach, keep)
     }
 
-    fn before_destroy(&self, rt: &Runtime, locked: &Locked, rec: &Record) -> Result<()> {
+    fn park(&self, rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
+        // A pod's first VM container with later ones running: its VM stays (vm/pod.rs).
+        super::pod::park(rt, locked, rec)
+    }
+
+    fn before_destroy(&self, rt: &Runtime, locked: &Locked, _rec: &Record) -> Result<()> {
         // A pod's VM: its share's mounts go before the state directory (vm/pod.rs).
-        super::pod::before_destroy(rt.store.root(), &locked.dir, &rec.id)
+        super::pod::before_destroy(rt, &locked.dir, &locked.id)
     }
 }

@@ -71,8 +71,8 @@ pub(super) fn create_attached(
     // A later VM container of a pod whose VM runs joins it (vm/pod.rs). A first look without the
     // registry's lock; `claim` below looks again under it.
     let pod_key = pod::key(&bundle.spec)?;
-    if let Some(owner) = pod_key.as_deref().and_then(|k| pod::owner(rt, k, false)) {
-        return pod::join(rt, id, opts, bundle, &owner);
+    if let Some(k) = pod_key.as_deref().filter(|k| pod::owner(rt, k, false).is_some()) {
+        return pod::join(rt, id, opts, bundle, k);
     }
     let mut plan = Plan::new(&bundle)?;
     plan.pod = pod_key.is_some() && plan.virtiofsd.is_some();
@@ -81,7 +81,7 @@ pub(super) fn create_attached(
     let mut registry_lock = None;
     if let Some(k) = pod_key.as_deref().filter(|_| plan.pod) {
         match pod::claim(rt, k, id)? {
-            pod::Claim::Join(owner) => return pod::join(rt, id, opts, bundle, &owner),
+            pod::Claim::Join => return pod::join(rt, id, opts, bundle, k),
             pod::Claim::First(lock) => registry_lock = Some(lock),
         }
     }
@@ -268,7 +268,8 @@ pub(super) const KILL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `kill`: deliver the signal to the guest's process (or every process of the container).
 /// SIGKILL does not ask the guest: the VM is ended from the host at once (end_from_host), as a
-/// Linux container's init dies whatever it does; `--all` with another signal asks the guest and,
+/// Linux container's init dies whatever it does (but for a pod's first container whose VM later
+/// containers use: then only it is killed, in the guest); `--all` with another signal asks the guest and,
 /// without an answer within KILL_TIMEOUT, ends the VM from the host too.
 pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
     let id = &rec.id;
@@ -277,6 +278,13 @@ pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
             return Ok(());
         }
         bail!("container {id:?} is not running (stopped)");
+    }
+    if sig == libc::SIGKILL && pod::has_live_members(&locked.dir, id) {
+        // A pod's first container whose VM later containers of the pod use: only it ends, in the
+        // guest (vm/pod.rs; its status is then `stopped`, its VM stays until its last container
+        // is deleted).
+        pod::end_first_in_guest(&locked.dir, id);
+        return Ok(());
     }
     if sig == libc::SIGKILL {
         end_from_host(rec);

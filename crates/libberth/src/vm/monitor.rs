@@ -91,6 +91,21 @@ pub(super) fn monitor(
         // The container's terminal: resizes come as SIGWINCH, a closed master as SIGHUP.
         relay::control_terminal(t.as_raw_fd());
     }
+    // The state directory as a descriptor, for what the monitor writes there after the boot (the
+    // console log, the exit status): a pod's parked VM (vm/pod.rs) has its directory renamed
+    // under the monitor, and a descriptor follows it.
+    let live_dir = match nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("berth: VM container: {}: {e}", dir.display());
+            return 255;
+        }
+    };
+    let live = PathBuf::from(format!("/proc/self/fd/{}", live_dir.as_raw_fd()));
     let mut fsd = Vec::new();
     let bin = plan.virtiofsd.as_deref().unwrap_or(Path::new("virtiofsd"));
     if let Some(l) = fs {
@@ -134,7 +149,7 @@ pub(super) fn monitor(
             let _ = f.wait();
         }
     };
-    let (ports, ends) = match ports::Ports::new(dir, fd_usable(1), fd_usable(2)) {
+    let (ports, ends) = match ports::Ports::new(&live, fd_usable(1), fd_usable(2)) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("berth: VM container: socketpair: {e}");
@@ -250,7 +265,7 @@ pub(super) fn monitor(
                 Some(t) => relay::Local::terminal(0, t),
                 None => relay::Local::pipes(0, mux.stdin.then_some(0), None, None),
             };
-            mux::serve(&mut ch, dir, ctl, mux.listener, local, &mut ports).1
+            mux::serve(&mut ch, &live, mux.pod.is_some(), ctl, mux.listener, local, &mut ports).1
         }
         Err(e) => {
             eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
@@ -265,7 +280,7 @@ pub(super) fn monitor(
     // qemu failed to start): 255, as for a lost process.
     let code = match ports.exit_code() {
         Some(c) => {
-            let _ = std::fs::write(dir.join(EXIT_FILE), format!("exit {c}\n"));
+            let _ = std::fs::write(live.join(EXIT_FILE), format!("exit {c}\n"));
             Some(c)
         }
         None => code,

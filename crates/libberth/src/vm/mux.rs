@@ -60,6 +60,7 @@ fn pfd(fd: RawFd, events: i16) -> libc::pollfd {
 pub fn serve(
     child: &mut Child,
     dir: &Path,
+    pod: bool,
     mut guest: UnixStream,
     listener: UnixListener,
     mut local: Local,
@@ -147,9 +148,15 @@ pub fn serve(
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) => guest_open = false,
             }
+            let had_code = code.is_some();
             if let Err(why) = route_from_guest(&mut grx, &mut local, &mut clients, &mut gtx, &mut code) {
                 cut_off(child, &why);
                 guest_open = false;
+            }
+            if let (false, true, Some(c)) = (had_code, pod, code) {
+                // A pod's first container ended while the VM stays for the others: its status
+                // is `stopped` from now on (vm/pod.rs).
+                let _ = std::fs::write(dir.join(super::pod::FIRST_ENDED), format!("exit {c}\n"));
             }
         }
         ports.handle(&fds, &port_slots);
@@ -216,8 +223,9 @@ pub fn serve(
             return (child.try_wait().ok().flatten(), code);
         }
         // A state directory removed under us (its creator killed mid-create, or the directory
-        // deleted by hand): nobody can reach this VM any more, so end it.
-        if n == 0 && !dir.exists() {
+        // deleted by hand): nobody can reach this VM any more, so end it. (`dir` names it through
+        // the monitor's descriptor, which follows a rename: a removed directory has no links.)
+        if n == 0 && std::fs::metadata(dir).map_or(true, |m| std::os::unix::fs::MetadataExt::nlink(&m) == 0) {
             let _ = child.kill();
             return (child.wait().ok(), code);
         }

@@ -14,7 +14,7 @@ use super::{binds, confine, exec, guest_config, proto, relay, OWNER_FILE, READY_
 use crate::container::{CreateOpts, Runtime};
 use crate::error::Context;
 use crate::spec::Bundle;
-use crate::state::{self, Record, Status};
+use crate::state::{self, Locked, Record, Status};
 use crate::{bail, err, Error, Result};
 use nix::fcntl::OFlag;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -28,6 +28,37 @@ use std::time::{Duration, Instant};
 const REGISTRY: &str = "vm-pods";
 /// The pod share in the first container's state directory.
 pub(super) const SHARE: &str = "pod";
+/// In the first container's state directory: the status of its process, written by the monitor
+/// when it ended while the VM stays for the pod's later containers (its status is `stopped`).
+pub(crate) const FIRST_ENDED: &str = "first-exit";
+/// A parked VM (the first container deleted while later ones run) is named in the registry and in
+/// its members' owner files as `@<key>`; its state directory is `vm-pods/<key>.vm`.
+const PARKED: &str = "@";
+
+/// Whether this is a pod's first VM container whose process ended while its VM stays.
+pub fn first_ended(dir: &Path) -> bool {
+    dir.join(FIRST_ENDED).exists()
+}
+
+/// A registry key as `key` makes it: `<dev>-<inode>`, digits only.
+fn valid_key(k: &str) -> bool {
+    k.split_once('-').is_some_and(|(a, b)| {
+        !a.is_empty() && !b.is_empty() && a.bytes().all(|c| c.is_ascii_digit()) && b.bytes().all(|c| c.is_ascii_digit())
+    })
+}
+
+fn parked_dir(root: &Path, key: &str) -> PathBuf {
+    root.join(REGISTRY).join(format!("{key}.vm"))
+}
+
+/// The state directory of the VM that a registry entry or a member's owner file names: a first
+/// container's (its ID) or a parked VM's (`@<key>`); None for anything else.
+pub(crate) fn vm_dir(root: &Path, owner: &str) -> Option<PathBuf> {
+    match owner.strip_prefix(PARKED) {
+        Some(key) => valid_key(key).then(|| parked_dir(root, key)),
+        None => state::validate_id(owner).is_ok().then(|| root.join(owner)),
+    }
+}
 
 /// The registry key of the config's network namespace, when it is given by path.
 pub(super) fn key(spec: &oci_spec::runtime::Spec) -> Result<Option<String>> {
@@ -42,26 +73,30 @@ fn entry(rt: &Runtime, key: &str) -> PathBuf {
     rt.store.root().join(REGISTRY).join(key)
 }
 
-/// The running VM container that registered this namespace, if any (waits, ≤ READY_TIMEOUT,
-/// while it is still being created). A stale entry is removed only by a caller that holds the
-/// registry's lock (`locked`): without it, an entry whose container has no state directory yet
-/// is one whose creator is between `claim` and making it, not a stale one.
+/// The running VM that registered this namespace (its first container's ID, or `@<key>` for a
+/// parked VM), if any (waits, ≤ READY_TIMEOUT, while its first container is still being
+/// created). The VM runs while its monitor does, whatever the first container's status. A stale
+/// entry is removed only by a caller that holds the registry's lock (`locked`): without it, an
+/// entry whose container has no state directory yet is one whose creator is between `claim` and
+/// making it, not a stale one.
 pub(super) fn owner(rt: &Runtime, key: &str, locked: bool) -> Option<String> {
     let e = entry(rt, key);
-    let id = std::fs::read_to_string(&e).ok()?.trim().to_string();
+    let token = std::fs::read_to_string(&e).ok()?.trim().to_string();
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
-        let alive = state::validate_id(&id).ok().and_then(|_| {
-            let l = rt.store.peek(&id).ok()?;
+        let alive = vm_dir(rt.store.root(), &token).filter(|d| d.is_dir()).map(|d| {
+            let l = rt.store.peek_dir(&d, &token);
             let is_first =
                 l.dir.join(VM_FILE).exists() && l.dir.join(SHARE).is_dir() && !l.dir.join(OWNER_FILE).exists();
-            let rec = l.load().ok().flatten();
-            Some((is_first, l.status(rec.as_ref())))
+            match l.load().ok().flatten().filter(|r| r.pid != 0) {
+                Some(r) => (is_first && state::process_alive(r.pid, r.pid_start), false),
+                None => (false, l.status(None) == Status::Creating),
+            }
         });
         match alive {
-            Some((true, Status::Created | Status::Running | Status::Paused)) => return Some(id),
+            Some((true, _)) => return Some(token),
             // (its pod share is made during create)
-            Some((_, Status::Creating)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+            Some((_, true)) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
             _ => {
                 if locked {
                     let _ = std::fs::remove_file(&e);
@@ -74,8 +109,8 @@ pub(super) fn owner(rt: &Runtime, key: &str, locked: bool) -> Option<String> {
 
 /// What a VM container that can hold a pod does with its namespace's registry entry.
 pub(super) enum Claim {
-    /// Join the running VM of this container.
-    Join(String),
+    /// Join the running VM of this namespace.
+    Join,
     /// Boot the VM: registered as the namespace's first container. The registry stays locked
     /// (this descriptor) until the caller's state directory exists, so that a concurrent create
     /// in the same namespace finds the entry and waits for it instead of booting a second VM.
@@ -85,7 +120,18 @@ pub(super) enum Claim {
 /// Under the registry's lock (≤ 70 s): the running VM of this namespace, or `id` registered as
 /// its first container.
 pub(super) fn claim(rt: &Runtime, key: &str, id: &str) -> Result<Claim> {
-    let dir = rt.store.root().join(REGISTRY);
+    let lock = lock_registry(rt.store.root())?;
+    if owner(rt, key, true).is_some() {
+        return Ok(Claim::Join);
+    }
+    register(rt, key, id)?;
+    Ok(Claim::First(lock))
+}
+
+/// The registry's lock (flock on `vm-pods/.lock`, waited for ≤ 70 s): who registers a VM, joins
+/// one, parks one or ends a parked one holds it.
+fn lock_registry(root: &Path) -> Result<std::fs::File> {
+    let dir = root.join(REGISTRY);
     make_registry(&dir)?;
     let lock_path = dir.join(".lock");
     let lock = std::fs::OpenOptions::new()
@@ -108,11 +154,7 @@ pub(super) fn claim(rt: &Runtime, key: &str, id: &str) -> Result<Claim> {
             _ => return Err(Error::sys(format!("lock {}", lock_path.display()), e)),
         }
     }
-    if let Some(owner) = owner(rt, key, true) {
-        return Ok(Claim::Join(owner));
-    }
-    register(rt, key, id)?;
-    Ok(Claim::First(lock))
+    Ok(lock)
 }
 
 fn make_registry(dir: &Path) -> Result<()> {
@@ -128,13 +170,19 @@ fn make_registry(dir: &Path) -> Result<()> {
     }
 }
 
-/// Register `id` as the VM of this namespace (replacing a stale entry).
+/// Register `id` (a first container's ID, or a parked VM's `@<key>`) as the VM of this namespace
+/// (replacing a stale entry).
 fn register(rt: &Runtime, key: &str, id: &str) -> Result<()> {
     let dir = rt.store.root().join(REGISTRY);
     make_registry(&dir)?;
-    let tmp = dir.join(format!(".{key}.{id}"));
-    std::fs::write(&tmp, id).with_ctx(|| format!("{}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(key)).with_ctx(|| format!("{}", dir.join(key).display()))
+    write_replacing(&dir, key, id)
+}
+
+/// Write `dir/name` through a temporary file and a rename.
+fn write_replacing(dir: &Path, name: &str, text: &str) -> Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).with_ctx(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(name)).with_ctx(|| format!("{}", dir.join(name).display()))
 }
 
 /// Make the pod share: `<dir>/pod`, bind-mounted on itself and made shared, so that what is
@@ -159,17 +207,19 @@ pub(super) fn remove_share(p: &Path) -> Result<()> {
     }
 }
 
-/// Before a VM container's state directory is removed (container.rs `destroy`): the first
-/// container's pod share is detached (so removing the directory never reaches into a member's
-/// rootfs) and its registry entry removed; a member's mounts in the share are detached and its
-/// directory there removed (never recursively).
-pub fn before_destroy(root: &Path, dir: &Path, id: &str) -> Result<()> {
+/// Before a VM container's state directory is removed (container.rs `destroy`; `id` is the
+/// directory's: a container's ID, or `@<key>` for a parked VM): a first container's (or a parked
+/// VM's) pod share is detached (so removing the directory never reaches into a member's rootfs)
+/// and its registry entry removed; a member's mounts in the share are detached and its directory
+/// there removed (never recursively), and the last member of a parked VM ends that VM.
+pub fn before_destroy(rt: &Runtime, dir: &Path, id: &str) -> Result<()> {
+    let root = rt.store.root();
     let share = dir.join(SHARE);
     if share.is_dir() {
         remove_share(&share)?;
         if let Ok(rd) = std::fs::read_dir(root.join(REGISTRY)) {
             for e in rd.flatten() {
-                if std::fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == id) {
+                if e.path().is_file() && std::fs::read_to_string(e.path()).is_ok_and(|s| s.trim() == id) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -177,13 +227,151 @@ pub fn before_destroy(root: &Path, dir: &Path, id: &str) -> Result<()> {
     }
     if let Ok(owner) = std::fs::read_to_string(dir.join(OWNER_FILE)) {
         let owner = owner.trim();
-        if state::validate_id(owner).is_ok() {
-            member_unmount(&root.join(owner).join(SHARE), id)?;
+        // Under the registry's lock: a parking first container rewrites this owner file.
+        let lock = lock_registry(root);
+        let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).map_or(owner.to_string(), |o| o.trim().to_string());
+        if let Some(vm) = vm_dir(root, &owner) {
+            member_unmount(&vm.join(SHARE), id)?;
+        }
+        if let (Ok(_), Some(key)) = (&lock, owner.strip_prefix(PARKED).filter(|k| valid_key(k))) {
+            if members_of(&rt.store, &owner).iter().all(|m| m.id == id) {
+                end_parked(rt, key)?;
+            }
         }
     }
     Ok(())
 }
 
+/// A later VM container of a pod's VM.
+struct Member {
+    id: String,
+    dir: PathBuf,
+    /// Its helper (the container's host process) runs.
+    live: bool,
+}
+
+/// The containers whose owner file names `owner` (a first container's ID or `@<key>`).
+fn members_of(store: &state::Store, owner: &str) -> Vec<Member> {
+    let ids = store.ids().unwrap_or_default();
+    ids.into_iter()
+        .filter_map(|id| {
+            let l = store.peek(&id).ok()?;
+            let o = std::fs::read_to_string(l.dir.join(OWNER_FILE)).ok()?;
+            (o.trim() == owner).then(|| {
+                let live = l
+                    .load()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|r| state::process_alive(r.pid, r.pid_start));
+                Member { id, dir: l.dir, live }
+            })
+        })
+        .collect()
+}
+
+/// `delete` of a pod's first VM container while later containers of its VM run: the VM lives on
+/// ("parked"). Only the first container is ended in the guest; its state directory (the VM's:
+/// mux.sock, the pod share, the console, the record naming the monitor and the host cgroup) is
+/// renamed to `vm-pods/<key>.vm`, out of the store's namespace of IDs (`state` and `list` no
+/// longer show the ID, which may be used again), and the registry entry and the members' owner
+/// files then name `@<key>`. The monitor keeps its directory through a descriptor, and the
+/// mounts below it follow the rename. The last member's `delete` ends the VM (`end_parked`).
+/// Returns whether it parked (false: nothing to keep the VM for; delete as usual).
+pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
+    let dir = &locked.dir;
+    let root = rt.store.root();
+    if !dir.join(SHARE).is_dir()
+        || dir.join(OWNER_FILE).exists()
+        || dir.parent() != Some(root)
+        || !state::process_alive(rec.pid, rec.pid_start)
+    {
+        return Ok(false);
+    }
+    let _lock = lock_registry(root)?;
+    let members = members_of(&rt.store, &rec.id);
+    if !members.iter().any(|m| m.live) {
+        return Ok(false);
+    }
+    let Some(key) = std::fs::read_dir(root.join(REGISTRY)).ok().and_then(|rd| {
+        rd.flatten()
+            .filter(|e| e.path().is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .find(|k| valid_key(k) && std::fs::read_to_string(entry(rt, k)).is_ok_and(|s| s.trim() == rec.id))
+    }) else {
+        crate::log::warn(&format!(
+            "container {:?}: its pod's registry entry is gone; its VM ends with it",
+            rec.id
+        ));
+        return Ok(false);
+    };
+    end_first_in_guest(dir, &rec.id);
+    let parked = parked_dir(root, &key);
+    if parked.exists() {
+        // What a VM of this namespace that ended left (its last delete did not finish).
+        end_parked(rt, &key)?;
+    }
+    // The parked VM's record: the first container's poststop hooks run now, not at the VM's end.
+    let vm_rec = Record {
+        poststop: Vec::new(),
+        ..rec.clone()
+    };
+    locked.save(&vm_rec)?;
+    std::fs::rename(dir, &parked).with_ctx(|| format!("rename {} to {}", dir.display(), parked.display()))?;
+    let token = format!("{PARKED}{key}");
+    register(rt, &key, &token)?;
+    for m in members_of(&rt.store, &rec.id) {
+        if let Err(e) = write_replacing(&m.dir, OWNER_FILE, &token) {
+            crate::log::warn(&format!("container {:?}: {e}", m.id));
+        }
+    }
+    crate::log::debug(&format!(
+        "container {:?}: its VM is parked at {} for {} later container(s)",
+        rec.id,
+        parked.display(),
+        members.len()
+    ));
+    Ok(true)
+}
+
+/// Whether later containers of the pod whose first VM container is in `dir` run (their helpers).
+pub(super) fn has_live_members(dir: &Path, id: &str) -> bool {
+    let Some(root) = dir.parent() else { return false };
+    dir.join(SHARE).is_dir() && members_of(&state::Store::new(root), id).iter().any(|m| m.live)
+}
+
+/// End a pod's first container in the guest, not its VM: SIGKILL to its processes, then wait
+/// (≤ KILL_TIMEOUT) until the guest says it is stopped.
+pub(super) fn end_first_in_guest(dir: &Path, id: &str) {
+    use super::client::request;
+    use super::lifecycle::KILL_TIMEOUT;
+    if let Err(e) = request(dir, &format!("kill {} 1", libc::SIGKILL), KILL_TIMEOUT) {
+        crate::log::debug(&format!("container {id:?}: kill in the guest: {e}"));
+    }
+    let deadline = Instant::now() + KILL_TIMEOUT;
+    // Signal 0 to a stopped container is an error.
+    while Instant::now() < deadline && request(dir, "kill 0 0", Duration::from_secs(2)).is_ok() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// End a parked VM and remove what it holds (under the registry's lock): its monitor, qemu and
+/// virtiofsds (its host cgroup's processes, and the recorded monitor checked against its start
+/// time), that cgroup, the pod share, its registry entry and its directory.
+fn end_parked(rt: &Runtime, key: &str) -> Result<()> {
+    let d = parked_dir(rt.store.root(), key);
+    let token = format!("{PARKED}{key}");
+    if !d.is_dir() {
+        return Ok(());
+    }
+    let locked = rt.store.open_dir(&d, &token)?;
+    match locked.load() {
+        Ok(Some(rec)) => rt.destroy(locked, &rec),
+        _ => {
+            before_destroy(rt, &d, &token)?;
+            locked.destroy()
+        }
+    }
+}
 // The guest writes in the pod share (its later containers' roots are there), so on the host
 // everything below the share's root is reached through descriptors, each component opened with
 // O_NOFOLLOW: a symlink or a renamed directory the guest planted cannot send a mount, an unmount
@@ -290,17 +478,19 @@ impl Drop for ShareGuard {
 /// Where a VM container's requests go: its own state directory, or for a pod member the first
 /// container's (and the member's ID, named in the request).
 pub(crate) fn route(dir: &Path) -> (PathBuf, Option<String>) {
-    match std::fs::read_to_string(dir.join(OWNER_FILE)) {
-        Ok(owner) if state::validate_id(owner.trim()).is_ok() => {
-            let id = dir.file_name().map(|n| n.to_string_lossy().into_owned());
-            (dir.with_file_name(owner.trim()), id)
-        }
-        _ => (dir.to_path_buf(), None),
+    let owner = std::fs::read_to_string(dir.join(OWNER_FILE)).ok();
+    match owner.and_then(|o| vm_dir(dir.parent()?, o.trim())) {
+        Some(vm) => (vm, dir.file_name().map(|n| n.to_string_lossy().into_owned())),
+        None => (dir.to_path_buf(), None),
     }
 }
 
-/// `create` of a later VM container of a pod: made in the running VM of `owner`.
-pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, owner: &str) -> Result<Record> {
+/// `create` of a later VM container of a pod: made in the running VM of the namespace `key`
+/// (looked up again under the registry's lock, held until the container's record names its
+/// helper, so that its VM is not parked or ended meanwhile).
+pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, key: &str) -> Result<Record> {
+    let registry_lock = lock_registry(rt.store.root())?;
+    let owner = &owner(rt, key, true).ok_or_else(|| err!("VM container {id:?}: the pod's VM ended meanwhile"))?;
     let spec = &bundle.spec;
     if spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true)) {
         bail!("process.terminal: a terminal is not supported yet for a VM container joining a pod's VM (container {owner:?})");
@@ -311,12 +501,12 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
     if spec.vm().as_ref().is_some_and(|v| v.image().is_some()) {
         bail!("vm.image: a VM container joining a pod's VM (container {owner:?}) shares its root as a directory");
     }
-    let owner_dir = rt.store.root().join(owner);
+    let owner_dir = vm_dir(rt.store.root(), owner).ok_or_else(|| err!("pod registry: bad entry {owner:?}"))?;
     let binds = binds::plan(spec, &bundle.dir)?;
     let host_cg = confine::HostCgroup::plan_member(id, spec, rt.systemd_cgroup)?;
     let owner_pid = rt
         .store
-        .peek(owner)?
+        .peek_dir(&owner_dir, owner)
         .load()?
         .map(|r| r.pid)
         .ok_or_else(|| err!("VM container {owner:?} is still being created"))?;
@@ -440,6 +630,8 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
             // SAFETY: the helper must not hold the state directory's lock.
             unsafe { libc::close(fd) };
         }
+        // SAFETY: nor the registry's.
+        unsafe { libc::close(std::os::fd::AsRawFd::as_raw_fd(&registry_lock)) };
         // SAFETY: a session of its own, as the monitor: the caller's terminal signals are not
         // the container's.
         unsafe { libc::setsid() };
@@ -462,6 +654,7 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ow
     undo.pid = 0;
     undo.cgroup = None;
     let _ = undo.dir.take();
+    drop(registry_lock);
     Ok(rec)
 }
 
