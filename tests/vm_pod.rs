@@ -468,3 +468,67 @@ fn deleting_the_first_vm_container_keeps_the_vm_for_the_others() {
     let links = sh(&format!("ip -n {} -o link", ns.0));
     assert!(!links.contains("berth-tap"), "taps left: {links}");
 }
+
+/// `kill KILL` of the first VM container while a second runs ends only the first (its status
+/// `stopped`, the VM kept), so its plain `delete` parks the VM; when the second's host process
+/// is then killed from outside, the VM ends by itself, and the second's `delete` still removes
+/// everything the parked VM held.
+#[test]
+fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
+    if skip_vm("a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete") {
+        return;
+    }
+    let ns = Netns(format!("bpark2-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    a.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+    let (ia, ib) = (unique_id(), unique_id());
+    let pa = rt.create_and_start(&a, &ia);
+    let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
+    let qemu = children_named(pa, "qemu-system");
+    assert_eq!(qemu.len(), 1);
+    let pb = rt.create_and_start(&b, &ib);
+    assert_eq!(wait_file(&b.rootfs().join("boot_id"), Duration::from_secs(90)), boot_a);
+    rt.kill(&ia, "KILL").ok("kill KILL the first");
+    rt.wait_for_status(&ia, "stopped");
+    assert_eq!(rt.state(&ib)["status"], "running");
+    assert!(
+        qemu.iter().all(|&q| !process_gone(q)),
+        "the VM ended with the first's kill"
+    );
+    rt.delete(&ia).ok("delete the stopped first");
+    assert!(!rt.cmd(&["state", &ia]).status.success());
+    let out = rt.cmd(&["exec", &ib, "cat", "/boot_id"]);
+    assert_eq!(out.ok("exec in the second").out(), boot_a);
+    // The second's host process killed from outside: the guest drops it, and with no container
+    // left the VM ends.
+    // SAFETY: SIGKILL to the second's helper, a process this test had made.
+    unsafe { libc::kill(pb, libc::SIGKILL) };
+    poll("the VM's end", || {
+        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa)
+    });
+    rt.wait_for_status(&ib, "stopped");
+    rt.delete(&ib).ok("delete the second");
+    assert_eq!(procs_mentioning(&rt.root.to_string_lossy()), 0, "virtiofsd left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&rt.root.to_string_lossy().to_string()),
+        "mounts left: {mounts}"
+    );
+    let reg: Vec<_> = std::fs::read_dir(rt.root.join("vm-pods"))
+        .map(|d| d.flatten().map(|e| e.file_name()).filter(|n| n != ".lock").collect())
+        .unwrap_or_default();
+    assert!(reg.is_empty(), "registry entries or a parked VM left: {reg:?}");
+    for cg in [&ia, &ib] {
+        let p = format!("/sys/fs/cgroup/unified/{}", container_cgroup(cg));
+        assert!(!Path::new(&p).exists(), "host cgroup left: {p}");
+    }
+}
