@@ -57,6 +57,27 @@ fn children_named(parent: i32, comm: &str) -> Vec<i32> {
         .collect()
 }
 
+/// The VM's monitor of a pod's first VM container (its `state` pid is a stand-in's): from its
+/// state directory.
+fn monitor_pid(rt: &Runtime, id: &str) -> i32 {
+    let s = std::fs::read_to_string(rt.root.join(id).join("monitor")).expect("the first's monitor file");
+    s.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// The process whose command line mentions `needle` and which runs a qemu (a VM's monitor: a
+/// fork of `berth create`, whose command line it keeps).
+fn monitor_mentioning(needle: &str) -> i32 {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .find(|&pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+                && !children_named(pid, "qemu-system").is_empty()
+        })
+        .unwrap_or_else(|| panic!("no VM monitor mentions {needle}"))
+}
+
 /// Host processes whose command line mentions `needle`.
 fn procs_mentioning(needle: &str) -> usize {
     std::fs::read_dir("/proc")
@@ -101,7 +122,8 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     let (ia, ib) = (unique_id(), unique_id());
     let pa = rt.create_and_start(&a, &ia);
     let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
-    let qemu = children_named(pa, "qemu-system");
+    let ma = monitor_pid(&rt, &ia);
+    let qemu = children_named(ma, "qemu-system");
     assert_eq!(qemu.len(), 1, "the first container's monitor runs qemu");
     // The second joins the first's VM: no second qemu.
     let pb = rt.create_and_start(&b, &ib);
@@ -154,7 +176,10 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     rt.delete_force(&ia).ok("delete --force the first");
     assert_eq!(procs_mentioning(&dir_a.to_string_lossy()), 0, "virtiofsd left");
     assert!(qemu.iter().all(|&q| process_gone(q)), "qemu left");
-    assert!(process_gone(pa) && process_gone(pb), "host processes left");
+    assert!(
+        process_gone(pa) && process_gone(ma) && process_gone(pb),
+        "host processes left"
+    );
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
         !mounts.contains(&rt.root.to_string_lossy().to_string()),
@@ -386,7 +411,8 @@ fn deleting_the_first_vm_container_keeps_the_vm_for_the_others() {
     let (ia, ib) = (unique_id(), unique_id());
     let pa = rt.create_and_start(&a, &ia);
     let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
-    let qemu = children_named(pa, "qemu-system");
+    let ma = monitor_pid(&rt, &ia);
+    let qemu = children_named(ma, "qemu-system");
     assert_eq!(qemu.len(), 1, "the first container's monitor runs qemu");
     // The second in the foreground (`run`): its exit status is `run`'s.
     b.save();
@@ -450,7 +476,7 @@ fn deleting_the_first_vm_container_keeps_the_vm_for_the_others() {
     assert!(std::fs::read_to_string(&out_b).unwrap().contains("second-done"));
     assert!(!rt.cmd(&["state", &ib]).status.success(), "run deleted the second");
     poll("the VM's end", || {
-        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa)
+        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa) && process_gone(ma)
     });
     assert_eq!(procs_mentioning(&rt.root.to_string_lossy()), 0, "virtiofsd left");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -493,7 +519,8 @@ fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
     let (ia, ib) = (unique_id(), unique_id());
     let pa = rt.create_and_start(&a, &ia);
     let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
-    let qemu = children_named(pa, "qemu-system");
+    let ma = monitor_pid(&rt, &ia);
+    let qemu = children_named(ma, "qemu-system");
     assert_eq!(qemu.len(), 1);
     let pb = rt.create_and_start(&b, &ib);
     assert_eq!(wait_file(&b.rootfs().join("boot_id"), Duration::from_secs(90)), boot_a);
@@ -513,7 +540,7 @@ fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
     // SAFETY: SIGKILL to the second's helper, a process this test had made.
     unsafe { libc::kill(pb, libc::SIGKILL) };
     poll("the VM's end", || {
-        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa)
+        qemu.iter().all(|&q| process_gone(q)) && process_gone(pa) && process_gone(ma)
     });
     rt.wait_for_status(&ib, "stopped");
     rt.delete(&ib).ok("delete the second");
@@ -531,4 +558,76 @@ fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
         let p = format!("/sys/fs/cgroup/unified/{}", container_cgroup(cg));
         assert!(!Path::new(&p).exists(), "host cgroup left: {p}");
     }
+}
+
+/// A podman pod whose infra container is a plain Linux container: the first VM container
+/// (`web`) boots the pod's VM, a second joins it; `podman rm -f web` removes the first while the
+/// second keeps running in the same VM and then serves the pod's port itself; its removal ends
+/// the VM.
+#[test]
+fn podman_rm_of_the_first_vm_container_keeps_the_pod_vm() {
+    if skip_vm("podman_rm_of_the_first_vm_container_keeps_the_pod_vm") {
+        return;
+    }
+    let Some(p) = Podman::if_installed("podman_rm_of_the_first_vm_container_keeps_the_pod_vm", "bvr") else {
+        return;
+    };
+    let b = Bundle::default();
+    std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
+    std::fs::write(b.rootfs().join("www/index.html"), "hello-from-web\n").unwrap();
+    p.import(&b, "localhost/berth-vmpod-rm:latest");
+    p.ok(&["pod", "create", "--name", "vmpodrm", "-p", "18082:80"]);
+    let vm_run = |name: &str, cmd: &[&str]| {
+        let mut args = vec![
+            "run",
+            "-d",
+            "--pod",
+            "vmpodrm",
+            "--name",
+            name,
+            "--annotation",
+            "run.berth.isolation=vm",
+            "localhost/berth-vmpod-rm:latest",
+        ];
+        args.extend_from_slice(cmd);
+        p.ok(&args);
+    };
+    vm_run("web", &["busybox", "httpd", "-f", "-p", "80", "-h", "/www"]);
+    let web = p.ok(&["inspect", "-f", "{{.Id}}", "web"]);
+    let monitor = monitor_mentioning(web.trim());
+    let qemu = children_named(monitor, "qemu-system");
+    assert_eq!(qemu.len(), 1, "web's monitor runs the pod's qemu");
+    let boot = p.ok(&["exec", "web", "cat", "/proc/sys/kernel/random/boot_id"]);
+    vm_run(
+        "second",
+        &[
+            "sh",
+            "-c",
+            "mkdir -p /w2; echo hello-from-second > /w2/index.html; \
+             until busybox httpd -f -p 80 -h /w2; do sleep 0.5; done",
+        ],
+    );
+    assert_eq!(
+        p.ok(&["exec", "second", "cat", "/proc/sys/kernel/random/boot_id"]),
+        boot
+    );
+    assert_eq!(http_get("127.0.0.1:18082", Duration::from_secs(60)), "hello-from-web\n");
+    p.ok(&["rm", "-f", "-t", "0", "web"]);
+    assert!(qemu.iter().all(|&q| !process_gone(q)), "the pod's VM ended with web");
+    let st = p.ok(&["inspect", "-f", "{{.State.Status}}", "second"]);
+    assert_eq!(st.trim(), "running");
+    assert_eq!(
+        p.ok(&["exec", "second", "cat", "/proc/sys/kernel/random/boot_id"]),
+        boot
+    );
+    // The second's httpd gets the port once web's is gone; the host reaches it.
+    assert_eq!(
+        http_get("127.0.0.1:18082", Duration::from_secs(60)),
+        "hello-from-second\n"
+    );
+    p.ok(&["rm", "-f", "-t", "0", "second"]);
+    poll("the pod's VM's end", || {
+        qemu.iter().all(|&q| process_gone(q)) && process_gone(monitor)
+    });
+    p.ok(&["pod", "rm", "-f", "-t", "0", "vmpodrm"]);
 }

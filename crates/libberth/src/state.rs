@@ -355,7 +355,7 @@ impl Locked {
                 Status::Stopped
             };
         };
-        if !process_alive(rec.pid, rec.pid_start) || crate::vm::pod::first_ended(&self.dir) {
+        if !process_alive(rec.pid, rec.pid_start) {
             return Status::Stopped;
         }
         if crate::cgroups::is_frozen(&rec.cgroup_path) {

@@ -171,6 +171,15 @@ pub(super) fn create_attached(
     std::fs::write(dir.join(VM_FILE), b"").with_ctx(|| format!("{}", dir.join(VM_FILE).display()))?;
     // The status marker `created` is read from (a plain file here; there is no fifo in a VM).
     std::fs::write(dir.join(state::EXEC_FIFO), b"").with_ctx(|| format!("{}", dir.display()))?;
+    // A pod's first container: its host process is a stand-in the monitor tells its status, so
+    // that the VM can outlive it (vm/pod.rs, `fork_stand_in`).
+    let (first_exit, stand_in_end) = match plan.pod {
+        true => {
+            let (m, s) = UnixStream::pair().ctx("socketpair")?;
+            (Some(m), Some(s))
+        }
+        false => (None, None),
+    };
     let gate = confine::Gate::new()?;
     let mon = Mon {
         listener,
@@ -178,6 +187,7 @@ pub(super) fn create_attached(
         stdin,
         binds: binds_fs,
         pod: pod_fs,
+        first_exit,
     };
     // SAFETY: Berth is single-threaded; the child only runs the monitor and exits.
     let pid = unsafe { libc::fork() };
@@ -192,6 +202,7 @@ pub(super) fn create_attached(
         drop(s);
         drop(master);
         drop(console);
+        drop(stand_in_end);
         if let Some(fd) = att.master {
             // SAFETY: Berth's pty master, not the monitor's to hold.
             unsafe { libc::close(fd) };
@@ -229,14 +240,28 @@ pub(super) fn create_attached(
         let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
         crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
     }
-    rec.pid = pid;
-    rec.pid_start = state::proc_stat(pid)
+    let monitor_start = state::proc_stat(pid)
         .map(|s| s.1)
         .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?;
+    let host_pid = match stand_in_end {
+        Some(end) => {
+            std::fs::write(dir.join(pod::MONITOR_FILE), format!("{pid} {monitor_start}\n"))
+                .with_ctx(|| format!("{}", dir.display()))?;
+            pod::fork_stand_in(end, &cg)?
+        }
+        None => pid,
+    };
+    rec.pid = host_pid;
+    rec.pid_start = match host_pid == pid {
+        true => monitor_start,
+        false => state::proc_stat(host_pid)
+            .map(|s| s.1)
+            .ok_or_else(|| err!("VM container {id:?}: its host process exited during create"))?,
+    };
     let locked = undo.dir.as_ref().expect("state dir");
     locked.save(&rec)?;
     if let Some(p) = opts.pid_file {
-        crate::pid_file::write_pid_file(p, pid)?;
+        crate::pid_file::write_pid_file(p, host_pid)?;
     }
     if let Some(s) = pod_share {
         s.keep();

@@ -265,7 +265,16 @@ pub(super) fn monitor(
                 Some(t) => relay::Local::terminal(0, t),
                 None => relay::Local::pipes(0, mux.stdin.then_some(0), None, None),
             };
-            mux::serve(&mut ch, &live, mux.pod.is_some(), ctl, mux.listener, local, &mut ports).1
+            mux::serve(
+                &mut ch,
+                &live,
+                mux.first_exit.as_ref(),
+                ctl,
+                mux.listener,
+                local,
+                &mut ports,
+            )
+            .1
         }
         Err(e) => {
             eprintln!("berth: VM container: start {}: {e}", plan.hypervisor.display());
@@ -285,7 +294,12 @@ pub(super) fn monitor(
         }
         None => code,
     };
-    code.unwrap_or(255)
+    let code = code.unwrap_or(255);
+    if let Some(mut s) = mux.first_exit.as_ref() {
+        // (if the stand-in did not get it yet)
+        let _ = std::io::Write::write_all(&mut s, format!("{code}\n").as_bytes());
+    }
+    code
 }
 
 /// virtiofsd runs as host root and writes the host's files for the guest, whose root is hostile:
@@ -381,4 +395,6 @@ pub(super) struct Mon {
     pub(super) binds: Option<(UnixListener, PathBuf, binds::Stage)>,
     /// The pod share's virtiofsd socket (vm/pod.rs).
     pub(super) pod: Option<UnixListener>,
+    /// A pod's first container: where its stand-in waits for its status (vm/pod.rs).
+    pub(super) first_exit: Option<UnixStream>,
 }

@@ -60,7 +60,7 @@ fn pfd(fd: RawFd, events: i16) -> libc::pollfd {
 pub fn serve(
     child: &mut Child,
     dir: &Path,
-    pod: bool,
+    first_exit: Option<&UnixStream>,
     mut guest: UnixStream,
     listener: UnixListener,
     mut local: Local,
@@ -153,10 +153,10 @@ pub fn serve(
                 cut_off(child, &why);
                 guest_open = false;
             }
-            if let (false, true, Some(c)) = (had_code, pod, code) {
-                // A pod's first container ended while the VM stays for the others: its status
-                // is `stopped` from now on (vm/pod.rs).
-                let _ = std::fs::write(dir.join(super::pod::FIRST_ENDED), format!("exit {c}\n"));
+            if let (false, Some(mut s), Some(c)) = (had_code, first_exit, code) {
+                // A pod's first container ended (the VM may stay for the others): its stand-in
+                // exits with its status (vm/pod.rs).
+                let _ = s.write_all(format!("{c}\n").as_bytes());
             }
         }
         ports.handle(&fds, &port_slots);

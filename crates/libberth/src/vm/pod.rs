@@ -28,16 +28,84 @@ use std::time::{Duration, Instant};
 const REGISTRY: &str = "vm-pods";
 /// The pod share in the first container's state directory.
 pub(super) const SHARE: &str = "pod";
-/// In the first container's state directory: the status of its process, written by the monitor
-/// when it ended while the VM stays for the pod's later containers (its status is `stopped`).
-pub(crate) const FIRST_ENDED: &str = "first-exit";
+/// In the first container's state directory: the monitor's pid and start time ("PID START"),
+/// as the first container's recorded pid is its stand-in's (`fork_stand_in`).
+pub(crate) const MONITOR_FILE: &str = "monitor";
 /// A parked VM (the first container deleted while later ones run) is named in the registry and in
 /// its members' owner files as `@<key>`; its state directory is `vm-pods/<key>.vm`.
 const PARKED: &str = "@";
 
-/// Whether this is a pod's first VM container whose process ended while its VM stays.
-pub fn first_ended(dir: &Path) -> bool {
-    dir.join(FIRST_ENDED).exists()
+/// The VM's monitor (pid, start time) of a first container's (or a parked VM's) directory: from
+/// the monitor file, else the record's.
+pub(crate) fn monitor_of(dir: &Path, rec: &Record) -> (i32, u64) {
+    std::fs::read_to_string(dir.join(MONITOR_FILE))
+        .ok()
+        .and_then(|s| {
+            let (p, t) = s.trim().split_once(' ')?;
+            Some((p.parse().ok()?, t.parse().ok()?))
+        })
+        .unwrap_or((rec.pid, rec.pid_start))
+}
+
+/// The host process of a pod's first VM container (its pid in `state`): not the monitor, so that
+/// the VM can outlive the container (a stopped first container, `kill`, `delete`: "parking").
+/// Forked by `create`, in the container's host cgroup, holding nothing but /dev/null and its end
+/// of a socket pair whose other end the monitor holds: it exits with the status the monitor
+/// writes there when the container's process ended ("CODE\n"), or 255 when the monitor is gone
+/// without one. Returns its pid.
+pub(super) fn fork_stand_in(end: std::os::unix::net::UnixStream, cg: &crate::cgroups::Cgroup) -> Result<i32> {
+    use std::os::fd::AsRawFd;
+    let fd = end.as_raw_fd();
+    // SAFETY: Berth is single-threaded; the child only makes system calls and exits.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(Error::sys("fork", std::io::Error::last_os_error()));
+    }
+    if pid == 0 {
+        // SAFETY: system calls on descriptor numbers and locals; the child leaves by _exit.
+        unsafe {
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
+            for std in 0..3 {
+                libc::dup2(null, std);
+            }
+            libc::dup2(fd, 3);
+            libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
+            libc::setsid();
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+            let mut buf = [0u8; 16];
+            let mut len = 0usize;
+            let code = loop {
+                let n = libc::read(3, buf[len..].as_mut_ptr().cast(), buf.len() - len);
+                if n < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+                    continue;
+                }
+                if n <= 0 {
+                    break 255;
+                }
+                len += n as usize;
+                if let Some(nl) = buf[..len].iter().position(|&b| b == b'\n') {
+                    break std::str::from_utf8(&buf[..nl])
+                        .ok()
+                        .and_then(|s| s.parse::<i32>().ok())
+                        .filter(|c| (0..=255).contains(c))
+                        .unwrap_or(255);
+                }
+                if len == buf.len() {
+                    break 255;
+                }
+            };
+            libc::_exit(code)
+        }
+    }
+    drop(end);
+    if let Err(e) = cg.add(pid) {
+        // SAFETY: our own child, just forked.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        return Err(e);
+    }
+    Ok(pid)
 }
 
 /// A registry key as `key` makes it: `<dev>-<inode>`, digits only.
@@ -89,7 +157,10 @@ pub(super) fn owner(rt: &Runtime, key: &str, locked: bool) -> Option<String> {
             let is_first =
                 l.dir.join(VM_FILE).exists() && l.dir.join(SHARE).is_dir() && !l.dir.join(OWNER_FILE).exists();
             match l.load().ok().flatten().filter(|r| r.pid != 0) {
-                Some(r) => (is_first && state::process_alive(r.pid, r.pid_start), false),
+                Some(r) => {
+                    let (pid, start) = monitor_of(&l.dir, &r);
+                    (is_first && state::process_alive(pid, start), false)
+                }
                 None => (false, l.status(None) == Status::Creating),
             }
         });
@@ -280,10 +351,11 @@ fn members_of(store: &state::Store, owner: &str) -> Vec<Member> {
 pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
     let dir = &locked.dir;
     let root = rt.store.root();
+    let (monitor, monitor_start) = monitor_of(dir, rec);
     if !dir.join(SHARE).is_dir()
         || dir.join(OWNER_FILE).exists()
         || dir.parent() != Some(root)
-        || !state::process_alive(rec.pid, rec.pid_start)
+        || !state::process_alive(monitor, monitor_start)
     {
         return Ok(false);
     }
@@ -310,8 +382,16 @@ pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
         // What a VM of this namespace that ended left (its last delete did not finish).
         end_parked(rt, &key)?;
     }
-    // The parked VM's record: the first container's poststop hooks run now, not at the VM's end.
+    // The first container's stand-in ends with its process (if it has not yet).
+    if state::process_alive(rec.pid, rec.pid_start) && (rec.pid, rec.pid_start) != (monitor, monitor_start) {
+        // SAFETY: SIGKILL to the recorded pid, checked against its start time just above.
+        unsafe { libc::kill(rec.pid, libc::SIGKILL) };
+    }
+    // The parked VM's record names its monitor; the first container's poststop hooks run now,
+    // not at the VM's end.
     let vm_rec = Record {
+        pid: monitor,
+        pid_start: monitor_start,
         poststop: Vec::new(),
         ..rec.clone()
     };
