@@ -8,7 +8,13 @@
 //! and a helper process stands for it on the host — its pid in `state`, in its own host cgroup,
 //! relaying its stdio and exiting with its status — like an exec helper. When the helper is gone
 //! (its process ended, `kill KILL`, `delete`), the guest deletes the container. The registry is
-//! in the root-owned state root; an entry whose container is gone is ignored and removed.
+//! in the root-owned state root; an entry whose VM is gone is ignored and removed.
+//!
+//! The VM lives until the pod's last container is deleted: the first container's host process
+//! is a stand-in told its status by the monitor (`fork_stand_in`), and its `delete` while later
+//! containers run parks the VM (`park`: only the first container ends, in the guest; its state
+//! directory, the VM's, moves to `vm-pods/<key>.vm`, out of the store), which the last later
+//! container's `delete` ends (`end_parked`).
 
 use super::{binds, confine, exec, guest_config, proto, relay, OWNER_FILE, READY_TIMEOUT, VM_FILE};
 use crate::container::{CreateOpts, Runtime};
@@ -742,4 +748,22 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ke
 /// 0 is not meaningful, so the first container's monitor is not named either.
 fn hooks_create_runtime(spec: &oci_spec::runtime::Spec, rec: &Record) -> Result<()> {
     super::hooks::create_runtime(spec, rec, 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_names_a_container_or_a_parked_vm_and_nothing_else() {
+        let root = Path::new("/run/berth");
+        assert_eq!(vm_dir(root, "web"), Some(root.join("web")));
+        assert_eq!(
+            vm_dir(root, "@2049-4026532178"),
+            Some(root.join("vm-pods/2049-4026532178.vm"))
+        );
+        for bad in ["@", "@1-", "@-2", "@1-2/..", "@../x", "@1-2-3", "../x", "", "a/b"] {
+            assert_eq!(vm_dir(root, bad), None, "{bad:?}");
+        }
+    }
 }
