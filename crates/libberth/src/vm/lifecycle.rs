@@ -247,7 +247,7 @@ pub(super) fn create_attached(
         Some(end) => {
             std::fs::write(dir.join(pod::MONITOR_FILE), format!("{pid} {monitor_start}\n"))
                 .with_ctx(|| format!("{}", dir.display()))?;
-            pod::fork_stand_in(end, &cg)?
+            pod::fork_stand_in(end, &cg, net.netns.as_ref())?
         }
         None => pid,
     };

@@ -55,11 +55,16 @@ pub(crate) fn monitor_of(dir: &Path, rec: &Record) -> (i32, u64) {
 
 /// The host process of a pod's first VM container (its pid in `state`): not the monitor, so that
 /// the VM can outlive the container (a stopped first container, `kill`, `delete`: "parking").
-/// Forked by `create`, in the container's host cgroup, holding nothing but /dev/null and its end
-/// of a socket pair whose other end the monitor holds: it exits with the status the monitor
-/// writes there when the container's process ended ("CODE\n"), or 255 when the monitor is gone
-/// without one. Returns its pid.
-pub(super) fn fork_stand_in(end: std::os::unix::net::UnixStream, cg: &crate::cgroups::Cgroup) -> Result<i32> {
+/// Forked by `create`, in the container's host cgroup and network namespace (as the monitor: the
+/// CRI names the pod's network namespace as `/proc/<the sandbox's pid>/ns/net`), holding nothing
+/// but /dev/null and its end of a socket pair whose other end the monitor holds: it exits with
+/// the status the monitor writes there when the container's process ended ("CODE\n"), or 255
+/// when the monitor is gone without one. Returns its pid.
+pub(super) fn fork_stand_in(
+    end: std::os::unix::net::UnixStream,
+    cg: &crate::cgroups::Cgroup,
+    netns: Option<&OwnedFd>,
+) -> Result<i32> {
     use std::os::fd::AsRawFd;
     let fd = end.as_raw_fd();
     // SAFETY: Berth is single-threaded; the child only makes system calls and exits.
@@ -68,6 +73,12 @@ pub(super) fn fork_stand_in(end: std::os::unix::net::UnixStream, cg: &crate::cgr
         return Err(Error::sys("fork", std::io::Error::last_os_error()));
     }
     if pid == 0 {
+        if let Some(ns) = netns {
+            if super::net::enter(ns).is_err() {
+                // SAFETY: leave without the parent's destructors.
+                unsafe { libc::_exit(255) }
+            }
+        }
         // SAFETY: system calls on descriptor numbers and locals; the child leaves by _exit.
         unsafe {
             let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC);
