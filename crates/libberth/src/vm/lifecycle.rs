@@ -309,6 +309,7 @@ pub fn kill(locked: &Locked, rec: &Record, sig: i32, all: bool) -> Result<()> {
         // guest (vm/pod.rs; its status is then `stopped`, its VM stays until its last container
         // is deleted).
         pod::end_first_in_guest(&locked.dir, id);
+        pod::end_stand_in(&locked.dir, rec);
         return Ok(());
     }
     if sig == libc::SIGKILL {

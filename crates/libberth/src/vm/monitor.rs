@@ -296,7 +296,13 @@ pub(super) fn monitor(
     };
     let code = code.unwrap_or(255);
     if let Some(mut s) = mux.first_exit.as_ref() {
-        // (if the stand-in did not get it yet)
+        // The stand-in (if it did not get the status yet) exits when the host side is done: the
+        // taps go now (qemu's went with it; these are the monitor's own).
+        for t in &net.taps {
+            // SAFETY: the monitor's descriptors of the taps, used no more: it returns to _exit,
+            // which runs no destructor that could close them again.
+            unsafe { libc::close(t.as_raw_fd()) };
+        }
         let _ = std::io::Write::write_all(&mut s, format!("{code}\n").as_bytes());
     }
     code

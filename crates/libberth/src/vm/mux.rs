@@ -81,6 +81,9 @@ pub fn serve(
     let mut clients: BTreeMap<u32, Client> = BTreeMap::new();
     let mut next_id: u32 = 1;
     let mut code = None;
+    // When the container's process ended (a pod's first: its stand-in is told its status when
+    // the VM ends, or after FIRST_EXIT_GRACE if the VM stays for later containers).
+    let mut code_at: Option<std::time::Instant> = None;
     if let Some(f) = local.resize() {
         f.encode_into(&mut gtx);
     }
@@ -153,10 +156,8 @@ pub fn serve(
                 cut_off(child, &why);
                 guest_open = false;
             }
-            if let (false, Some(mut s), Some(c)) = (had_code, first_exit, code) {
-                // A pod's first container ended (the VM may stay for the others): its stand-in
-                // exits with its status (vm/pod.rs).
-                let _ = s.write_all(format!("{c}\n").as_bytes());
+            if !had_code && code.is_some() {
+                code_at = Some(std::time::Instant::now());
             }
         }
         ports.handle(&fds, &port_slots);
@@ -222,6 +223,14 @@ pub fn serve(
             }
             return (child.try_wait().ok().flatten(), code);
         }
+        if let (Some(t), Some(mut s), Some(c)) = (code_at, first_exit, code) {
+            if t.elapsed() > FIRST_EXIT_GRACE {
+                // The VM stays (later containers of the pod): the first container's stand-in
+                // exits with its status now (vm/pod.rs).
+                let _ = s.write_all(format!("{c}\n").as_bytes());
+                code_at = None;
+            }
+        }
         // A state directory removed under us (its creator killed mid-create, or the directory
         // deleted by hand): nobody can reach this VM any more, so end it. (`dir` names it through
         // the monitor's descriptor, which follows a rename: a removed directory has no links.)
@@ -231,6 +240,13 @@ pub fn serve(
         }
     }
 }
+
+/// How long after a pod's first container's process ended the VM may take to power off (the
+/// agent waits ≤ 2 s for the host's BYE) before the monitor takes it that the VM stays for later
+/// containers and lets the first's stand-in exit; otherwise the stand-in exits when the monitor
+/// has finished (its taps uncoupled), so `stopped` means the host side is done, as for any VM
+/// container.
+const FIRST_EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// The guest broke the protocol: stop it (the container ends; its status is 255).
 fn cut_off(child: &mut Child, why: &str) {

@@ -399,11 +399,7 @@ pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
         // What a VM of this namespace that ended left (its last delete did not finish).
         end_parked(rt, &key)?;
     }
-    // The first container's stand-in ends with its process (if it has not yet).
-    if state::process_alive(rec.pid, rec.pid_start) && (rec.pid, rec.pid_start) != (monitor, monitor_start) {
-        // SAFETY: SIGKILL to the recorded pid, checked against its start time just above.
-        unsafe { libc::kill(rec.pid, libc::SIGKILL) };
-    }
+    end_stand_in(dir, rec);
     // The parked VM's record names its monitor; the first container's poststop hooks run now,
     // not at the VM's end.
     let vm_rec = Record {
@@ -434,6 +430,15 @@ pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
 pub(super) fn has_live_members(dir: &Path, id: &str) -> bool {
     let Some(root) = dir.parent() else { return false };
     dir.join(SHARE).is_dir() && members_of(&state::Store::new(root), id).iter().any(|m| m.live)
+}
+
+/// The first container's stand-in ends with its process (if it has not yet): SIGKILL to the
+/// recorded pid, checked against its recorded start time, when it is not the monitor.
+pub(super) fn end_stand_in(dir: &Path, rec: &Record) {
+    if monitor_of(dir, rec) != (rec.pid, rec.pid_start) && state::process_alive(rec.pid, rec.pid_start) {
+        // SAFETY: SIGKILL to the recorded pid, checked against its start time just above.
+        unsafe { libc::kill(rec.pid, libc::SIGKILL) };
+    }
 }
 
 /// End a pod's first container in the guest, not its VM: SIGKILL to its processes, then wait
