@@ -807,48 +807,6 @@ fn stdin_reaches_a_vm_container_through_run() {
     assert_eq!(outs[0], outs[1], "the VM container read something else");
 }
 
-/// Read a pty master until `done` says the text is complete (or the pty closes).
-fn read_until(master: &std::os::fd::OwnedFd, what: &str, done: impl Fn(&str) -> bool) -> String {
-    use std::os::fd::AsRawFd;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while !done(&text) {
-        assert!(Instant::now() < deadline, "the terminal never showed {what}: {text:?}");
-        let mut p = libc::pollfd {
-            fd: master.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
-            continue;
-        }
-        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n <= 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n as usize]).replace("\r\n", "\n"));
-    }
-    text
-}
-
-fn set_size(master: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
-    use std::os::fd::AsRawFd;
-    let ws = libc::winsize {
-        ws_row: rows,
-        ws_col: cols,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
-}
-
-fn write_pty(master: &std::os::fd::OwnedFd, text: &str) {
-    use std::os::fd::AsRawFd;
-    let n = unsafe { libc::write(master.as_raw_fd(), text.as_ptr().cast(), text.len()) };
-    assert_eq!(n, text.len() as isize);
-}
-
 #[test]
 fn vm_terminals_through_console_sockets() {
     if skip_vm("vm_terminals_through_console_sockets") {

@@ -631,3 +631,50 @@ fn podman_rm_of_the_first_vm_container_keeps_the_pod_vm() {
     });
     p.ok(&["pod", "rm", "-f", "-t", "0", "vmpodrm"]);
 }
+
+/// A later VM container of a pod may have a terminal, as the first may: its pty master goes to
+/// the console socket; the engine's size, its input and output and its exit status cross the
+/// pod's VM on its own stream.
+#[test]
+fn a_later_vm_container_of_a_pod_has_a_terminal() {
+    if skip_vm("a_later_vm_container_of_a_pod_has_a_terminal") {
+        return;
+    }
+    let ns = Netns(format!("bptty-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    a.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
+    let mut b = Bundle::sh("read x; stty size; tty; cat /proc/sys/kernel/random/boot_id; echo got=$x; exit 5");
+    vm(&mut b);
+    b.set_namespace("network", Some(&path));
+    b.config["process"]["terminal"] = serde_json::json!(true);
+    let (ia, ib) = (unique_id(), unique_id());
+    rt.create_and_start(&a, &ia);
+    let boot_a = wait_file(&a.rootfs().join("boot_id"), Duration::from_secs(90));
+    let ma = monitor_pid(&rt, &ia);
+    let qemu = children_named(ma, "qemu-system");
+    // Detached without a console socket: refused, naming the field.
+    let out = rt.create(&b, &ib);
+    assert_err_mentions(&out, "process.terminal", "a terminal without --console-socket");
+    let console = ConsoleSocket::new();
+    rt.create_with(&b, &ib, &["--console-socket", console.path_str()])
+        .ok("create --console-socket");
+    let master = console.recv_master();
+    set_size(&master, 30, 100);
+    rt.start(&ib).ok("start");
+    write_pty(&master, "yes\n");
+    let text = read_until(&master, "the process's answer", |t| t.contains("got="));
+    assert!(
+        text.contains(&format!("30 100\n/dev/pts/0\n{}got=yes", boot_a)),
+        "size, its own pty, the pod's VM: {text:?}"
+    );
+    rt.wait_for_status(&ib, "stopped");
+    assert_eq!(children_named(ma, "qemu-system"), qemu, "one VM");
+    assert_eq!(rt.state(&ia)["status"], "running");
+    rt.delete(&ib).ok("delete the second");
+    rt.delete_force(&ia).ok("delete the first");
+}

@@ -1323,3 +1323,51 @@ pub fn http_get(addr: &str, timeout: Duration) -> String {
     }
     panic!("GET http://{addr}/ did not answer within {timeout:?}: {last}");
 }
+
+/// Read a pty master until `done` holds of what came (≤ 30 s), or it hangs up.
+pub fn read_until(master: &std::os::fd::OwnedFd, what: &str, done: impl Fn(&str) -> bool) -> String {
+    use std::os::fd::AsRawFd;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !done(&text) {
+        assert!(Instant::now() < deadline, "the terminal never showed {what}: {text:?}");
+        let mut p = libc::pollfd {
+            fd: master.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        if unsafe { libc::poll(&mut p, 1, 100) } <= 0 {
+            continue;
+        }
+        // SAFETY: reading into a local buffer of its length.
+        let n = unsafe { libc::read(master.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        text.push_str(&String::from_utf8_lossy(&buf[..n as usize]).replace("\r\n", "\n"));
+    }
+    text
+}
+
+/// Set a pty's window size.
+pub fn set_size(master: &std::os::fd::OwnedFd, rows: u16, cols: u16) {
+    use std::os::fd::AsRawFd;
+    let ws = libc::winsize {
+        ws_row: rows,
+        ws_col: cols,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ with a valid winsize.
+    assert_eq!(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSWINSZ, &ws) }, 0);
+}
+
+/// Write all of `text` to a pty master.
+pub fn write_pty(master: &std::os::fd::OwnedFd, text: &str) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: writing from a valid buffer of its length.
+    let n = unsafe { libc::write(master.as_raw_fd(), text.as_ptr().cast(), text.len()) };
+    assert_eq!(n, text.len() as isize);
+}

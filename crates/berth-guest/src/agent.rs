@@ -251,9 +251,7 @@ impl Agent {
         if id == proto::GUEST_ID || self.members.values().any(|m| m == id) || self.streams.contains_key(&stream) {
             return Err(format!("container {id:?} exists already"));
         }
-        if msg.config["process"]["terminal"] == true {
-            return Err("process.terminal: not supported for a pod's later VM container yet".into());
-        }
+        let terminal = msg.config["process"]["terminal"] == true;
         let root = msg.config["root"]["path"].as_str().unwrap_or("");
         if !root.starts_with(&format!("{}/{id}/", proto::GUEST_POD)) {
             return Err(format!("root.path {root:?} is not in the pod share"));
@@ -289,6 +287,44 @@ impl Agent {
         let cfg = bundle.join("config.json");
         std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
         let null = null()?;
+        if terminal {
+            // Its terminal, as the first container's: the master from a console socket of its
+            // own, relayed on its stream (input and output; resizes come as frames).
+            let console = Path::new("/run").join(format!("console-{id}.sock"));
+            let _ = std::fs::remove_file(&console);
+            let listener =
+                std::os::unix::net::UnixListener::bind(&console).map_err(|e| format!("console socket: {e}"))?;
+            let opts = CreateOpts {
+                bundle: &bundle,
+                pid_file: None,
+                console_socket: Some(&console),
+                no_pivot: false,
+                no_new_keyring: false,
+                preserve_fds: 0,
+            };
+            let r = with_stdio([null.as_raw_fd(); 3], || self.rt.create(id, &opts))?;
+            let created = r.map_err(|e| e.to_string());
+            let m = created.clone().and_then(|_| accept_master(&listener));
+            let _ = std::fs::remove_file(&console);
+            if created.is_ok() && m.is_err() {
+                let _ = self.rt.delete(id, true);
+            }
+            let m = m?;
+            set_nonblocking(m.as_raw_fd());
+            let state = self.rt.state(id).map_err(|e| e.to_string())?;
+            let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+            let pid = v["pid"].as_i64().unwrap_or(0) as i32;
+            let st = Stream {
+                pid,
+                tty: Some(m.as_raw_fd()),
+                input: Some(dup(m.as_raw_fd())?),
+                outs: [Some(m), None],
+                ..Stream::default()
+            };
+            self.streams.insert(stream, st);
+            self.members.insert(stream, id.to_string());
+            return Ok(pid);
+        }
         let (in_r, in_w) = if msg.stdin {
             let (r, w) = pipe()?;
             (Some(r), Some(w))

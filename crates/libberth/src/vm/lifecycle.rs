@@ -72,7 +72,7 @@ pub(super) fn create_attached(
     // registry's lock; `claim` below looks again under it.
     let pod_key = pod::key(&bundle.spec)?;
     if let Some(k) = pod_key.as_deref().filter(|k| pod::owner(rt, k, false).is_some()) {
-        return pod::join(rt, id, opts, bundle, k);
+        return pod::join(rt, id, opts, bundle, k, att);
     }
     let mut plan = Plan::new(&bundle)?;
     plan.pod = pod_key.is_some() && plan.virtiofsd.is_some();
@@ -81,7 +81,7 @@ pub(super) fn create_attached(
     let mut registry_lock = None;
     if let Some(k) = pod_key.as_deref().filter(|_| plan.pod) {
         match pod::claim(rt, k, id)? {
-            pod::Claim::Join => return pod::join(rt, id, opts, bundle, k),
+            pod::Claim::Join => return pod::join(rt, id, opts, bundle, k, att),
             pod::Claim::First(lock) => registry_lock = Some(lock),
         }
     }

@@ -590,13 +590,23 @@ pub(crate) fn route(dir: &Path) -> (PathBuf, Option<String>) {
 /// `create` of a later VM container of a pod: made in the running VM of the namespace `key`
 /// (looked up again under the registry's lock, held until the container's record names its
 /// helper, so that its VM is not parked or ended meanwhile).
-pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, key: &str) -> Result<Record> {
+pub(super) fn join(
+    rt: &Runtime,
+    id: &str,
+    opts: &CreateOpts,
+    bundle: Bundle,
+    key: &str,
+    att: super::Attach,
+) -> Result<Record> {
+    let spec = &bundle.spec;
+    // A terminal: the host side of a pty relayed by the helper to the guest's (its master goes
+    // to the console socket, or `run` relays it), as for `exec -t`.
+    let terminal = spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true));
+    if terminal && att.tty.is_none() && opts.console_socket.is_none() {
+        bail!("process.terminal: true needs --console-socket when the container is detached (create, run --detach)");
+    }
     let registry_lock = lock_registry(rt.store.root())?;
     let owner = &owner(rt, key, true).ok_or_else(|| err!("VM container {id:?}: the pod's VM ended meanwhile"))?;
-    let spec = &bundle.spec;
-    if spec.process().as_ref().is_some_and(|p| p.terminal() == Some(true)) {
-        bail!("process.terminal: a terminal is not supported yet for a VM container joining a pod's VM (container {owner:?})");
-    }
     if opts.preserve_fds > 0 {
         bail!("--preserve-fds: not supported in VM containers");
     }
@@ -661,7 +671,27 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ke
             }
         }
     }
-    let stdin = relay::stdin_worth_reading(0, false);
+    let (master, peer) = match (terminal, att.tty) {
+        (false, _) => (None, None),
+        (true, Some(t)) => (None, Some(t)),
+        (true, None) => {
+            let (m, p) = relay::host_pty()?;
+            (Some(m), Some(p))
+        }
+    };
+    let console = match (&master, opts.console_socket) {
+        (Some(_), Some(p)) => {
+            Some(std::os::unix::net::UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?)
+        }
+        _ => None,
+    };
+    if let Some((rows, cols)) = peer
+        .as_ref()
+        .and_then(|t| relay::win_size(std::os::fd::AsRawFd::as_raw_fd(t)))
+    {
+        config["process"]["consoleSize"] = serde_json::json!({"height": rows, "width": cols});
+    }
+    let stdin = !terminal && relay::stdin_worth_reading(0, false);
     let msg = proto::CreateMsg {
         config,
         stdin,
@@ -720,6 +750,13 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ke
     if proto::split(&reply).0 != "ready" {
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
     }
+    if let (Some(m), Some(c)) = (&master, &console) {
+        use std::os::fd::AsRawFd;
+        let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
+        crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
+    }
+    drop(console);
+    drop(master);
     let gate = confine::Gate::new()?;
     let lock_fd = undo.dir.as_ref().and_then(|l| l.lock_fd());
     // SAFETY: Berth is single-threaded; the child only relays and exits.
@@ -737,11 +774,13 @@ pub(super) fn join(rt: &Runtime, id: &str, opts: &CreateOpts, bundle: Bundle, ke
         // SAFETY: a session of its own, as the monitor: the caller's terminal signals are not
         // the container's.
         unsafe { libc::setsid() };
-        let code = exec::helper(s, buf, None, stdin, gate);
+        // (it closes every other descriptor: the locks, Berth's own pty master in `run`)
+        let code = exec::helper(s, buf, peer, stdin, gate);
         // SAFETY: leave without the parent's destructors.
         unsafe { libc::_exit(code) }
     }
     drop(s);
+    drop(peer);
     undo.pid = pid;
     gate.release(&cg, pid)?;
     rec.pid = pid;
