@@ -673,6 +673,30 @@ fn a_later_vm_container_of_a_pod_has_a_terminal() {
         "size, its own pty, the pod's VM: {text:?}"
     );
     rt.wait_for_status(&ib, "stopped");
+    // `run` in the foreground on a terminal (script(1) gives it one): Berth relays its own.
+    let mut c = Bundle::sh("tty; cat /proc/sys/kernel/random/boot_id; exit 3");
+    vm(&mut c);
+    c.set_namespace("network", Some(&path));
+    c.config["process"]["terminal"] = serde_json::json!(true);
+    c.save();
+    let ic = unique_id();
+    let cmd = format!(
+        "{} --root {} run --bundle {} {ic}",
+        rt.bin.display(),
+        rt.root.display(),
+        c.dir.display()
+    );
+    let out = Command::new("timeout")
+        .args(["120", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout).replace("\r\n", "\n");
+    assert!(
+        text.contains(&format!("/dev/pts/0\n{boot_a}")),
+        "run on a terminal in the pod's VM: {text:?}"
+    );
+    assert_eq!(out.status.code(), Some(3), "run's status: {text:?}");
     assert_eq!(children_named(ma, "qemu-system"), qemu, "one VM");
     assert_eq!(rt.state(&ia)["status"], "running");
     rt.delete(&ib).ok("delete the second");
