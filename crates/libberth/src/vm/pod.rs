@@ -411,7 +411,11 @@ pub fn park(rt: &Runtime, locked: &Locked, rec: &Record) -> Result<bool> {
     locked.save(&vm_rec)?;
     std::fs::rename(dir, &parked).with_ctx(|| format!("rename {} to {}", dir.display(), parked.display()))?;
     let token = format!("{PARKED}{key}");
-    register(rt, &key, &token)?;
+    if let Err(e) = register(rt, &key, &token) {
+        // The members still name the first container: give its directory back.
+        let _ = std::fs::rename(&parked, dir);
+        return Err(e);
+    }
     for m in members_of(&rt.store, &rec.id) {
         if let Err(e) = write_replacing(&m.dir, OWNER_FILE, &token) {
             crate::log::warn(&format!("container {:?}: {e}", m.id));
