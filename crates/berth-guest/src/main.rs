@@ -37,7 +37,9 @@ pub(crate) type R<T> = Result<T, String>;
 /// To the kernel log (and so the console, hvc0, which the host keeps in console.log).
 pub(crate) fn log(msg: &str) {
     if let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/kmsg") {
-        let _ = writeln!(f, "<2>{msg}");
+        // One write: each write to /dev/kmsg is one record (writeln! may split it, and the
+        // message would lose its level).
+        let _ = f.write_all(format!("<2>{msg}\n").as_bytes());
     }
 }
 
