@@ -8,8 +8,10 @@
 #   scripts/guest-kernel.sh path      the cached bzImage's path (exit 1 if not built)
 #   scripts/guest-kernel.sh key       the cache key: <source version>-<config hash>
 #
-# The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,config,release}
-# and a link `current` to the newest key, which is where Berth looks (vm/image.rs). The build
+# The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,vmlinux,config,release}
+# and a link `current` to the newest key, which is where Berth looks (vm/image.rs). `vmlinux` is the
+# same kernel uncompressed (the ELF the bzImage carries, without symbols): under TCG Berth boots it
+# through its PVH entry, which skips the decompressor. The build
 # runs under a lock, in a scratch directory removed on success, failure or interrupt, at
 # `nice -n 10 make -j$(nproc)` (the machine is shared), with the build's timestamp, user and host fixed
 # so that the same source and config give the same kernel.
@@ -19,8 +21,8 @@ fragment=$repo/vm/kernel/berth-guest.config
 tarball=/usr/src/linux-source-6.1.tar.xz
 cache=${BERTH_KERNEL_CACHE:-/var/cache/berth/kernel}
 # Bump when the steps below change what is built.
-recipe=2
-deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc cpio xz-utils lz4 kmod)
+recipe=3
+deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc binutils cpio xz-utils lz4 kmod)
 
 die() { echo "guest-kernel: $*" >&2; exit 1; }
 
@@ -92,6 +94,9 @@ build() {
   "${mk[@]}" bzImage
   mkdir -p "$scratch/out"
   cp "$src/arch/x86/boot/bzImage" "$scratch/out/bzImage"
+  # What the bzImage compresses (arch/x86/boot/compressed/Makefile: vmlinux.bin), as a file:
+  # the ELF with its PVH note, no symbols.
+  objcopy -R .comment -S "$src/vmlinux" "$scratch/out/vmlinux"
   cp "$src/.config" "$scratch/out/config"
   "${mk[@]}" kernelrelease >"$scratch/out/release"
   echo "$(($(date +%s) - start))" >"$scratch/out/build-seconds"

@@ -58,6 +58,31 @@ pub struct Kernel {
     /// Berth's own guest kernel (vm/kernel/berth-guest.config: everything built in, no modules).
     pub berth: bool,
     pub why: String,
+    /// Berth's kernel uncompressed: the ELF `vmlinux` that scripts/guest-kernel.sh keeps beside
+    /// the bzImage (the same build), which qemu boots through its PVH entry.
+    pub uncompressed: Option<PathBuf>,
+}
+
+impl Kernel {
+    fn new(path: PathBuf, berth: bool, why: String) -> Kernel {
+        let uncompressed = if berth { uncompressed_beside(&path) } else { None };
+        Kernel {
+            path,
+            berth,
+            why,
+            uncompressed,
+        }
+    }
+}
+
+/// `vmlinux` in the directory of Berth's kernel, when it is an ELF file (its PVH note is the
+/// kernel's: CONFIG_PVH).
+fn uncompressed_beside(kernel: &Path) -> Option<PathBuf> {
+    let v = kernel.parent()?.join("vmlinux");
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(&v).ok()?;
+    std::io::Read::read_exact(&mut f, &mut magic).ok()?;
+    (magic == *b"\x7fELF" && f.metadata().ok()?.is_file()).then_some(v)
 }
 
 /// Where Berth's guest kernel is looked for, in order: installed beside an installed agent
@@ -87,30 +112,20 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
         if !p.is_file() {
             bail!("{field} {}: no such file", p.display());
         }
-        return Ok(Kernel {
-            berth: is_berth_kernel(p),
-            path: p.to_path_buf(),
-            why: format!("set by {field}"),
-        });
+        return Ok(Kernel::new(
+            p.to_path_buf(),
+            is_berth_kernel(p),
+            format!("set by {field}"),
+        ));
     }
     let env = std::env::var(ENV_KERNEL).ok().filter(|v| !v.is_empty());
     match env.as_deref() {
-        Some("cloud") => {
-            return cloud_kernel().map(|path| Kernel {
-                path,
-                berth: false,
-                why: format!("{ENV_KERNEL}=cloud"),
-            })
-        }
+        Some("cloud") => return cloud_kernel().map(|path| Kernel::new(path, false, format!("{ENV_KERNEL}=cloud"))),
         Some("berth") => {
             return berth_kernel_paths()
                 .into_iter()
                 .find(|p| p.is_file())
-                .map(|path| Kernel {
-                    path,
-                    berth: true,
-                    why: format!("{ENV_KERNEL}=berth"),
-                })
+                .map(|path| Kernel::new(path, true, format!("{ENV_KERNEL}=berth")))
                 .ok_or_else(|| {
                     err!(
                     "{ENV_KERNEL}=berth: Berth's guest kernel is not in {} (build it: scripts/guest-kernel.sh build)",
@@ -130,27 +145,29 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
                     p.display()
                 );
             }
-            return Ok(Kernel {
-                berth: is_berth_kernel(&p),
-                path: p,
-                why: format!("set by {ENV_KERNEL}"),
-            });
+            return Ok(Kernel::new(
+                p.clone(),
+                is_berth_kernel(&p),
+                format!("set by {ENV_KERNEL}"),
+            ));
         }
         None => {}
     }
     // Berth's own kernel when built or installed (docs/VM.md, "The guest kernel"), else the cloud
     // kernel.
     if let Some(path) = berth_kernel_paths().into_iter().find(|p| p.is_file()) {
-        return Ok(Kernel {
+        return Ok(Kernel::new(
             path,
-            berth: true,
-            why: format!("the default: Berth's guest kernel; {ENV_KERNEL}=cloud chooses the cloud kernel"),
-        });
+            true,
+            format!("the default: Berth's guest kernel; {ENV_KERNEL}=cloud chooses the cloud kernel"),
+        ));
     }
-    cloud_kernel().map(|path| Kernel {
-        path,
-        berth: false,
-        why: "the default: Berth's guest kernel is not built (scripts/guest-kernel.sh build)".to_string(),
+    cloud_kernel().map(|path| {
+        Kernel::new(
+            path,
+            false,
+            "the default: Berth's guest kernel is not built (scripts/guest-kernel.sh build)".to_string(),
+        )
     })
 }
 
