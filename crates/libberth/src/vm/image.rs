@@ -521,6 +521,23 @@ mod tests {
     }
 
     #[test]
+    fn the_uncompressed_image_is_the_elf_vmlinux_beside_berths_kernel_only() {
+        let dir = std::env::temp_dir().join(format!("berth-uncompressed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let bz = dir.join("bzImage");
+        std::fs::write(&bz, b"not read here").unwrap();
+        let k = |berth| Kernel::new(bz.clone(), berth, String::new()).uncompressed;
+        assert_eq!(k(true), None, "no vmlinux beside it");
+        std::fs::write(dir.join("vmlinux"), b"MZ: not an ELF").unwrap();
+        assert_eq!(k(true), None, "a vmlinux that is not an ELF file");
+        std::fs::write(dir.join("vmlinux"), b"\x7fELF\x02\x01\x01").unwrap();
+        assert_eq!(k(true), Some(dir.join("vmlinux")));
+        assert_eq!(k(false), None, "another kernel (the cloud kernel) is booted as it is");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn cpio_entries_are_aligned() {
         let mut c = Cpio {
             out: Vec::new(),
