@@ -21,6 +21,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_net",
 ];
 
+/// An initramfs of another agent for the same kernel is removed once unused for this long.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Bump when the initramfs layout changes, so cached images are rebuilt.
 const LAYOUT: u32 = 2;
 
@@ -399,7 +402,15 @@ pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
     }
     let dir = cache_dir();
     let path = dir.join(format!("initramfs-{release}-{:016x}.cpio", h.finish()));
-    if path.is_file() {
+    if let Ok(f) = std::fs::File::open(&path) {
+        // In use: its time says so to other agents' builds (below), at most once a minute.
+        let now = std::time::SystemTime::now();
+        if f.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > std::time::Duration::from_secs(60))
+        {
+            let _ = f.set_modified(now);
+        }
         return Ok(path);
     }
     let mods = if builtin {
@@ -459,12 +470,18 @@ pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
     f.write_all(&c.out).with_ctx(|| format!("{}", tmp.display()))?;
     drop(f);
     std::fs::rename(&tmp, &path).with_ctx(|| format!("{}", path.display()))?;
-    // Images of older agents for this kernel are stale now.
+    // Images of older agents for this kernel are stale now — unless another agent (another
+    // checkout's, on a shared cache) used its image within STALE_AFTER: removing it between that
+    // berth's choice of it and qemu's open made its VM fail.
     let prefix = format!("initramfs-{release}-");
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let n = e.file_name();
         let n = n.to_string_lossy();
-        if n.starts_with(&prefix) && e.path() != path {
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
+        if n.starts_with(&prefix) && e.path() != path && idle {
             let _ = std::fs::remove_file(e.path());
         }
     }
