@@ -154,7 +154,10 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     let (expected, why) = default_kernel();
     let release = bzimage_release(&expected);
     let rt = Runtime::new();
-    let mut b = Bundle::sh("uname -r; test -e /proc/modules && echo modules || echo no-modules");
+    let mut b = Bundle::sh(
+        "uname -r; test -e /proc/modules && echo modules || echo no-modules; \
+         grep -o 'nolapic_timer no_timer_check' /proc/cmdline || echo plain",
+    );
     vm(&mut b);
     b.save();
     let id = unique_id();
@@ -175,6 +178,18 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     // Berth's kernel has no modules at all (everything built in); the cloud kernel loads them.
     let builtin = release.ends_with("-berth");
     assert_eq!(lines.next(), Some(if builtin { "no-modules" } else { "modules" }));
+    // Under TCG Berth's kernel gets its timer options (vm/mod.rs, BERTH_KERNEL_CMDLINE_TCG) and,
+    // when scripts/guest-kernel.sh left its uncompressed vmlinux beside it, boots that (PVH).
+    let tcg = stderr.contains("tcg,tb-size");
+    assert_eq!(
+        lines.next(),
+        Some(if builtin && tcg {
+            "nolapic_timer no_timer_check"
+        } else {
+            "plain"
+        }),
+        "the kernel command line the container sees"
+    );
     let said = stderr
         .lines()
         .find(|l| l.contains("guest kernel"))
@@ -182,6 +197,18 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     assert!(
         said.contains(&*expected.to_string_lossy()) && said.contains(&why),
         "{said}"
+    );
+    let vmlinux = expected.with_file_name("vmlinux");
+    let pvh = builtin && tcg && vmlinux.is_file();
+    assert_eq!(
+        said.contains(&format!("uncompressed image {} (PVH entry)", vmlinux.display())),
+        pvh,
+        "{said}"
+    );
+    assert_eq!(
+        stderr.contains(&format!("\\\"-kernel\\\" \\\"{}\\\"", vmlinux.display())),
+        pvh,
+        "qemu boots the uncompressed image: {stderr}"
     );
     rt.assert_no_state(&id);
     // The annotation still overrides the default: the cloud kernel, with its modules.
@@ -192,7 +219,7 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
-        [bzimage_release(&cloud).as_str(), "modules"],
+        [bzimage_release(&cloud).as_str(), "modules", "plain"],
         "the annotation's kernel"
     );
     // `features` says which kernel a VM container boots by default.
