@@ -46,6 +46,42 @@ fn same_bundle_same_results_in_a_vm() {
     assert_eq!(outs[0], outs[1], "the VM container printed something else");
 }
 
+/// Time in the guest, with 1 and 2 vCPUs: under TCG Berth's kernel runs without the local APIC
+/// timer (`nolapic_timer`), the PIT is its tick and a second vCPU gets ticks by IPI. A guest
+/// without a working timer never ends a sleep (the agent would not answer at all).
+#[test]
+fn vm_sleeps_end_on_time_with_one_and_two_vcpus() {
+    if skip_vm("vm_sleeps_end_on_time_with_one_and_two_vcpus") {
+        return;
+    }
+    let rt = Runtime::new();
+    for cpus in [1, 2] {
+        // Both vCPUs sleep at once with two: each shell's sleep runs where the scheduler puts it.
+        let mut b = Bundle::sh(
+            "a=$(cut -d. -f1 /proc/uptime); sleep 2 & sleep 2; wait; \
+             b=$(cut -d. -f1 /proc/uptime); echo $((b - a)) $(nproc)",
+        );
+        vm(&mut b);
+        b.config["annotations"]["run.berth.vm.cpus"] = json!(cpus.to_string());
+        let t = std::time::Instant::now();
+        let out = rt.run(&b, &unique_id());
+        let took = t.elapsed();
+        assert_eq!(out.code(), 0, "{cpus} vCPUs: {}", out.describe());
+        let got = out.out();
+        let mut w = got.split_whitespace();
+        let slept: u64 = w.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        assert!(
+            (2..=4).contains(&slept),
+            "{cpus} vCPUs: 2 s of sleep took {slept} s of guest uptime: {got}"
+        );
+        assert_eq!(w.next(), Some(cpus.to_string().as_str()), "{cpus} vCPUs: nproc");
+        assert!(
+            took >= std::time::Duration::from_secs(2),
+            "{cpus} vCPUs: the run took {took:?}"
+        );
+    }
+}
+
 #[test]
 fn vm_lifecycle_create_start_state_kill_delete() {
     if skip_vm("vm_lifecycle_create_start_state_kill_delete") {
