@@ -226,7 +226,10 @@ pub(crate) fn mount_device(dev: &str, at: &str) -> R<()> {
 /// goes to the host as it is made, and a shared mapping's pages are written when it is unmapped
 /// (the processes are gone). A sync() would also send virtio-fs's SYNCFS, on which virtiofsd
 /// syncs the host's whole file system under the shared directory: 20-40 ms of the exit here, and
-/// a flush of every tenant's writes that a container's end on a host does not do.
+/// a flush of every tenant's writes that a container's end on a host does not do. (A file system
+/// mounted only in a container's own mount namespace was written back when that namespace went
+/// with the container's last process; unlike sync(), this does not reach one kept by a process
+/// that outlives the container's init — no pid namespace —, which the reset ends anyway.)
 fn write_back() {
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
         // SAFETY: sync is a plain system call.
