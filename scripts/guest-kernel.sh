@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Berth's guest kernel (docs/VM.md, "The guest kernel"): built from Debian's linux-source-6.1 with
-# the config fragment vm/kernel/berth-guest.config on top of `make tinyconfig`, and cached on this
-# machine, keyed by the source package's version and the fragment (with this recipe's version).
+# the patches in vm/kernel/patches/ (each says why) and the config fragment
+# vm/kernel/berth-guest.config on top of `make tinyconfig`, and cached on this machine, keyed by
+# the source package's version, the fragment and the patches (with this recipe's version).
 #
 #   scripts/guest-kernel.sh install   install the source package and the build dependencies (apt)
 #   scripts/guest-kernel.sh build     build it unless the cache has it; prints the bzImage's path
@@ -18,18 +19,19 @@
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 fragment=$repo/vm/kernel/berth-guest.config
+patches=$repo/vm/kernel/patches
 tarball=/usr/src/linux-source-6.1.tar.xz
 cache=${BERTH_KERNEL_CACHE:-/var/cache/berth/kernel}
 # Bump when the steps below change what is built.
-recipe=3
-deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc binutils cpio xz-utils lz4 kmod)
+recipe=4
+deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc binutils patch cpio xz-utils lz4 kmod)
 
 die() { echo "guest-kernel: $*" >&2; exit 1; }
 
 key() {
   local ver hash
   ver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null) || die "linux-source-6.1 is not installed (scripts/guest-kernel.sh install)"
-  hash=$( { echo "recipe $recipe"; cat "$fragment"; } | sha256sum | cut -c1-16)
+  hash=$( { echo "recipe $recipe"; cat "$fragment" "$patches"/*.patch; } | sha256sum | cut -c1-16)
   echo "$ver-$hash"
 }
 
@@ -72,7 +74,10 @@ build() {
     excl+=(--exclude="linux-source-6.1/arch/$a/*.[chS]" --exclude="linux-source-6.1/arch/$a/*.dts*")
   done
   tar -xf "$tarball" -C "$scratch" --strip-components=1 "${excl[@]}"
-  local src=$scratch
+  local src=$scratch p
+  for p in "$patches"/*.patch; do
+    patch -d "$src" -p1 --forward --batch --quiet <"$p" || die "$p does not apply to $(basename "$tarball")"
+  done
   # The source tarball's date (dpkg sets it from the package), so the banner is the same on every
   # machine for one source version.
   KBUILD_BUILD_TIMESTAMP=$(date -u -d "@$(stat -c %Y "$tarball")" '+%Y-%m-%d %H:%M:%S UTC')
