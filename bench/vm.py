@@ -92,13 +92,24 @@ def cmdline(kernel_path):
     """The kernel command line Berth gives this kernel under TCG (vm/boot.rs, Plan::new)."""
     base = "console=hvc0 quiet panic=-1 rdinit=/init tsc_early_khz=2600000 lpj=10400000"
     if release(kernel_path).endswith("-berth"):
-        return " ".join([base, *BERTH_KERNEL_CMDLINE])
+        return " ".join([base, *BERTH_KERNEL_CMDLINE, *BERTH_KERNEL_CMDLINE_TCG])
     return base
 
 
-# What vm/mod.rs adds for Berth's own kernel (keep in step with BERTH_KERNEL_CMDLINE there).
+# What vm/mod.rs adds for Berth's own kernel (keep in step with BERTH_KERNEL_CMDLINE and
+# BERTH_KERNEL_CMDLINE_TCG there).
 BERTH_KERNEL_CMDLINE = ["reboot=t"]
+BERTH_KERNEL_CMDLINE_TCG = ["nolapic_timer", "no_timer_check"]
 BERTH_KERNEL_MACHINE = ",acpi=off"
+
+
+def boot_image(kernel_path):
+    """The file qemu boots under TCG (vm/boot.rs, Plan::boot_kernel): Berth's kernel uncompressed
+    (its PVH entry) when scripts/guest-kernel.sh left `vmlinux` beside it."""
+    v = os.path.join(os.path.dirname(kernel_path), "vmlinux")
+    if release(kernel_path).endswith("-berth") and os.path.isfile(v):
+        return v
+    return kernel_path
 
 
 def machine(kernel_path):
@@ -117,7 +128,7 @@ def bare_boot(work, which, i):
     subprocess.run(
         ["qemu-system-x86_64", "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
          "-M", machine(kpath), "-accel", "tcg,tb-size=64", "-cpu", "max", "-m", f"{MEM_MIB}M", "-smp", "1",
-         "-kernel", kpath, "-initrd", initramfs(kpath), "-device", "virtio-serial-device",
+         "-kernel", boot_image(kpath), "-initrd", initramfs(kpath), "-device", "virtio-serial-device",
          "-chardev", f"file,id=ex,path={marker}", "-device", "virtserialport,chardev=ex,name=berth.exit",
          "-append", cmdline(kpath) + " berth.probe"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
@@ -243,7 +254,8 @@ def main():
     res = {"when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "berth": exe,
            "version": subprocess.run([exe, "--version"], capture_output=True, text=True).stdout.strip(),
            "host": {"cpus": os.cpu_count(), "loadavg_start": os.getloadavg()[0]},
-           "guest_ram_mib": MEM_MIB, "kernels": {k: {"path": kernel(k), "release": release(kernel(k))} for k in kernels},
+           "guest_ram_mib": MEM_MIB, "kernels": {k: {"path": kernel(k), "boots": boot_image(kernel(k)), "release": release(kernel(k))}
+                       for k in kernels},
            "boot": {}, "memory": {}}
     try:
         root = os.path.join(work, "root")

@@ -1,33 +1,37 @@
 #!/usr/bin/env bash
 # Berth's guest kernel (docs/VM.md, "The guest kernel"): built from Debian's linux-source-6.1 with
-# the config fragment vm/kernel/berth-guest.config on top of `make tinyconfig`, and cached on this
-# machine, keyed by the source package's version and the fragment (with this recipe's version).
+# the patches in vm/kernel/patches/ (each says why) and the config fragment
+# vm/kernel/berth-guest.config on top of `make tinyconfig`, and cached on this machine, keyed by
+# the source package's version, the fragment and the patches (with this recipe's version).
 #
 #   scripts/guest-kernel.sh install   install the source package and the build dependencies (apt)
 #   scripts/guest-kernel.sh build     build it unless the cache has it; prints the bzImage's path
 #   scripts/guest-kernel.sh path      the cached bzImage's path (exit 1 if not built)
 #   scripts/guest-kernel.sh key       the cache key: <source version>-<config hash>
 #
-# The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,config,release}
-# and a link `current` to the newest key, which is where Berth looks (vm/image.rs). The build
+# The cache: $BERTH_KERNEL_CACHE (default /var/cache/berth/kernel)/<key>/{bzImage,vmlinux,config,release}
+# and a link `current` to the newest key, which is where Berth looks (vm/image.rs). `vmlinux` is the
+# same kernel uncompressed (the ELF the bzImage carries, without symbols): under TCG Berth boots it
+# through its PVH entry, which skips the decompressor. The build
 # runs under a lock, in a scratch directory removed on success, failure or interrupt, at
 # `nice -n 10 make -j$(nproc)` (the machine is shared), with the build's timestamp, user and host fixed
 # so that the same source and config give the same kernel.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 fragment=$repo/vm/kernel/berth-guest.config
+patches=$repo/vm/kernel/patches
 tarball=/usr/src/linux-source-6.1.tar.xz
 cache=${BERTH_KERNEL_CACHE:-/var/cache/berth/kernel}
 # Bump when the steps below change what is built.
-recipe=2
-deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc cpio xz-utils lz4 kmod)
+recipe=4
+deps=(linux-source-6.1 bc bison flex libelf-dev libssl-dev make gcc binutils patch cpio xz-utils lz4 kmod)
 
 die() { echo "guest-kernel: $*" >&2; exit 1; }
 
 key() {
   local ver hash
   ver=$(dpkg-query -W -f='${Version}' linux-source-6.1 2>/dev/null) || die "linux-source-6.1 is not installed (scripts/guest-kernel.sh install)"
-  hash=$( { echo "recipe $recipe"; cat "$fragment"; } | sha256sum | cut -c1-16)
+  hash=$( { echo "recipe $recipe"; cat "$fragment" "$patches"/*.patch; } | sha256sum | cut -c1-16)
   echo "$ver-$hash"
 }
 
@@ -70,7 +74,10 @@ build() {
     excl+=(--exclude="linux-source-6.1/arch/$a/*.[chS]" --exclude="linux-source-6.1/arch/$a/*.dts*")
   done
   tar -xf "$tarball" -C "$scratch" --strip-components=1 "${excl[@]}"
-  local src=$scratch
+  local src=$scratch p
+  for p in "$patches"/*.patch; do
+    patch -d "$src" -p1 --forward --batch --quiet <"$p" || die "$p does not apply to $(basename "$tarball")"
+  done
   # The source tarball's date (dpkg sets it from the package), so the banner is the same on every
   # machine for one source version.
   KBUILD_BUILD_TIMESTAMP=$(date -u -d "@$(stat -c %Y "$tarball")" '+%Y-%m-%d %H:%M:%S UTC')
@@ -92,6 +99,9 @@ build() {
   "${mk[@]}" bzImage
   mkdir -p "$scratch/out"
   cp "$src/arch/x86/boot/bzImage" "$scratch/out/bzImage"
+  # What the bzImage compresses (arch/x86/boot/compressed/Makefile: vmlinux.bin), as a file:
+  # the ELF with its PVH note, no symbols.
+  objcopy -R .comment -S "$src/vmlinux" "$scratch/out/vmlinux"
   cp "$src/.config" "$scratch/out/config"
   "${mk[@]}" kernelrelease >"$scratch/out/release"
   echo "$(($(date +%s) - start))" >"$scratch/out/build-seconds"

@@ -46,6 +46,42 @@ fn same_bundle_same_results_in_a_vm() {
     assert_eq!(outs[0], outs[1], "the VM container printed something else");
 }
 
+/// Time in the guest, with 1 and 2 vCPUs: under TCG Berth's kernel runs without the local APIC
+/// timer (`nolapic_timer`), the PIT is its tick and a second vCPU gets ticks by IPI. A guest
+/// without a working timer never ends a sleep (the agent would not answer at all).
+#[test]
+fn vm_sleeps_end_on_time_with_one_and_two_vcpus() {
+    if skip_vm("vm_sleeps_end_on_time_with_one_and_two_vcpus") {
+        return;
+    }
+    let rt = Runtime::new();
+    for cpus in [1, 2] {
+        // Both vCPUs sleep at once with two: each shell's sleep runs where the scheduler puts it.
+        let mut b = Bundle::sh(
+            "a=$(cut -d. -f1 /proc/uptime); sleep 2 & sleep 2; wait; \
+             b=$(cut -d. -f1 /proc/uptime); echo $((b - a)) $(nproc)",
+        );
+        vm(&mut b);
+        b.config["annotations"]["run.berth.vm.cpus"] = json!(cpus.to_string());
+        let t = std::time::Instant::now();
+        let out = rt.run(&b, &unique_id());
+        let took = t.elapsed();
+        assert_eq!(out.code(), 0, "{cpus} vCPUs: {}", out.describe());
+        let got = out.out();
+        let mut w = got.split_whitespace();
+        let slept: u64 = w.next().and_then(|x| x.parse().ok()).unwrap_or(0);
+        assert!(
+            (2..=4).contains(&slept),
+            "{cpus} vCPUs: 2 s of sleep took {slept} s of guest uptime: {got}"
+        );
+        assert_eq!(w.next(), Some(cpus.to_string().as_str()), "{cpus} vCPUs: nproc");
+        assert!(
+            took >= std::time::Duration::from_secs(2),
+            "{cpus} vCPUs: the run took {took:?}"
+        );
+    }
+}
+
 #[test]
 fn vm_lifecycle_create_start_state_kill_delete() {
     if skip_vm("vm_lifecycle_create_start_state_kill_delete") {
@@ -154,7 +190,10 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     let (expected, why) = default_kernel();
     let release = bzimage_release(&expected);
     let rt = Runtime::new();
-    let mut b = Bundle::sh("uname -r; test -e /proc/modules && echo modules || echo no-modules");
+    let mut b = Bundle::sh(
+        "uname -r; test -e /proc/modules && echo modules || echo no-modules; \
+         grep -o 'nolapic_timer no_timer_check' /proc/cmdline || echo plain",
+    );
     vm(&mut b);
     b.save();
     let id = unique_id();
@@ -175,6 +214,18 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     // Berth's kernel has no modules at all (everything built in); the cloud kernel loads them.
     let builtin = release.ends_with("-berth");
     assert_eq!(lines.next(), Some(if builtin { "no-modules" } else { "modules" }));
+    // Under TCG Berth's kernel gets its timer options (vm/mod.rs, BERTH_KERNEL_CMDLINE_TCG) and,
+    // when scripts/guest-kernel.sh left its uncompressed vmlinux beside it, boots that (PVH).
+    let tcg = stderr.contains("tcg,tb-size");
+    assert_eq!(
+        lines.next(),
+        Some(if builtin && tcg {
+            "nolapic_timer no_timer_check"
+        } else {
+            "plain"
+        }),
+        "the kernel command line the container sees"
+    );
     let said = stderr
         .lines()
         .find(|l| l.contains("guest kernel"))
@@ -182,6 +233,18 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     assert!(
         said.contains(&*expected.to_string_lossy()) && said.contains(&why),
         "{said}"
+    );
+    let vmlinux = expected.with_file_name("vmlinux");
+    let pvh = builtin && tcg && vmlinux.is_file();
+    assert_eq!(
+        said.contains(&format!("uncompressed image {} (PVH entry)", vmlinux.display())),
+        pvh,
+        "{said}"
+    );
+    assert_eq!(
+        stderr.contains(&format!("\\\"-kernel\\\" \\\"{}\\\"", vmlinux.display())),
+        pvh,
+        "qemu boots the uncompressed image: {stderr}"
     );
     rt.assert_no_state(&id);
     // The annotation still overrides the default: the cloud kernel, with its modules.
@@ -192,7 +255,7 @@ fn vm_boots_the_kernel_berth_chooses_and_says_which() {
     assert!(out.status.success(), "run: {}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).lines().collect::<Vec<_>>(),
-        [bzimage_release(&cloud).as_str(), "modules"],
+        [bzimage_release(&cloud).as_str(), "modules", "plain"],
         "the annotation's kernel"
     );
     // `features` says which kernel a VM container boots by default.

@@ -21,6 +21,9 @@ pub const GUEST_MODULES: &[&str] = &[
     "virtio_net",
 ];
 
+/// An initramfs of another agent for the same kernel is removed once unused for this long.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Bump when the initramfs layout changes, so cached images are rebuilt.
 const LAYOUT: u32 = 2;
 
@@ -58,6 +61,31 @@ pub struct Kernel {
     /// Berth's own guest kernel (vm/kernel/berth-guest.config: everything built in, no modules).
     pub berth: bool,
     pub why: String,
+    /// Berth's kernel uncompressed: the ELF `vmlinux` that scripts/guest-kernel.sh keeps beside
+    /// the bzImage (the same build), which qemu boots through its PVH entry.
+    pub uncompressed: Option<PathBuf>,
+}
+
+impl Kernel {
+    fn new(path: PathBuf, berth: bool, why: String) -> Kernel {
+        let uncompressed = if berth { uncompressed_beside(&path) } else { None };
+        Kernel {
+            path,
+            berth,
+            why,
+            uncompressed,
+        }
+    }
+}
+
+/// `vmlinux` in the directory of Berth's kernel, when it is an ELF file (its PVH note is the
+/// kernel's: CONFIG_PVH).
+fn uncompressed_beside(kernel: &Path) -> Option<PathBuf> {
+    let v = kernel.parent()?.join("vmlinux");
+    let mut magic = [0u8; 4];
+    let mut f = std::fs::File::open(&v).ok()?;
+    std::io::Read::read_exact(&mut f, &mut magic).ok()?;
+    (magic == *b"\x7fELF" && f.metadata().ok()?.is_file()).then_some(v)
 }
 
 /// Where Berth's guest kernel is looked for, in order: installed beside an installed agent
@@ -87,30 +115,20 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
         if !p.is_file() {
             bail!("{field} {}: no such file", p.display());
         }
-        return Ok(Kernel {
-            berth: is_berth_kernel(p),
-            path: p.to_path_buf(),
-            why: format!("set by {field}"),
-        });
+        return Ok(Kernel::new(
+            p.to_path_buf(),
+            is_berth_kernel(p),
+            format!("set by {field}"),
+        ));
     }
     let env = std::env::var(ENV_KERNEL).ok().filter(|v| !v.is_empty());
     match env.as_deref() {
-        Some("cloud") => {
-            return cloud_kernel().map(|path| Kernel {
-                path,
-                berth: false,
-                why: format!("{ENV_KERNEL}=cloud"),
-            })
-        }
+        Some("cloud") => return cloud_kernel().map(|path| Kernel::new(path, false, format!("{ENV_KERNEL}=cloud"))),
         Some("berth") => {
             return berth_kernel_paths()
                 .into_iter()
                 .find(|p| p.is_file())
-                .map(|path| Kernel {
-                    path,
-                    berth: true,
-                    why: format!("{ENV_KERNEL}=berth"),
-                })
+                .map(|path| Kernel::new(path, true, format!("{ENV_KERNEL}=berth")))
                 .ok_or_else(|| {
                     err!(
                     "{ENV_KERNEL}=berth: Berth's guest kernel is not in {} (build it: scripts/guest-kernel.sh build)",
@@ -130,27 +148,29 @@ pub fn kernel(path: Option<&Path>, field: &str) -> Result<Kernel> {
                     p.display()
                 );
             }
-            return Ok(Kernel {
-                berth: is_berth_kernel(&p),
-                path: p,
-                why: format!("set by {ENV_KERNEL}"),
-            });
+            return Ok(Kernel::new(
+                p.clone(),
+                is_berth_kernel(&p),
+                format!("set by {ENV_KERNEL}"),
+            ));
         }
         None => {}
     }
     // Berth's own kernel when built or installed (docs/VM.md, "The guest kernel"), else the cloud
     // kernel.
     if let Some(path) = berth_kernel_paths().into_iter().find(|p| p.is_file()) {
-        return Ok(Kernel {
+        return Ok(Kernel::new(
             path,
-            berth: true,
-            why: format!("the default: Berth's guest kernel; {ENV_KERNEL}=cloud chooses the cloud kernel"),
-        });
+            true,
+            format!("the default: Berth's guest kernel; {ENV_KERNEL}=cloud chooses the cloud kernel"),
+        ));
     }
-    cloud_kernel().map(|path| Kernel {
-        path,
-        berth: false,
-        why: "the default: Berth's guest kernel is not built (scripts/guest-kernel.sh build)".to_string(),
+    cloud_kernel().map(|path| {
+        Kernel::new(
+            path,
+            false,
+            "the default: Berth's guest kernel is not built (scripts/guest-kernel.sh build)".to_string(),
+        )
     })
 }
 
@@ -382,7 +402,15 @@ pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
     }
     let dir = cache_dir();
     let path = dir.join(format!("initramfs-{release}-{:016x}.cpio", h.finish()));
-    if path.is_file() {
+    if let Ok(f) = std::fs::File::open(&path) {
+        // In use: its time says so to other agents' builds (below), at most once a minute.
+        let now = std::time::SystemTime::now();
+        if f.metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > std::time::Duration::from_secs(60))
+        {
+            let _ = f.set_modified(now);
+        }
         return Ok(path);
     }
     let mods = if builtin {
@@ -442,12 +470,18 @@ pub fn initramfs(kernel: &Path, extra: Option<&Path>) -> Result<PathBuf> {
     f.write_all(&c.out).with_ctx(|| format!("{}", tmp.display()))?;
     drop(f);
     std::fs::rename(&tmp, &path).with_ctx(|| format!("{}", path.display()))?;
-    // Images of older agents for this kernel are stale now.
+    // Images of older agents for this kernel are stale now — unless another agent (another
+    // checkout's, on a shared cache) used its image within STALE_AFTER: removing it between that
+    // berth's choice of it and qemu's open made its VM fail.
     let prefix = format!("initramfs-{release}-");
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         let n = e.file_name();
         let n = n.to_string_lossy();
-        if n.starts_with(&prefix) && e.path() != path {
+        let idle = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
+        if n.starts_with(&prefix) && e.path() != path && idle {
             let _ = std::fs::remove_file(e.path());
         }
     }
@@ -501,6 +535,23 @@ mod tests {
                 "kernel/fs/fuse/virtiofs.ko"
             ]
         );
+    }
+
+    #[test]
+    fn the_uncompressed_image_is_the_elf_vmlinux_beside_berths_kernel_only() {
+        let dir = std::env::temp_dir().join(format!("berth-uncompressed-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        let bz = dir.join("bzImage");
+        std::fs::write(&bz, b"not read here").unwrap();
+        let k = |berth| Kernel::new(bz.clone(), berth, String::new()).uncompressed;
+        assert_eq!(k(true), None, "no vmlinux beside it");
+        std::fs::write(dir.join("vmlinux"), b"MZ: not an ELF").unwrap();
+        assert_eq!(k(true), None, "a vmlinux that is not an ELF file");
+        std::fs::write(dir.join("vmlinux"), b"\x7fELF\x02\x01\x01").unwrap();
+        assert_eq!(k(true), Some(dir.join("vmlinux")));
+        assert_eq!(k(false), None, "another kernel (the cloud kernel) is booted as it is");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -47,6 +47,16 @@ pub const ANN_KERNEL: &str = "run.berth.vm.kernel";
 /// `reboot=t`: see BERTH_KERNEL_MACHINE.
 pub const BERTH_KERNEL_CMDLINE: &[&str] = &["reboot=t"];
 
+/// What Berth's own kernel gets beyond BERTH_KERNEL_CMDLINE under TCG only (docs/VM.md, "Where the
+/// boot time goes"). `nolapic_timer`: no local APIC timer, so no calibration of it against the PIT
+/// (two 100 ms busy loops of guest time: TCG has no TSC-deadline timer, and 6.1 no other way to
+/// learn the APIC timer's rate); the PIT (which Berth's kernel keeps under TCG, see
+/// BERTH_KERNEL_MACHINE) is the tick, and a second vCPU gets its ticks from it by IPI (the
+/// kernel's tick broadcast). `no_timer_check`: no check that the PIT's interrupt arrives through
+/// the IO-APIC (a busy wait of 4 ticks; microvm's wiring is fixed). Under KVM the TSC-deadline
+/// timer is used and neither applies.
+pub const BERTH_KERNEL_CMDLINE_TCG: &[&str] = &["nolapic_timer", "no_timer_check"];
+
 /// The microvm options for Berth's own kernel: without ACPI (its ACPI tables fail to load in a
 /// kernel without PCI), qemu then names the virtio-mmio devices on the command line
 /// (`virtio_mmio.device=`), and the agent ends the VM with a reset (`reboot=t`: a triple fault,

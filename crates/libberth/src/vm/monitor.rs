@@ -180,7 +180,7 @@ pub(super) fn monitor(
         let _ = std::fs::remove_file(dir.join(name));
     }
     let image = plan.image.as_ref().map(|(p, _)| p.as_path());
-    let jail = match confine::qemu_jail(dir, &plan.kernel, &plan.initrd, image, plan.kvm) {
+    let jail = match confine::qemu_jail(dir, plan.boot_kernel(), &plan.initrd, image, plan.kvm) {
         Ok(j) => j,
         Err(e) => {
             eprintln!("berth: {e}");
