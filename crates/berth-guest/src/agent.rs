@@ -50,6 +50,62 @@ impl Default for Stream {
     }
 }
 
+impl Stream {
+    /// The process's stdio through a pty: the master is its input and its only output.
+    fn attach_master(&mut self, m: OwnedFd) -> R<()> {
+        set_nonblocking(m.as_raw_fd());
+        self.tty = Some(m.as_raw_fd());
+        self.input = Some(dup(m.as_raw_fd())?);
+        self.outs = [Some(m), None];
+        Ok(())
+    }
+}
+
+/// A process's stdio through pipes: stdin (when the host sends any), stdout and stderr. The
+/// child's ends are its stdin, stdout and stderr during the spawn (`child_fds`); `into_stream`
+/// then closes them, so only the process holds them and its exit (or theirs) ends the output.
+struct Piped {
+    null: File,
+    stdin: Option<(OwnedFd, OwnedFd)>,
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
+}
+
+impl Piped {
+    fn new(stdin: bool) -> R<Piped> {
+        Ok(Piped {
+            null: null()?,
+            stdin: if stdin { Some(pipe()?) } else { None },
+            out: pipe()?,
+            err: pipe()?,
+        })
+    }
+
+    /// The child's stdin, stdout and stderr (stdin: /dev/null without input).
+    fn child_fds(&self) -> [RawFd; 3] {
+        let stdin = self
+            .stdin
+            .as_ref()
+            .map_or(self.null.as_raw_fd(), |(r, _)| r.as_raw_fd());
+        [stdin, self.out.1.as_raw_fd(), self.err.1.as_raw_fd()]
+    }
+
+    /// The agent's ends, non-blocking, as a stream of `pid`; the child's ends closed.
+    fn into_stream(self, pid: i32) -> Stream {
+        let input = self.stdin.map(|(_, w)| w);
+        let outs = [Some(self.out.0), Some(self.err.0)];
+        for fd in input.iter().chain(outs.iter().flatten()) {
+            set_nonblocking(fd.as_raw_fd());
+        }
+        Stream {
+            pid,
+            input,
+            outs,
+            ..Stream::default()
+        }
+    }
+}
+
 pub struct Agent {
     ctl: OwnedFd,
     rx: FrameBuf,
@@ -170,6 +226,13 @@ impl Agent {
         }
     }
 
+    /// The pid of a container of the guest's runtime (0 when it has none).
+    fn pid_of(&self, id: &str) -> R<i32> {
+        let state = self.rt.state(id).map_err(|e| e.to_string())?;
+        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
+        Ok(v["pid"].as_i64().unwrap_or(0) as i32)
+    }
+
     fn create(&mut self, msg: CreateMsg) -> R<i32> {
         if let Some(net) = &msg.network {
             // The container shares the guest's network namespace: configured as the host's.
@@ -229,18 +292,13 @@ impl Agent {
         }
         if let Some(l) = &listener {
             let m = accept_master(l)?;
-            set_nonblocking(m.as_raw_fd());
             if let Some((r, c)) = st.size {
                 let _ = libberth::linux::console::set_size(m.as_raw_fd(), r, c);
             }
-            st.tty = Some(m.as_raw_fd());
-            st.input = Some(dup(m.as_raw_fd())?);
-            st.outs[0] = Some(m);
+            st.attach_master(m)?;
             let _ = std::fs::remove_file(console);
         }
-        let state = self.rt.state(proto::GUEST_ID).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        Ok(v["pid"].as_i64().unwrap_or(0) as i32)
+        self.pid_of(proto::GUEST_ID)
     }
 
     /// A pod's later container (vm/pod.rs), on its own stream: its root and bind mounts are in
@@ -273,10 +331,7 @@ impl Agent {
                     t => return Err(format!("linux.namespaces: {t:?} of another container")),
                 };
                 let other = self.container(Some(other))?;
-                let state = self.rt.state(&other).map_err(|e| e.to_string())?;
-                let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-                let pid = v["pid"]
-                    .as_i64()
+                let pid = Some(self.pid_of(&other)?)
                     .filter(|&p| p > 0)
                     .ok_or(format!("container {other:?} is not running"))?;
                 n["path"] = format!("/proc/{pid}/ns/{file}").into();
@@ -286,8 +341,8 @@ impl Agent {
         std::fs::create_dir_all(&bundle).map_err(|e| format!("{}: {e}", bundle.display()))?;
         let cfg = bundle.join("config.json");
         std::fs::write(&cfg, msg.config.to_string()).map_err(|e| format!("{}: {e}", cfg.display()))?;
-        let null = null()?;
         if terminal {
+            let null = null()?;
             // Its terminal, as the first container's: the master from a console socket of its
             // own, relayed on its stream (input and output; resizes come as frames).
             let console = Path::new("/run").join(format!("console-{id}.sock"));
@@ -310,29 +365,17 @@ impl Agent {
                 let _ = self.rt.delete(id, true);
             }
             let m = m?;
-            set_nonblocking(m.as_raw_fd());
-            let state = self.rt.state(id).map_err(|e| e.to_string())?;
-            let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-            let pid = v["pid"].as_i64().unwrap_or(0) as i32;
-            let st = Stream {
-                pid,
-                tty: Some(m.as_raw_fd()),
-                input: Some(dup(m.as_raw_fd())?),
-                outs: [Some(m), None],
+            let mut st = Stream {
+                pid: self.pid_of(id)?,
                 ..Stream::default()
             };
+            st.attach_master(m)?;
+            let pid = st.pid;
             self.streams.insert(stream, st);
             self.members.insert(stream, id.to_string());
             return Ok(pid);
         }
-        let (in_r, in_w) = if msg.stdin {
-            let (r, w) = pipe()?;
-            (Some(r), Some(w))
-        } else {
-            (None, None)
-        };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
+        let piped = Piped::new(msg.stdin)?;
         let opts = CreateOpts {
             bundle: &bundle,
             pid_file: None,
@@ -341,25 +384,12 @@ impl Agent {
             no_new_keyring: false,
             preserve_fds: 0,
         };
-        let stdin = in_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
-        let r = with_stdio([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
-            self.rt.create(id, &opts)
-        })?;
-        drop((in_r, out_w, err_w));
+        let r = with_stdio(piped.child_fds(), || self.rt.create(id, &opts))?;
+        // (the child's ends closed before anything can fail)
+        let st = piped.into_stream(0);
         r.map_err(|e| e.to_string())?;
-        for fd in [in_w.as_ref(), Some(&out_r), Some(&err_r)].into_iter().flatten() {
-            set_nonblocking(fd.as_raw_fd());
-        }
-        let state = self.rt.state(id).map_err(|e| e.to_string())?;
-        let v: serde_json::Value = serde_json::from_str(&state).map_err(|e| e.to_string())?;
-        let pid = v["pid"].as_i64().unwrap_or(0) as i32;
-        let st = Stream {
-            pid,
-            input: in_w,
-            outs: [Some(out_r), Some(err_r)],
-            ..Stream::default()
-        };
-        self.streams.insert(stream, st);
+        let pid = self.pid_of(id)?;
+        self.streams.insert(stream, Stream { pid, ..st });
         self.members.insert(stream, id.to_string());
         Ok(pid)
     }
@@ -394,40 +424,18 @@ impl Agent {
             detach: true,
             ..Default::default()
         };
-        let mut st = Stream::default();
-        let spawned = if tty {
-            self.rt.exec_spawn(&target, &opts)
+        let (spawned, mut st) = if tty {
+            (self.rt.exec_spawn(&target, &opts), Stream::default())
         } else {
-            let null = null()?;
-            let (in_r, in_w) = if msg.stdin {
-                let (r, w) = pipe()?;
-                (Some(r), Some(w))
-            } else {
-                (None, None)
-            };
-            let (out_r, out_w) = pipe()?;
-            let (err_r, err_w) = pipe()?;
-            let stdin = in_r.as_ref().map_or(null.as_raw_fd(), |r| r.as_raw_fd());
-            let r = with_stdio([stdin, out_w.as_raw_fd(), err_w.as_raw_fd()], || {
-                self.rt.exec_spawn(&target, &opts)
-            })?;
-            // Only the process holds the other ends now: its exit (or theirs) ends the output.
-            drop((in_r, out_w, err_w));
-            for fd in [in_w.as_ref(), Some(&out_r), Some(&err_r)].into_iter().flatten() {
-                set_nonblocking(fd.as_raw_fd());
-            }
-            st.input = in_w;
-            st.outs = [Some(out_r), Some(err_r)];
-            r
+            let piped = Piped::new(msg.stdin)?;
+            let r = with_stdio(piped.child_fds(), || self.rt.exec_spawn(&target, &opts))?;
+            (r, piped.into_stream(0))
         };
         let _ = std::fs::remove_file(&path);
         let spawned = spawned.map_err(|e| e.to_string())?;
         st.pid = spawned.pid;
         if let Some(m) = spawned.master {
-            set_nonblocking(m.as_raw_fd());
-            st.tty = Some(m.as_raw_fd());
-            st.input = Some(dup(m.as_raw_fd())?);
-            st.outs = [Some(m), None];
+            st.attach_master(m)?;
         }
         self.streams.insert(stream, st);
         Ok(spawned.pid)

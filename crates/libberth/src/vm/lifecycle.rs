@@ -87,18 +87,7 @@ pub(super) fn create_attached(
     }
     let host_cg = confine::HostCgroup::plan(id, &bundle.spec, rt.systemd_cgroup, plan.mem_mib)?;
     // The terminal: the host side of a pty (its master goes to the console socket, or to `run`).
-    let (master, tty) = match (terminal, att.tty) {
-        (false, _) => (None, None),
-        (true, Some(t)) => (None, Some(t)),
-        (true, None) => {
-            let (m, p) = relay::host_pty()?;
-            (Some(m), Some(p))
-        }
-    };
-    let console = match (&master, opts.console_socket) {
-        (Some(_), Some(p)) => Some(UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?),
-        _ => None,
-    };
+    let (master, tty, console) = relay::host_terminal(terminal, att.tty, opts.console_socket)?;
     let stdin = !terminal && relay::stdin_worth_reading(0, att.stdin_tty);
     // The container's network namespace, a tap coupled to each interface (undone if create fails).
     let net = net::attach(&bundle.spec)?;
@@ -236,10 +225,7 @@ pub(super) fn create_attached(
     if proto::split(&reply).0 != "ready" {
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
     }
-    if let (Some(m), Some(c)) = (&master, &console) {
-        let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
-        crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
-    }
+    relay::send_master(master.as_ref(), console.as_ref())?;
     let monitor_start = state::proc_stat(pid)
         .map(|s| s.1)
         .ok_or_else(|| err!("VM container {id:?}: its monitor exited during create"))?;

@@ -675,20 +675,7 @@ pub(super) fn join(
             }
         }
     }
-    let (master, peer) = match (terminal, att.tty) {
-        (false, _) => (None, None),
-        (true, Some(t)) => (None, Some(t)),
-        (true, None) => {
-            let (m, p) = relay::host_pty()?;
-            (Some(m), Some(p))
-        }
-    };
-    let console = match (&master, opts.console_socket) {
-        (Some(_), Some(p)) => {
-            Some(std::os::unix::net::UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?)
-        }
-        _ => None,
-    };
+    let (master, peer, console) = relay::host_terminal(terminal, att.tty, opts.console_socket)?;
     if let Some((rows, cols)) = peer
         .as_ref()
         .and_then(|t| relay::win_size(std::os::fd::AsRawFd::as_raw_fd(t)))
@@ -754,11 +741,7 @@ pub(super) fn join(
     if proto::split(&reply).0 != "ready" {
         bail!("VM container {id:?}: unexpected reply from the guest: {reply:?}");
     }
-    if let (Some(m), Some(c)) = (&master, &console) {
-        use std::os::fd::AsRawFd;
-        let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
-        crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
-    }
+    relay::send_master(master.as_ref(), console.as_ref())?;
     drop(console);
     drop(master);
     let gate = confine::Gate::new()?;

@@ -62,6 +62,46 @@ pub fn host_pty() -> crate::Result<(OwnedFd, OwnedFd)> {
     Ok((m, p))
 }
 
+/// The host side of a VM container's terminal (`process.terminal`): (the master, for the console
+/// socket; the side relayed to the guest; the console socket, connected). With `run`'s own pty
+/// (`run_tty`) there is no master to hand over; without a terminal, nothing.
+pub(super) type HostTerminal = (Option<OwnedFd>, Option<OwnedFd>, Option<std::os::unix::net::UnixStream>);
+
+pub(super) fn host_terminal(
+    terminal: bool,
+    run_tty: Option<OwnedFd>,
+    console_socket: Option<&std::path::Path>,
+) -> crate::Result<HostTerminal> {
+    use crate::error::Context;
+    let (master, peer) = match (terminal, run_tty) {
+        (false, _) => (None, None),
+        (true, Some(t)) => (None, Some(t)),
+        (true, None) => {
+            let (m, p) = host_pty()?;
+            (Some(m), Some(p))
+        }
+    };
+    let console = match (&master, console_socket) {
+        (Some(_), Some(p)) => {
+            Some(std::os::unix::net::UnixStream::connect(p).with_ctx(|| format!("--console-socket {}", p.display()))?)
+        }
+        _ => None,
+    };
+    Ok((master, peer, console))
+}
+
+/// Hand the terminal's master to the console socket (once the guest's side is ready).
+pub(super) fn send_master(
+    master: Option<&OwnedFd>,
+    console: Option<&std::os::unix::net::UnixStream>,
+) -> crate::Result<()> {
+    if let (Some(m), Some(c)) = (master, console) {
+        let name = format!("/dev/pts/{}", crate::linux::console::pty_number(m)?);
+        crate::linux::console::send_fd(c.as_raw_fd(), m.as_raw_fd(), &name)?;
+    }
+    Ok(())
+}
+
 /// The window size of a terminal, if it has one.
 pub fn win_size(fd: RawFd) -> Option<(u16, u16)> {
     let mut ws = libc::winsize {
