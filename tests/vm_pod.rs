@@ -702,3 +702,70 @@ fn a_later_vm_container_of_a_pod_has_a_terminal() {
     rt.delete(&ib).ok("delete the second");
     rt.delete_force(&ia).ok("delete the first");
 }
+
+/// `pause`, `resume` and `events --stats` of a later VM container act on that container in the
+/// guest (its host cgroup holds only its helper): paused, its processes stop while the first
+/// container's go on; resumed, they go on again; its statistics are its guest cgroup's (the
+/// memory it holds), not its helper's.
+#[test]
+fn pause_resume_and_stats_of_a_later_vm_container_are_its_own() {
+    if skip_vm("pause_resume_and_stats_of_a_later_vm_container_are_its_own") {
+        return;
+    }
+    let ns = Netns(format!("bpps-{}", std::process::id()));
+    sh(&format!("ip netns add {}", ns.0));
+    let path = format!("/run/netns/{}", ns.0);
+    let rt = Runtime::new();
+    let counter = "i=0; while true; do i=$((i+1)); echo $i > /cnt.tmp; mv /cnt.tmp /cnt; sleep 0.1; done";
+    let mut a = Bundle::default();
+    vm(&mut a).writable_root();
+    a.set_namespace("network", Some(&path));
+    a.set_sh(counter);
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(&path));
+    // 48 MB in its /dev/shm (tmpfs: charged to its cgroup in the guest), then the counter.
+    b.set_sh(&format!("head -c 48000000 /dev/zero > /dev/shm/hold; {counter}"));
+    let (ia, ib) = (unique_id(), unique_id());
+    rt.create_and_start(&a, &ia);
+    wait_file(&a.rootfs().join("cnt"), Duration::from_secs(90));
+    rt.create_and_start(&b, &ib);
+    wait_file(&b.rootfs().join("cnt"), Duration::from_secs(90));
+    let count = |bundle: &Bundle| -> u64 {
+        std::fs::read_to_string(bundle.rootfs().join("cnt"))
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
+    let advances = |bundle: &Bundle| {
+        let c0 = count(bundle);
+        std::thread::sleep(Duration::from_millis(1500));
+        count(bundle) > c0
+    };
+    // Its statistics: the guest cgroup's memory (the 48 MB it holds), not its helper's.
+    let out = rt.cmd(&["events", "--stats", &ib]).ok("events --stats").out();
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("stats JSON");
+    let usage = v["data"]["memory"]["usage"]["usage"].as_u64().unwrap_or(0);
+    assert!(usage >= 40_000_000, "the later container's memory in the guest: {out}");
+    let helper_cg = std::fs::read_to_string(format!("/proc/{}/cgroup", rt.state(&ib)["pid"])).unwrap();
+    assert!(
+        helper_cg.contains(&ib),
+        "its helper has its own host cgroup: {helper_cg}"
+    );
+    // Paused: its processes stop in the guest, the first's go on.
+    rt.cmd(&["pause", &ib]).ok("pause");
+    assert_eq!(rt.state(&ib)["status"], "paused");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!advances(&b), "a paused later container's processes stopped");
+    assert!(
+        advances(&a),
+        "the first container runs on while the later one is paused"
+    );
+    assert_eq!(rt.state(&ia)["status"], "running");
+    rt.cmd(&["resume", &ib]).ok("resume");
+    assert_eq!(rt.state(&ib)["status"], "running");
+    assert!(advances(&b), "resumed, its processes go on");
+    rt.cmd(&["delete", "--force", &ib]).ok("delete --force later");
+    rt.cmd(&["delete", "--force", &ia]).ok("delete --force first");
+}

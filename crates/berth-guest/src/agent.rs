@@ -482,6 +482,24 @@ impl Agent {
                     self.rt.update(&id, r).map(|_| "ok".into()).map_err(|e| e.to_string())
                 })
             }
+            // A pod's later container (vm/pod.rs): its processes frozen or thawed in the guest,
+            // its statistics from its cgroup in the guest (its host cgroup holds only its helper).
+            "pause" | "resume" => self.container(Some(arg.trim())).and_then(|id| {
+                let r = if verb == "pause" {
+                    self.rt.pause(&id)
+                } else {
+                    self.rt.resume(&id)
+                };
+                r.map(|_| "ok".into()).map_err(|e| e.to_string())
+            }),
+            "stats" => self.container(Some(arg.trim())).and_then(|id| {
+                let mut doc = String::new();
+                self.rt
+                    .events(&id, true, Duration::ZERO, &mut |l| doc = l.to_string())
+                    .map_err(|e| e.to_string())?;
+                let v: serde_json::Value = serde_json::from_str(&doc).map_err(|e| e.to_string())?;
+                Ok(format!("ok {}", v["data"]))
+            }),
             v => Err(format!("unknown request {v:?}")),
         };
         let reply = match r {

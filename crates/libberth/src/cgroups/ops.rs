@@ -191,6 +191,7 @@ impl Runtime {
             Status::Running | Status::Created => {}
             s => bail!("container {id:?} cannot be paused: it is {}", s.as_str()),
         }
+        crate::vm::pod::member_freeze(&self.store.root().join(id), true)?;
         freeze::freeze(&Cgroup::open(&rec.cgroup_path))
     }
 
@@ -200,7 +201,9 @@ impl Runtime {
         if st != Status::Paused {
             bail!("container {id:?} cannot be resumed: it is {}, not paused", st.as_str());
         }
-        freeze::thaw(&Cgroup::open(&rec.cgroup_path))
+        freeze::thaw(&Cgroup::open(&rec.cgroup_path))?;
+        crate::vm::pod::member_freeze(&self.store.root().join(id), false)?;
+        Ok(())
     }
 
     /// The host pids of every process in the container's cgroup.
@@ -254,8 +257,19 @@ impl Runtime {
             bail!("container {id:?} is not running (stopped)");
         }
         let cg = Cgroup::open(&rec.cgroup_path);
-        let stats_line =
-            |cg: &Cgroup| serde_json::json!({"type": "stats", "id": id, "data": stats::stats(cg)}).to_string();
+        // A pod's later VM container: its cgroup in the guest (its host cgroup holds its helper).
+        let dir = self.store.root().join(id);
+        let stats_line = |cg: &Cgroup| {
+            let data = match crate::vm::pod::member_stats(&dir) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    crate::log::warn(&format!("container {id:?}: {e}"));
+                    stats::stats(cg)
+                }
+                None => stats::stats(cg),
+            };
+            serde_json::json!({"type": "stats", "id": id, "data": data}).to_string()
+        };
         if once {
             out(&stats_line(&cg));
             return Ok(());

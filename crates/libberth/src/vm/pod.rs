@@ -591,6 +591,36 @@ pub(crate) fn route(dir: &Path) -> (PathBuf, Option<String>) {
     }
 }
 
+/// `pause` (`freeze`) or `resume` of a pod's later container: its processes in the guest, by the
+/// guest's freezer (its host cgroup, which `state` reads, holds only its helper; the caller
+/// freezes that too). Nothing for any other container (false).
+pub(crate) fn member_freeze(dir: &Path, freeze: bool) -> Result<bool> {
+    if !matches!(route(dir), (_, Some(_))) {
+        return Ok(false);
+    }
+    let verb = if freeze { "pause" } else { "resume" };
+    let reply = super::client::request(dir, verb, Duration::from_secs(30))?;
+    if !reply.starts_with("ok") {
+        bail!("{verb} in the VM: {reply}");
+    }
+    Ok(true)
+}
+
+/// The statistics of a pod's later container: its cgroup's in the guest (the same document
+/// `events --stats` gives of a cgroup). None for any other container.
+pub(crate) fn member_stats(dir: &Path) -> Option<Result<serde_json::Value>> {
+    if !matches!(route(dir), (_, Some(_))) {
+        return None;
+    }
+    Some((|| {
+        let reply = super::client::request(dir, "stats", Duration::from_secs(10))?;
+        let json = reply
+            .strip_prefix("ok ")
+            .ok_or_else(|| err!("statistics from the VM: {reply}"))?;
+        serde_json::from_str(json).map_err(|e| err!("statistics from the VM: {e}"))
+    })())
+}
+
 /// `create` of a later VM container of a pod: made in the running VM of the namespace `key`
 /// (looked up again under the registry's lock, held until the container's record names its
 /// helper, so that its VM is not parked or ended meanwhile).
