@@ -1368,11 +1368,13 @@ fn vm_kill_ends_a_vm_whose_agent_does_not_answer() {
     }
 }
 
+/// A process's peak RSS; 0 once it is gone or exiting (its memory released: /proc/<pid>/status
+/// then has no Vm* lines).
 fn vm_hwm_kib(pid: i32) -> u64 {
-    status_line(pid, "VmHWM")
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
 
