@@ -34,6 +34,27 @@ fn wait_file(p: &Path, timeout: Duration) -> String {
 /// A network namespace of the test's own, removed on drop.
 struct Netns(String);
 
+impl Netns {
+    /// A new network namespace `<tag>-<pid>`, deleted with the value.
+    fn new(tag: &str) -> Netns {
+        let ns = Netns(format!("{tag}-{}", std::process::id()));
+        sh(&format!("ip netns add {}", ns.0));
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+/// A VM container's bundle (writable root) in the network namespace at `path`.
+fn pod_bundle(path: &str) -> Bundle {
+    let mut b = Bundle::default();
+    vm(&mut b).writable_root();
+    b.set_namespace("network", Some(path));
+    b
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
         let _ = sh(&format!("ip netns del {}", self.0));
@@ -97,22 +118,17 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     if skip_vm("two_vm_containers_of_one_network_namespace_share_one_vm") {
         return;
     }
-    let ns = Netns(format!("bpod-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpod");
+    let path = ns.path();
     let rt = Runtime::new();
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     std::fs::create_dir_all(a.rootfs().join("www")).unwrap();
     std::fs::write(a.rootfs().join("www/index.html"), "hello-from-first\n").unwrap();
     a.set_sh(
         "trap 'exit 0' TERM; busybox httpd -p 8080 -h /www; \
          cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000 & wait",
     );
-    let mut b = Bundle::default();
-    vm(&mut b).writable_root();
-    b.set_namespace("network", Some(&path));
+    let mut b = pod_bundle(&path);
     b.set_sh(
         "trap 'exit 7' TERM; echo out-of-second; \
          { cat /proc/sys/kernel/random/boot_id; \
@@ -162,9 +178,7 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     let out = rt.cmd(&["exec", &ia, "cat", "/boot_id"]);
     assert_eq!(out.ok("exec in the first after").out(), boot_a);
     // A third joins the same VM again and is removed by force while running.
-    let mut c = Bundle::default();
-    vm(&mut c).writable_root();
-    c.set_namespace("network", Some(&path));
+    let mut c = pod_bundle(&path);
     c.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
     let ic = unique_id();
     rt.create_and_start(&c, &ic);
@@ -193,19 +207,33 @@ fn two_vm_containers_of_one_network_namespace_share_one_vm() {
     assert!(!links.contains("berth-tap"), "taps left: {links}");
 }
 
-#[test]
-fn podman_pod_of_two_vm_containers_is_one_vm() {
-    if skip_vm("podman_pod_of_two_vm_containers_is_one_vm") {
-        return;
+/// For a podman test (None: skipped): an image whose `/www/index.html` holds `page`, imported
+/// as `image`, and a pod `pod` publishing `ports` (`host:container`).
+fn podman_pod(test: &str, prefix: &str, page: &str, image: &str, pod: &str, ports: &str) -> Option<Podman> {
+    if skip_vm(test) {
+        return None;
     }
-    let Some(p) = Podman::if_installed("podman_pod_of_two_vm_containers_is_one_vm", "bvp") else {
-        return;
-    };
+    let p = Podman::if_installed(test, prefix)?;
     let b = Bundle::default();
     std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
-    std::fs::write(b.rootfs().join("www/index.html"), "hello-from-the-pod\n").unwrap();
-    p.import(&b, "localhost/berth-vmpod-test:latest");
-    p.ok(&["pod", "create", "--name", "vmpod", "-p", "18081:80"]);
+    std::fs::write(b.rootfs().join("www/index.html"), page).unwrap();
+    p.import(&b, image);
+    p.ok(&["pod", "create", "--name", pod, "-p", ports]);
+    Some(p)
+}
+
+#[test]
+fn podman_pod_of_two_vm_containers_is_one_vm() {
+    let Some(p) = podman_pod(
+        "podman_pod_of_two_vm_containers_is_one_vm",
+        "bvp",
+        "hello-from-the-pod\n",
+        "localhost/berth-vmpod-test:latest",
+        "vmpod",
+        "18081:80",
+    ) else {
+        return;
+    };
     p.ok(&[
         "run",
         "-d",
@@ -259,9 +287,8 @@ fn a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host() {
     if skip_vm("a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host") {
         return;
     }
-    let ns = Netns(format!("bpoh-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpoh");
+    let path = ns.path();
     let victim = TempDir::new("pod-victim");
     std::fs::create_dir(victim.join("rootfs")).unwrap();
     std::fs::write(victim.join("keep"), "host file\n").unwrap();
@@ -269,9 +296,7 @@ fn a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host() {
     let ib = unique_id();
     // The first container: guest root (the agent's pid namespace, every capability it needs to
     // reach the agent's /run/pod through /proc/1/root).
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     a.remove_namespace("pid");
     let caps = serde_json::json!([
         "CAP_SYS_ADMIN",
@@ -289,9 +314,7 @@ fn a_guest_symlink_in_the_pod_share_redirects_nothing_on_the_host() {
          sleep 1000 & wait",
         v = victim.path().display()
     ));
-    let mut b = Bundle::default();
-    vm(&mut b).writable_root();
-    b.set_namespace("network", Some(&path));
+    let mut b = pod_bundle(&path);
     b.set_sh("sleep 1000");
     let ia = unique_id();
     rt.create_and_start(&a, &ia);
@@ -326,9 +349,8 @@ fn concurrent_creates_in_one_network_namespace_make_one_vm() {
     if skip_vm("concurrent_creates_in_one_network_namespace_make_one_vm") {
         return;
     }
-    let ns = Netns(format!("bpoc-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpoc");
+    let path = ns.path();
     let rt = Runtime::new();
     // The second create starts at the same moment, then while the first is between registering
     // and making its state directory (its network and guest config are being set up): a look at
@@ -336,9 +358,7 @@ fn concurrent_creates_in_one_network_namespace_make_one_vm() {
     for delay_ms in [0u64, 3, 6, 9, 12, 15, 20, 25, 30, 40] {
         let bundles: Vec<Bundle> = (0..2)
             .map(|_| {
-                let mut b = Bundle::default();
-                vm(&mut b).writable_root();
-                b.set_namespace("network", Some(&path));
+                let mut b = pod_bundle(&path);
                 b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
                 b.save();
                 b
@@ -390,19 +410,14 @@ fn deleting_the_first_vm_container_keeps_the_vm_for_the_others() {
     if skip_vm("deleting_the_first_vm_container_keeps_the_vm_for_the_others") {
         return;
     }
-    let ns = Netns(format!("bpark-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpark");
+    let path = ns.path();
     let rt = Runtime::new();
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     std::fs::create_dir_all(a.rootfs().join("www")).unwrap();
     std::fs::write(a.rootfs().join("www/index.html"), "hello-from-first\n").unwrap();
     a.set_sh("busybox httpd -p 8080 -h /www; cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000 & wait");
-    let mut b = Bundle::default();
-    vm(&mut b).writable_root();
-    b.set_namespace("network", Some(&path));
+    let mut b = pod_bundle(&path);
     b.set_sh(
         "{ cat /proc/sys/kernel/random/boot_id; \
            printf 'GET / HTTP/1.0\r\n\r\n' | busybox nc 127.0.0.1 8080; } > /result.tmp 2>&1; \
@@ -504,17 +519,12 @@ fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
     if skip_vm("a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete") {
         return;
     }
-    let ns = Netns(format!("bpark2-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpark2");
+    let path = ns.path();
     let rt = Runtime::new();
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     a.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
-    let mut b = Bundle::default();
-    vm(&mut b).writable_root();
-    b.set_namespace("network", Some(&path));
+    let mut b = pod_bundle(&path);
     b.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
     let (ia, ib) = (unique_id(), unique_id());
     let pa = rt.create_and_start(&a, &ia);
@@ -566,17 +576,16 @@ fn a_parked_vm_whose_last_helper_was_killed_is_cleaned_by_its_delete() {
 /// the VM.
 #[test]
 fn podman_rm_of_the_first_vm_container_keeps_the_pod_vm() {
-    if skip_vm("podman_rm_of_the_first_vm_container_keeps_the_pod_vm") {
-        return;
-    }
-    let Some(p) = Podman::if_installed("podman_rm_of_the_first_vm_container_keeps_the_pod_vm", "bvr") else {
+    let Some(p) = podman_pod(
+        "podman_rm_of_the_first_vm_container_keeps_the_pod_vm",
+        "bvr",
+        "hello-from-web\n",
+        "localhost/berth-vmpod-rm:latest",
+        "vmpodrm",
+        "18082:80",
+    ) else {
         return;
     };
-    let b = Bundle::default();
-    std::fs::create_dir_all(b.rootfs().join("www")).unwrap();
-    std::fs::write(b.rootfs().join("www/index.html"), "hello-from-web\n").unwrap();
-    p.import(&b, "localhost/berth-vmpod-rm:latest");
-    p.ok(&["pod", "create", "--name", "vmpodrm", "-p", "18082:80"]);
     let vm_run = |name: &str, cmd: &[&str]| {
         let mut args = vec![
             "run",
@@ -640,13 +649,10 @@ fn a_later_vm_container_of_a_pod_has_a_terminal() {
     if skip_vm("a_later_vm_container_of_a_pod_has_a_terminal") {
         return;
     }
-    let ns = Netns(format!("bptty-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bptty");
+    let path = ns.path();
     let rt = Runtime::new();
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     a.set_sh("cat /proc/sys/kernel/random/boot_id > /boot_id; sleep 1000");
     let mut b = Bundle::sh("read x; stty size; tty; cat /proc/sys/kernel/random/boot_id; echo got=$x; exit 5");
     vm(&mut b);
@@ -712,18 +718,13 @@ fn pause_resume_and_stats_of_a_later_vm_container_are_its_own() {
     if skip_vm("pause_resume_and_stats_of_a_later_vm_container_are_its_own") {
         return;
     }
-    let ns = Netns(format!("bpps-{}", std::process::id()));
-    sh(&format!("ip netns add {}", ns.0));
-    let path = format!("/run/netns/{}", ns.0);
+    let ns = Netns::new("bpps");
+    let path = ns.path();
     let rt = Runtime::new();
     let counter = "i=0; while true; do i=$((i+1)); echo $i > /cnt.tmp; mv /cnt.tmp /cnt; sleep 0.1; done";
-    let mut a = Bundle::default();
-    vm(&mut a).writable_root();
-    a.set_namespace("network", Some(&path));
+    let mut a = pod_bundle(&path);
     a.set_sh(counter);
-    let mut b = Bundle::default();
-    vm(&mut b).writable_root();
-    b.set_namespace("network", Some(&path));
+    let mut b = pod_bundle(&path);
     // 48 MB in its /dev/shm (tmpfs: charged to its cgroup in the guest), then the counter.
     b.set_sh(&format!("head -c 48000000 /dev/zero > /dev/shm/hold; {counter}"));
     let (ia, ib) = (unique_id(), unique_id());
