@@ -94,14 +94,10 @@ pub(super) fn monitor(
     // The state directory as a descriptor, for what the monitor writes there after the boot (the
     // console log, the exit status): a pod's parked VM (vm/pod.rs) has its directory renamed
     // under the monitor, and a descriptor follows it.
-    let live_dir = match nix::fcntl::open(
-        dir,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
+    let live_dir = match crate::linux::fs::open_dir(dir) {
         Ok(fd) => fd,
         Err(e) => {
-            eprintln!("berth: VM container: {}: {e}", dir.display());
+            eprintln!("berth: VM container: {e}");
             return 255;
         }
     };
